@@ -1,0 +1,114 @@
+"""The demo service's app: lifespan-owned pools, the seed's middleware, health routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from demo_service import fixed, leaky
+from demo_service.agent import PaymentDeclined
+from demo_service.context import request_id_middleware
+
+log = logging.getLogger(__name__)
+
+POOL_SIZE, MAX_OVERFLOW = 20, 10  # the pool of the seed's error message
+RAW_POOL_MAX = 10
+POOL_TIMEOUT = 5.0  # SQLAlchemy's wait for a free connection before "QueuePool limit ... reached"
+DSN_ENV = "DRAINWATCH_DEMO_DSN"
+
+
+def app_name(variant: str) -> str:
+    """The application_name prefix of the demo's backends (``:sa`` or ``:raw`` follows)."""
+    return f"drainwatch-demo-{variant}"
+
+
+def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
+    """The demo service. ``dsn`` defaults to the ``DRAINWATCH_DEMO_DSN`` environment variable."""
+    if variant not in ("leaky", "fixed"):
+        raise ValueError(f"unknown variant {variant!r}")
+    dsn = dsn or os.environ[DSN_ENV]
+    name = app_name(variant)
+    pg_url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1).replace("postgres://", "postgresql+asyncpg://", 1)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_async_engine(
+            pg_url,
+            pool_size=POOL_SIZE,
+            max_overflow=MAX_OVERFLOW,
+            pool_timeout=POOL_TIMEOUT,
+            connect_args={"server_settings": {"application_name": f"{name}:sa"}},
+        )
+        pool = await asyncpg.create_pool(
+            dsn, min_size=2, max_size=RAW_POOL_MAX, server_settings={"application_name": f"{name}:raw"}
+        )
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, item text, created timestamptz DEFAULT now())")
+                )
+            app.state.engine = engine
+            app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
+            app.state.pool = pool
+            app.state.variant = variant
+            yield
+        finally:
+            # pool.close() waits for every checked-out connection, forever if one leaked:
+            # bound the wait, then drop what is left.
+            try:
+                await asyncio.wait_for(pool.close(), 3)
+            except TimeoutError:
+                pool.terminate()
+            await engine.dispose()
+
+    app = FastAPI(title=f"drainwatch demo service ({variant})", lifespan=lifespan)
+    app.middleware("http")(request_id_middleware)
+    app.include_router(leaky.router if variant == "leaky" else fixed.router)
+
+    @app.exception_handler(PaymentDeclined)
+    async def declined(request: Request, exc: PaymentDeclined) -> JSONResponse:
+        return JSONResponse({"error": "payment_declined", "detail": str(exc)}, status_code=502)
+
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def pool_exhausted(request: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+        return JSONResponse({"error": "pool_exhausted", "detail": str(exc).splitlines()[0]}, status_code=503)
+
+    @app.exception_handler(TimeoutError)
+    async def deadline(request: Request, exc: TimeoutError) -> JSONResponse:
+        return JSONResponse({"error": "deadline_exceeded"}, status_code=504)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: answers without touching the database."""
+        return {"status": "ok", "variant": variant}
+
+    @app.get("/health/db")
+    async def health_db(request: Request) -> dict[str, object]:
+        """Readiness: one query through each pool. Hangs when the raw pool is exhausted."""
+        async with request.app.state.sessions() as session:
+            sa_ok = (await session.execute(text("SELECT 1"))).scalar_one()
+        async with request.app.state.pool.acquire() as conn:
+            raw_ok = await conn.fetchval("SELECT 1")
+        return {"status": "ok", "sqlalchemy": sa_ok, "asyncpg": raw_ok}
+
+    @app.get("/pool")
+    async def pool_view(request: Request) -> dict[str, object]:
+        """The app's own view of its pools (what pg_stat_activity cannot always see)."""
+        sa_pool = request.app.state.engine.pool
+        raw = request.app.state.pool
+        return {
+            "sqlalchemy": {"checked_out": sa_pool.checkedout(), "size": sa_pool.size(), "limit": POOL_SIZE + MAX_OVERFLOW},
+            "asyncpg": {"checked_out": raw.get_size() - raw.get_idle_size(), "size": raw.get_size(), "limit": RAW_POOL_MAX},
+        }
+
+    return app

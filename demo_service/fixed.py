@@ -1,0 +1,67 @@
+"""The fixed variant: the same routes as ``leaky.py``, with cleanup that cannot be skipped.
+
+``async with`` for every checkout and transaction, ``try/finally`` around ``yield``,
+cancellation always propagated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from demo_service.agent import PaymentDeclined, llm_summary, llm_tokens, record_usage
+from demo_service.context import tag
+
+router = APIRouter()
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+@router.get("/items")
+async def items(fail: bool = False, session: AsyncSession = Depends(get_session)) -> dict[str, object]:
+    count = (await session.execute(text(tag("SELECT count(*) FROM orders", "items")))).scalar_one()
+    if fail:
+        raise PaymentDeclined("items lookup failed")
+    return {"orders": count}
+
+
+@router.post("/orders")
+async def create_order(request: Request, fail: bool = False) -> dict[str, object]:
+    async with request.app.state.sessions() as session, session.begin():
+        await session.execute(text(tag("INSERT INTO orders (item) VALUES ('book')", "orders")))
+        if fail:
+            raise PaymentDeclined("card declined")
+    return {"ok": True}
+
+
+@router.post("/chat")
+async def chat(request: Request, prompt: str = "tell me about pools") -> StreamingResponse:
+    pool = request.app.state.pool
+
+    async def reply() -> AsyncIterator[str]:
+        # The connection is only needed for the lookup: give it back before streaming.
+        async with pool.acquire() as conn:
+            await conn.fetchval(tag("SELECT count(*) FROM orders", "chat"))
+        async for token in llm_tokens(prompt):
+            yield token
+        await record_usage()
+
+    return StreamingResponse(reply(), media_type="text/plain")
+
+
+@router.get("/report")
+async def report(request: Request, deadline_ms: int = 300, work_ms: int = 1000) -> dict[str, object]:
+    pool = request.app.state.pool
+    async with asyncio.timeout(deadline_ms / 1000):
+        async with pool.acquire() as conn:
+            await conn.fetchval(tag("SELECT count(*) FROM orders", "report"))
+            summary = await llm_summary(work_ms / 1000)
+    return {"summary": summary}

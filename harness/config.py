@@ -1,0 +1,192 @@
+"""The run plan: one frozen object, built and validated at the edge before anything starts."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from harness.errors import UsageError
+
+SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+CHAOS_KINDS = ("steady", "disconnect", "timeout", "error")
+DEFAULT_MIX = {"steady": 4, "disconnect": 2, "timeout": 2, "error": 1}
+VARIANTS = ("leaky", "fixed")
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, *, name: str = "duration") -> float:
+    """Seconds in ``text``: ``90``, ``90s``, ``1m30s``, ``500ms``, ``2h``.
+
+    Raises UsageError when the text is not a positive duration.
+    """
+    raw = str(text).strip().lower()
+    seconds: float | None = None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pos, total = 0, 0.0
+        for match in _DURATION.finditer(raw):
+            if match.start() != pos:
+                break
+            total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if pos == len(raw) and raw:
+            seconds = total
+    if seconds is None:
+        raise UsageError(
+            f"{name} {text!r} is not a duration",
+            hint="write it like 30s, 2m, 1m30s or 500ms",
+        )
+    if seconds <= 0:
+        raise UsageError(f"{name} must be positive, got {text!r}", hint="give it a value above zero")
+    return seconds
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """``steady=4,disconnect=2`` → weights; unknown kinds are a UsageError."""
+    mix: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, weight = part.partition("=")
+        kind = kind.strip()
+        if kind not in CHAOS_KINDS:
+            raise UsageError(
+                f"unknown chaos kind {kind!r} in --mix",
+                hint=f"use some of {', '.join(CHAOS_KINDS)}, like steady=4,disconnect=2",
+            )
+        try:
+            mix[kind] = int(weight or "1")
+        except ValueError:
+            raise UsageError(
+                f"weight {weight!r} of {kind} is not a whole number", hint="write it like error=1"
+            ) from None
+        if mix[kind] < 0:
+            raise UsageError(f"weight of {kind} is negative", hint="use 0 to leave a kind out")
+    if not any(mix.values()):
+        raise UsageError("--mix gives no traffic at all", hint="give at least one kind a weight above 0")
+    return mix
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ``***`` (URL and key=value forms)."""
+    dsn = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn, flags=re.I)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Which client backends belong to the target (every given field must match)."""
+
+    application_name: str | None = None  # SQL LIKE pattern
+    usename: str | None = None
+    datname: str | None = None
+    client_addr: str | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    variant: str = "leaky"
+    dsn: str | None = None
+    target_url: str | None = None
+    match: Match = field(default_factory=Match)
+    users: int = 20
+    spawn_rate: float = 20.0
+    warmup: float = 10.0
+    baseline: float = 5.0
+    duration: float = 30.0
+    settle: float = 20.0
+    interval: float = 0.25
+    mix: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    locustfile: Path | None = None
+    probe_path: str = "/health/db"
+    probe_count: int = 3
+    probe_timeout: float = 5.0
+    tolerance: int = 0
+    out: Path = Path("reports")
+    run_id: str = ""
+    quiet: bool = False
+    pool_limit: int | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / self.run_id
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as it may be written down: no password anywhere."""
+        data = asdict(self)
+        if self.dsn:
+            data["dsn"] = redact_dsn(self.dsn)
+        data["out"] = str(self.out)
+        data["locustfile"] = str(self.locustfile) if self.locustfile else None
+        return data
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check everything a user can get wrong, before anything is started or written.
+
+    Raises UsageError naming the fix.
+    """
+    if cfg.variant not in VARIANTS:
+        raise UsageError(f"unknown variant {cfg.variant!r}", hint="use --variant leaky or --variant fixed")
+    if cfg.users < 1:
+        raise UsageError(f"--users must be at least 1, got {cfg.users}", hint="try --users 20")
+    if cfg.spawn_rate <= 0:
+        raise UsageError("--spawn-rate must be positive", hint="try --spawn-rate 20")
+    if not 0.05 <= cfg.interval <= 60:
+        raise UsageError(
+            f"--interval {cfg.interval}s is outside 50ms..60s", hint="the default 250ms samples at 4 Hz"
+        )
+    if cfg.dsn is not None:
+        check_dsn(cfg.dsn)
+    if cfg.target_url is not None:
+        parts = urlsplit(cfg.target_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(
+                f"--target-url {cfg.target_url!r} is not an http(s) URL",
+                hint="write it like http://127.0.0.1:8000",
+            )
+        if cfg.dsn is None:
+            raise UsageError(
+                "--target-url needs --dsn: drainwatch must watch the database the target uses",
+                hint="add --dsn postgresql://USER@HOST:PORT/DB (password from PGPASSWORD or ~/.pgpass)",
+            )
+    if cfg.locustfile is not None:
+        if not cfg.locustfile.is_file():
+            raise UsageError(f"locustfile {cfg.locustfile} does not exist", hint="check the path given to --locustfile")
+        if "User" not in cfg.locustfile.read_text(errors="replace"):
+            raise UsageError(
+                f"locustfile {cfg.locustfile} defines no user class",
+                hint="define a class that subclasses HttpUser or FastHttpUser",
+            )
+    check_writable(cfg.out)
+    return cfg
+
+
+def check_dsn(dsn: str) -> None:
+    """Raise UsageError when ``dsn`` cannot be parsed as a libpq connection string."""
+    import psycopg.conninfo
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparseable"
+        raise UsageError(
+            f"--dsn is not a valid connection string ({redact_dsn(reason)})",
+            hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME",
+        ) from None
+    if not dsn.strip():
+        raise UsageError("--dsn is empty", hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME")
+
+
+def check_writable(out: Path) -> None:
+    """Raise UsageError unless ``out`` (or the folder that would hold it) is writable."""
+    probe = out.resolve()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {out} is not writable", hint="choose another with --out DIR")

@@ -1,0 +1,56 @@
+"""The exceptions drainwatch raises, and the exit codes they map to.
+
+    DrainwatchError            a malfunction or an environment drainwatch cannot work in
+    ├── UsageError             bad input: flags, config, files          (exit 2)
+    └── EnvironmentProblem     the world is not as needed               (exit 2)
+        ├── DatabaseProblem    PostgreSQL cannot be started, reached or watched
+        └── TargetProblem      the service under test cannot be started or reached
+
+Every error carries a one-line ``hint`` that names the fix. The CLI is the only place
+that turns them into output and an exit code. The system under test failing (a leak, a
+500 storm, a pool exhausted) is never an exception: it is data in the verdict.
+"""
+
+from __future__ import annotations
+
+EXIT_PASS = 0
+EXIT_LEAK = 1
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class DrainwatchError(Exception):
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class UsageError(DrainwatchError):
+    pass
+
+
+class EnvironmentProblem(DrainwatchError):
+    pass
+
+
+class DatabaseProblem(EnvironmentProblem):
+    pass
+
+
+class TargetProblem(EnvironmentProblem):
+    pass
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: unwind everything, write what was collected."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -1,0 +1,77 @@
+"""Child processes owned by an async context manager: started, logged, always ended.
+
+Children run in their own session so a terminal's Ctrl-C reaches drainwatch only;
+drainwatch then stops them in the order it chooses (see ``harness.run``). Stopping
+escalates: the polite signal, then SIGTERM, then SIGKILL, each after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def managed_process(
+    argv: Sequence[str],
+    *,
+    name: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    stop_signal: int = signal.SIGINT,
+    grace: float = 10.0,
+    **popen: Any,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Run ``argv`` with stdout and stderr appended to ``log_path``; stop it on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=sink,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+            **popen,
+        )
+        log.debug("started %s (pid %s): %s", name, proc.pid, " ".join(argv))
+        try:
+            yield proc
+        finally:
+            await asyncio.shield(stop_process(proc, name=name, first=stop_signal, grace=grace))
+
+
+async def stop_process(
+    proc: asyncio.subprocess.Process, *, name: str, first: int = signal.SIGINT, grace: float = 10.0
+) -> int | None:
+    """End ``proc``: ``first``, then SIGTERM, then SIGKILL. Returns its exit code."""
+    for sig, wait in ((first, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.returncode is not None:
+            break
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            break
+        try:
+            await asyncio.wait_for(proc.wait(), wait)
+        except TimeoutError:
+            log.warning("%s (pid %s) ignored %s", name, proc.pid, signal.Signals(sig).name)
+    return proc.returncode
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    """The last ``lines`` non-empty lines of a log, for an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    kept = [line for line in text.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
