@@ -26,7 +26,7 @@ def serve(variant: str, dsn: str, host: str, port: int) -> None:
     # A bounded graceful shutdown: requests hung on an exhausted pool never finish.
     uvicorn.run(
         create_app(variant, dsn), host=host, port=port, log_level="warning",
-        timeout_graceful_shutdown=3, access_log=False,
+        timeout_graceful_shutdown=2, access_log=False,
     )  # fmt: skip
 
 

@@ -66,7 +66,7 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
             # pool.close() waits for every checked-out connection, forever if one leaked:
             # bound the wait, then drop what is left.
             try:
-                await asyncio.wait_for(pool.close(), 3)
+                await asyncio.wait_for(pool.close(), 2)
             except TimeoutError:
                 pool.terminate()
             await engine.dispose()

@@ -26,11 +26,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 @router.get("/items")
-async def items(fail: bool = False, session: AsyncSession = Depends(get_session)) -> dict[str, object]:
+async def items(request: Request, fail: bool = False, session: AsyncSession = Depends(get_session)) -> dict[str, object]:
+    async with request.app.state.pool.acquire() as conn:  # stock levels come from the raw pool
+        stock = await conn.fetchval(tag("SELECT 42", "items"))
     count = (await session.execute(text(tag("SELECT count(*) FROM orders", "items")))).scalar_one()
     if fail:
         raise PaymentDeclined("items lookup failed")
-    return {"orders": count}
+    return {"orders": count, "stock": stock}
 
 
 @router.post("/orders")

@@ -9,17 +9,21 @@ When PostgreSQL goes away it writes a gap row and reconnects with backoff.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import logging
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from harness.config import Match
+from harness.processes import managed_process
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +211,40 @@ def run_collector(
             if conn is not None:
                 conn.close()
     return written
+
+
+@asynccontextmanager
+async def collector_process(
+    dsn: str, match: Match, out: Path, *, interval: float, log_path: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Run ``drainwatch collect`` as a sidecar process writing ``out`` until exit."""
+    argv = [sys.executable, "-m", "harness", "collect", "--out", str(out), "--interval", f"{interval:g}"]
+    for flag, value in (
+        ("--app-name", match.application_name), ("--usename", match.usename),
+        ("--datname", match.datname), ("--client-addr", match.client_addr),
+    ):  # fmt: skip
+        if value:
+            argv += [flag, value]
+    # The DSN (it may hold a password) travels in the environment, never in argv.
+    async with managed_process(
+        argv, name="collector", log_path=log_path, env={"DRAINWATCH_DSN": dsn}, stop_signal=signal.SIGTERM, grace=5
+    ) as proc:
+        yield proc
+
+
+def read_last_sample(path: Path) -> dict[str, str] | None:
+    """The newest complete row of a samples file, reading only its end."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - 4096))
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    header = Sample.columns()
+    for line in reversed(lines):
+        values = line.split(",")
+        if len(values) == len(header) and values[0] != "t":
+            return dict(zip(header, values))
+    return None

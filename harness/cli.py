@@ -1,0 +1,270 @@
+"""The ``drainwatch`` command: parse, build one plan, call the library, map errors to exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from harness import __version__
+from harness.config import DEFAULT_MIX, Match, RunConfig, check_dsn, parse_duration, parse_mix, validate
+from harness.errors import EXIT_USAGE, DrainwatchError, Interrupted, UsageError
+
+log = logging.getLogger("drainwatch")
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+EPILOG = """\b
+Exit codes: 0 PASS, 1 LEAK, 2 usage or environment error (or verdict ERROR),
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+Every option can also be set as an environment variable, DRAINWATCH_<OPTION>
+(e.g. DRAINWATCH_USERS=50); the command line wins."""
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        flag = f"--{param.name.replace('_', '-')}" if param and param.name else "duration"
+        return parse_duration(str(value), name=flag)
+
+
+DURATION = Duration()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="drainwatch")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, and tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Does your async service give its PostgreSQL connections back when traffic stops?
+
+    drainwatch drives traffic with Locust, including the traffic that breaks naive cleanup
+    (clients that hang up, deadlines that fire, handlers that raise), samples
+    pg_stat_activity all along, and judges whether connections return to baseline.
+
+    \b
+    Reproduce the 2am outage against the bundled demo service:
+      drainwatch run                      # leaky variant: verdict LEAK, exit 1
+      drainwatch run --variant fixed      # the same traffic, done right: PASS
+    """
+    ctx.obj = {"verbose": verbose}
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _env(name: str) -> str:
+    return f"DRAINWATCH_{name}"
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--variant", type=click.Choice(["leaky", "fixed"]), default="leaky", show_default=True, envvar=_env("VARIANT"),
+              help="Which demo service to run (ignored with --target-url).")
+@click.option("--dsn", envvar=_env("DSN"), metavar="DSN",
+              help="Watch this PostgreSQL instead of starting an embedded one. Keep the password in PGPASSWORD or ~/.pgpass.")
+@click.option("--target-url", envvar=_env("TARGET_URL"), metavar="URL", help="Test this running service instead of the demo (needs --dsn).")
+@click.option("--app-name", envvar=_env("APP_NAME"), metavar="PATTERN",
+              help="Select the target's backends by application_name (SQL LIKE, e.g. 'myapp%').")
+@click.option("--usename", envvar=_env("USENAME"), help="Select the target's backends by database user.")
+@click.option("--datname", envvar=_env("DATNAME"), help="Select the target's backends by database name.")
+@click.option("--client-addr", envvar=_env("CLIENT_ADDR"), help="Select the target's backends by client address.")
+@click.option("-u", "--users", type=int, default=20, show_default=True, envvar=_env("USERS"), help="Concurrent Locust users.")
+@click.option("-r", "--spawn-rate", type=float, default=20, show_default=True, envvar=_env("SPAWN_RATE"), help="Users started per second.")
+@click.option("--warmup", type=DURATION, default="10s", show_default=True, envvar=_env("WARMUP"),
+              help="Steady traffic first, so pools fill to their working size.")
+@click.option("--baseline", type=DURATION, default="5s", show_default=True, envvar=_env("BASELINE"),
+              help="Quiet window after warm-up; its connection count is the baseline.")
+@click.option("-t", "--duration", type=DURATION, default="30s", show_default=True, envvar=_env("DURATION"),
+              help="Length of the chaos load phase.")
+@click.option("--settle", type=DURATION, default="20s", show_default=True, envvar=_env("SETTLE"),
+              help="Longest wait after traffic stops for connections to come back (ends early once counts are still).")
+@click.option("--interval", type=DURATION, default="250ms", show_default=True, envvar=_env("INTERVAL"),
+              help="Collector sampling interval (4 Hz by default; 50ms for 20 Hz).")
+@click.option("--mix", default=",".join(f"{k}={v}" for k, v in DEFAULT_MIX.items()), show_default=True, envvar=_env("MIX"),
+              help="Weights of the chaos kinds in the load phase.")
+@click.option("-f", "--locustfile", type=click.Path(path_type=Path), envvar=_env("LOCUSTFILE"),
+              help="Your own locustfile for the load phase (drainwatch still does the rest).")
+@click.option("--probe-path", default="/health/db", show_default=True, envvar=_env("PROBE_PATH"),
+              help="Plain request sent after settle to see whether the service still serves.")
+@click.option("--probe-timeout", type=DURATION, default="5s", show_default=True, envvar=_env("PROBE_TIMEOUT"),
+              help="A probe request that takes longer has failed (a hung pool).")
+@click.option("--tolerance", type=int, default=0, show_default=True, envvar=_env("TOLERANCE"),
+              help="Connections over baseline (or left in use) still accepted as PASS.")
+@click.option("--pool-limit", type=int, envvar=_env("POOL_LIMIT"), help="The target's pool limit, drawn on the chart (known for the demo).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True, envvar=_env("OUT"),
+              help="Folder that receives the run folder <out>/<run-id>/.")
+@click.option("--run-id", envvar=_env("RUN_ID"), help="Name of the run folder (default: time and variant).")
+@click.option("-q", "--quiet", is_flag=True, envvar=_env("QUIET"), help="Print only the verdict.")
+@click.pass_context
+def run(ctx: click.Context, **opts: object) -> None:
+    """Run warm-up, baseline, chaos load, settle and probe; print the verdict; write the report.
+
+    \b
+    With no options: an embedded PostgreSQL, the leaky demo service and the default
+    chaos mix, about a minute and a half. The run folder (reports/<run-id>/) gets
+    run.json, samples.csv, lingering.csv, Locust's CSVs, summary.json, junit.xml
+    and report.html.
+    """
+    cfg = _build_config(opts)
+    _run_with_boundary(ctx, cfg)
+
+
+def _build_config(opts: dict[str, object]) -> RunConfig:
+    match = Match(
+        application_name=opts["app_name"], usename=opts["usename"],  # type: ignore[arg-type]
+        datname=opts["datname"], client_addr=opts["client_addr"],  # type: ignore[arg-type]
+    )  # fmt: skip
+    variant = str(opts["variant"])
+    run_id = str(opts["run_id"] or time.strftime("%Y%m%d-%H%M%S-") + ("target" if opts["target_url"] else variant))
+    return RunConfig(
+        variant=variant,
+        dsn=opts["dsn"],  # type: ignore[arg-type]
+        target_url=opts["target_url"],  # type: ignore[arg-type]
+        match=match,
+        users=int(opts["users"]),  # type: ignore[call-overload]
+        spawn_rate=float(opts["spawn_rate"]),  # type: ignore[arg-type]
+        warmup=float(opts["warmup"]),  # type: ignore[arg-type]
+        baseline=float(opts["baseline"]),  # type: ignore[arg-type]
+        duration=float(opts["duration"]),  # type: ignore[arg-type]
+        settle=float(opts["settle"]),  # type: ignore[arg-type]
+        interval=float(opts["interval"]),  # type: ignore[arg-type]
+        mix=parse_mix(str(opts["mix"])),
+        locustfile=opts["locustfile"],  # type: ignore[arg-type]
+        probe_path=str(opts["probe_path"]),
+        probe_timeout=float(opts["probe_timeout"]),  # type: ignore[arg-type]
+        tolerance=int(opts["tolerance"]),  # type: ignore[call-overload]
+        pool_limit=opts["pool_limit"],  # type: ignore[arg-type]
+        out=opts["out"],  # type: ignore[arg-type]
+        run_id=run_id,
+        quiet=bool(opts["quiet"]),
+    )
+
+
+def _run_with_boundary(ctx: click.Context, cfg: RunConfig) -> None:
+    from harness.live import Display
+    from harness.run import execute
+    from harness.live import print_verdict
+
+    cfg = validate(cfg)
+    if cfg.run_dir.exists():
+        raise UsageError(f"run folder {cfg.run_dir} already exists", hint="choose another --run-id")
+    display = Display(console, quiet=cfg.quiet)
+    verdict = run_interruptible(execute(cfg, display))
+    print_verdict(console, verdict, cfg.run_dir)
+    ctx.exit(verdict.exit_code if verdict else EXIT_USAGE)
+
+
+def run_interruptible(coro):  # type: ignore[no-untyped-def]
+    """Run ``coro``; SIGINT/SIGTERM cancel it (so every context manager unwinds) and raise Interrupted.
+
+    A second signal while unwinding is left to the default handler: a fast, hard stop.
+    """
+    received: list[int] = []
+
+    async def main():  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(signum: int) -> None:
+            if received:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+                signal.raise_signal(signum)
+                return
+            received.append(signum)
+            err_console.print(f"\n{signal.Signals(signum).name}: stopping, writing what was collected… (again to force)")
+            task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return await coro
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+
+
+@cli.command()
+@click.option("--dsn", envvar=_env("DSN"), required=True, metavar="DSN", help="The PostgreSQL to watch (or DRAINWATCH_DSN).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("samples.csv"), show_default=True, help="CSV file to append samples to.")
+@click.option("--interval", type=DURATION, default="250ms", show_default=True, help="Sampling interval (50ms..60s).")
+@click.option("--duration", type=DURATION, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
+@click.option("--app-name", metavar="PATTERN", help="Only backends whose application_name is LIKE this.")
+@click.option("--usename", help="Only backends of this database user.")
+@click.option("--datname", help="Only backends connected to this database.")
+@click.option("--client-addr", help="Only backends from this client address.")
+def collect(dsn: str, out: Path, interval: float, duration: float | None, app_name: str | None,
+            usename: str | None, datname: str | None, client_addr: str | None) -> None:  # fmt: skip
+    """Sample the target's connections in pg_stat_activity into a CSV (the sidecar, alone).
+
+    One connection of its own, in autocommit, excluded from the counts; one line per
+    sample, flushed as it is taken; reconnects with backoff if PostgreSQL restarts.
+    """
+    from harness.collector import run_collector
+
+    check_dsn(dsn)
+    if not 0.05 <= interval <= 60:
+        raise UsageError(f"--interval {interval}s is outside 50ms..60s", hint="the default 250ms samples at 4 Hz")
+    match = Match(application_name=app_name, usename=usename, datname=datname, client_addr=client_addr)
+    run_collector(dsn, match, out, interval=interval, duration=duration)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+def report(run_dir: Path) -> None:
+    """Render RUN_DIR/report.html again from the run folder alone."""
+    from harness.report import render_report
+
+    if not (run_dir / "run.json").is_file():
+        raise UsageError(f"{run_dir} is not a drainwatch run folder (no run.json)", hint="pass a folder under reports/")
+    console.print(f"report: {render_report(run_dir)}")
+
+
+@cli.command("demo-service")
+@click.option("--variant", type=click.Choice(["leaky", "fixed"]), default="leaky", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--dsn", envvar="DRAINWATCH_DEMO_DSN", required=True, help="PostgreSQL for the demo (or DRAINWATCH_DEMO_DSN).")
+def demo_service_cmd(variant: str, host: str, port: int, dsn: str) -> None:
+    """Serve the bundled demo service alone (uvicorn)."""
+    from demo_service.__main__ import serve
+
+    check_dsn(dsn)
+    serve(variant, dsn, host, port)
+
+
+def main() -> None:
+    """Entry point: the one error boundary."""
+    verbose = "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "drainwatch"
+        err_console.print(f"error: {exc.format_message()} — hint: see `{command} --help`")
+        sys.exit(EXIT_USAGE)
+    except click.Abort:
+        sys.exit(130)
+    except DrainwatchError as exc:
+        if verbose:
+            log.exception("details")
+        err_console.print(f"error: {exc}" + (f" — hint: {exc.hint}" if exc.hint else ""), soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        sys.exit(exc.exit_code)

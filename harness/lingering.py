@@ -1,0 +1,100 @@
+"""Forensics on the target's connections still open after settle.
+
+A connection given back to its pool carries the driver's reset statement as its last
+query (asyncpg's reset script, SQLAlchemy's ``ROLLBACK``); one the application still
+holds carries the application's own SQL. Apps that tag their SQL with a comment like
+``/* drainwatch route=chat scenario=disconnect rid=ab12 */`` get each leak attributed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from harness.collector import match_clause
+from harness.config import Match
+
+POOLED, HELD, IN_TRANSACTION, ACTIVE, OTHER = "pooled", "held", "in_transaction", "active", "other"
+
+_RESET = re.compile(
+    r"^\s*(rollback|commit|discard all|reset all|select pg_advisory_unlock_all\(\)|select 1\s*;?\s*$|"
+    r"set session characteristics|deallocate all|close all|unlisten \*|end)(?![a-z0-9_])",
+    re.I,
+)
+_TAG = re.compile(r"/\*\s*drainwatch\s+(?P<body>[^*]*)\*/")
+
+
+def snapshot_sql(match: Match) -> tuple[str, dict[str, Any]]:
+    where, params = match_clause(match)
+    sql = f"""
+        SELECT pid, coalesce(application_name, '') AS application_name, coalesce(state, '') AS state,
+               extract(epoch FROM now() - backend_start)::float8 AS backend_age_s,
+               extract(epoch FROM now() - xact_start)::float8 AS xact_age_s,
+               extract(epoch FROM now() - state_change)::float8 AS state_age_s,
+               coalesce(wait_event_type, '') AS wait_event_type,
+               coalesce(host(client_addr), 'local') AS client_addr,
+               coalesce(query, '') AS query
+        FROM pg_stat_activity
+        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND {where}
+        ORDER BY application_name, state, state_change
+    """
+    return sql, params
+
+
+def is_reset_statement(query: str) -> bool:
+    return query.strip() == "" or bool(_RESET.match(query))
+
+
+def parse_tag(query: str) -> dict[str, str]:
+    """``route``, ``scenario`` and ``rid`` from a drainwatch SQL comment, when present."""
+    found = _TAG.search(query)
+    if not found:
+        return {}
+    pairs = (item.partition("=") for item in found.group("body").split())
+    return {key: value for key, _, value in pairs if value and value != "-"}
+
+
+def resetting_apps(rows: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Application names whose pool is seen resetting the connections it gets back."""
+    return {
+        row["application_name"]
+        for row in rows
+        if row["state"] == "idle" and row["query"].strip() and is_reset_statement(row["query"])
+    }
+
+
+def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = None) -> list[dict[str, Any]]:
+    """Each connection with its ``kind``: pooled, held, in_transaction, active or other.
+
+    An idle connection with application SQL last counts as ``held`` only where its
+    application's pool is known to reset connections it gets back (``resetting``, learnt
+    at baseline when every connection was in its pool, plus what these rows show);
+    elsewhere it is ``pooled``, and only the counts and the probe can tell.
+    """
+    rows = [dict(row) for row in rows]
+    resetting = resetting_apps(rows) | (resetting or set())
+    out = []
+    for row in rows:
+        state = row["state"]
+        if state.startswith("idle in transaction"):
+            kind = IN_TRANSACTION
+        elif state == "active":
+            kind = ACTIVE
+        elif state == "idle":
+            app_sql = not is_reset_statement(row["query"])
+            kind = HELD if app_sql and row["application_name"] in resetting else POOLED
+        else:
+            kind = OTHER
+        tag = parse_tag(row["query"])
+        out.append(
+            {
+                **row,
+                "kind": kind,
+                "route": tag.get("route", ""),
+                "scenario": tag.get("scenario", ""),
+                "request_id": tag.get("rid", ""),
+            }
+        )
+    return out
+

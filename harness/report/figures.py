@@ -1,0 +1,227 @@
+"""The timeline figure: connections by state, traffic per scenario and latency on one time axis.
+
+Plotted from ``RunData`` with matplotlib's Agg backend into PNG bytes; the HTML step embeds
+them. Long series arrive here already downsampled by ``harness.report.load``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import matplotlib
+
+# A headless renderer even when the host process (a notebook, a CI shell with DISPLAY set)
+# would pick a GUI backend; it must happen before pyplot is imported anywhere.
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+
+from harness.report.load import RunData, connection_series, gap_spans, latency, scenario_rates  # noqa: E402
+
+STATE_STYLE = [  # bottom to top of the stack: healthy first, suspicious on top where the eye lands
+    ("idle", "idle (in the pool)", "#a5d8ff"),
+    ("active", "active", "#4dabf7"),
+    ("other", "other", "#ced4da"),
+    ("idle_in_transaction", "idle in transaction", "#ff922b"),
+    ("idle_in_transaction_aborted", "idle in transaction (aborted)", "#e8590c"),
+]
+PHASE_COLOURS = {"provision": "#868e96", "warmup": "#fab005", "baseline": "#40c057", "load": "#4c6ef5",
+                 "settle": "#be4bdb", "probe": "#15aabf"}  # fmt: skip
+SCENARIO_COLOURS = {"steady": "#2f9e44", "disconnect": "#7048e8", "timeout": "#f08c00", "error": "#e03131",
+                    "all": "#343a40"}  # fmt: skip
+OTHER_COLOURS = ["#1098ad", "#d6336c", "#5c940d", "#862e9c", "#a61e4d", "#364fc7"]
+GAP_COLOUR = "#495057"
+
+
+@dataclass
+class Timeline:
+    png: bytes
+    caption: str  # what a reader needs to read the chart right: time zero, downsampling
+
+
+def timeline(data: RunData) -> Timeline | None:
+    """The three-panel timeline, or None when the run recorded no time series at all."""
+    samples = data.samples if data.samples is not None and len(data.samples) else None
+    history = data.history if data.history is not None and len(data.history) else None
+    if samples is None and history is None:
+        return None
+    origin, origin_name = data.origin()
+    lo, hi = _extent(data, samples, history)
+    unit, scale = _unit(hi - lo)
+
+    def x(unix: np.ndarray | pd.Index | float) -> np.ndarray:
+        return (np.asarray(unix, dtype="float64") - origin) / scale
+
+    fig = Figure(figsize=(12, 9.2), dpi=100, layout="constrained")
+    ax_conn, ax_rps, ax_lat = fig.subplots(3, 1, sharex=True, height_ratios=[2.3, 1.3, 1.1])
+    notes: list[str] = []
+    # At least 1/400 of the axis wide: a one-minute outage in a 24 h soak must still show.
+    spans = gap_spans(samples, (hi - lo) / 400) if samples is not None else []
+    for ax in (ax_conn, ax_rps, ax_lat):
+        _phases(ax, data, x, labels=ax is ax_conn, right=hi)
+        for start, end in spans:
+            ax.axvspan(x(start), x(end), color=GAP_COLOUR, alpha=0.25, hatch="///", lw=0)
+        ax.grid(axis="y", color="#e9ecef", lw=0.8)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+
+    if samples is not None:
+        width = _connections(ax_conn, data, samples, x, bool(spans))
+        if width:
+            notes.append(f"connections: each point is the busiest reading of its {width:.0f} s bin")
+    else:
+        _empty(ax_conn, "no connection samples: samples.csv is missing or empty")
+    ax_conn.set_title("Target's connections to PostgreSQL, by state", loc="left", fontsize=11)
+
+    if history is not None:
+        long = _traffic(ax_rps, data, history, x)
+        _latency(ax_lat, history, x)
+        if long:
+            notes.append("traffic: requests/s averaged and failures/s maximum per bin; latency: maximum per bin")
+    else:
+        _empty(ax_rps, "no Locust history: locust_stats_history.csv is missing or empty")
+        _empty(ax_lat, "no latency: locust_stats_history.csv is missing or empty")
+    ax_rps.set_title("Requests/s (solid) and failures/s (dashed) per scenario", loc="left", fontsize=11)
+    ax_lat.set_title("Latency of all requests", loc="left", fontsize=11)
+    ax_lat.set_xlabel(f"time since {origin_name} ({unit})")
+    ax_lat.set_xlim(x(lo), x(hi))
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", facecolor="white")
+    caption = f"Time zero is the {origin_name}. " + ("; ".join(notes) + "." if notes else "")
+    if spans:
+        caption += " Hatched: no reading (the collector could not reach PostgreSQL, or was not running)."
+    return Timeline(png=buffer.getvalue(), caption=caption.strip())
+
+
+def _extent(data: RunData, samples: pd.DataFrame | None, history: pd.DataFrame | None) -> tuple[float, float]:
+    points = [t for span in data.phases.values() for t in span if t is not None]
+    if samples is not None:
+        points += [float(samples["t"].iloc[0]), float(samples["t"].iloc[-1])]
+    if history is not None:
+        points += [float(history["Timestamp"].min()), float(history["Timestamp"].max())]
+    lo, hi = min(points), max(points)
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def _unit(span_s: float) -> tuple[str, float]:
+    if span_s <= 900:
+        return "s", 1.0
+    if span_s <= 6 * 3600:
+        return "min", 60.0
+    return "h", 3600.0
+
+
+def _phases(ax: Axes, data: RunData, x, *, labels: bool, right: float) -> None:  # type: ignore[no-untyped-def]
+    left_x, right_x = x(min((s for s, _ in data.phases.values()), default=right)), x(right)
+    full = max(right_x - left_x, 1e-9)
+    top = blended_transform_factory(ax.transData, ax.transAxes)
+    for name, (start, end) in data.phases.items():
+        a, b = x(start), x(end if end is not None else right)
+        ax.axvspan(a, b, color=PHASE_COLOURS.get(name, "#adb5bd"), alpha=0.07, lw=0)
+        ax.axvline(a, color=PHASE_COLOURS.get(name, "#adb5bd"), lw=0.6, alpha=0.5)
+        text = name if end is not None else f"{name} (unfinished)"
+        # A label only where it fits: a 10 s warm-up is a sliver of a 24 h soak.
+        if labels and (b - a) / full > 0.0075 * len(text) + 0.01:
+            ax.text((a + b) / 2, 0.985, text, transform=top, ha="center", va="top", fontsize=9,
+                    color=PHASE_COLOURS.get(name, "#495057"), fontweight="bold",
+                    bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1.5})  # fmt: skip
+
+
+def _connections(ax: Axes, data: RunData, samples: pd.DataFrame, x, gaps: bool) -> float:  # type: ignore[no-untyped-def]
+    series, width = connection_series(samples)
+    xs = x(series["t"])
+    bottom = np.zeros(len(series))
+    handles: list[object] = []
+    for column, label, colour in STATE_STYLE:
+        values = series[column].to_numpy(dtype="float64")
+        if column in ("idle_in_transaction_aborted", "other") and not np.nansum(values):
+            continue  # an always-empty layer only adds noise to the legend
+        ax.fill_between(xs, bottom, bottom + values, step="post", color=colour, lw=0)
+        bottom = bottom + np.nan_to_num(values)
+        handles.append(Patch(color=colour, label=label))
+    total = series["total"].to_numpy(dtype="float64")
+    ax.step(xs, total, where="post", color="#212529", lw=0.9)
+    handles.append(Line2D([], [], color="#212529", lw=0.9, label="total"))
+    peak = float(np.nanmax(total)) if np.isfinite(total).any() else 0.0
+
+    summary, config = data.summary or {}, data.run.get("config") or {}
+    baseline = (summary.get("baseline") or {}).get("total")
+    tolerance = summary.get("tolerance", config.get("tolerance")) or 0
+    if baseline is not None:
+        ax.axhline(baseline, color="#2b8a3e", lw=1.6)
+        if tolerance:
+            ax.axhspan(baseline, baseline + tolerance, color="#2b8a3e", alpha=0.15, lw=0)
+        handles.append(Line2D([], [], color="#2b8a3e", lw=1.6, label=f"baseline {baseline:g} (tolerance +{tolerance})"))
+    pool_limit = summary.get("pool_limit") or config.get("pool_limit")
+    if pool_limit:
+        ax.axhline(pool_limit, color="#e67700", lw=1.3, ls="--")
+        handles.append(Line2D([], [], color="#e67700", lw=1.3, ls="--", label=f"pool limit {pool_limit}"))
+    max_conn = summary.get("max_connections") or (data.run.get("database") or {}).get("max_connections")
+    if not max_conn and samples["max_connections"].notna().any():
+        max_conn = int(samples["max_connections"].max())
+    ceiling = max(peak, baseline or 0, pool_limit or 0, 1)
+    if max_conn and max_conn <= 3 * ceiling:
+        ax.axhline(max_conn, color="#c92a2a", lw=1.3, ls="--")
+        ceiling = max(ceiling, max_conn)
+        handles.append(Line2D([], [], color="#c92a2a", lw=1.3, ls="--", label=f"max_connections {max_conn}"))
+    elif max_conn:  # drawn to scale it would flatten everything else
+        handles.append(Line2D([], [], color="#c92a2a", lw=1.3, ls="--", label=f"max_connections {max_conn} (off scale)"))
+    leaked = summary.get("leaked")
+    last = np.flatnonzero(np.isfinite(total))
+    if leaked and len(last):
+        ax.annotate(f"{leaked} leaked", xy=(xs[last[-1]], total[last[-1]]), xytext=(-8, 22),
+                    textcoords="offset points", ha="right", color="#c92a2a", fontsize=10, fontweight="bold",
+                    arrowprops={"arrowstyle": "->", "color": "#c92a2a"})  # fmt: skip
+    if gaps:
+        handles.append(Patch(facecolor=GAP_COLOUR, alpha=0.25, hatch="///", label="no reading"))
+    ax.set_ylim(0, ceiling * 1.12)
+    ax.set_ylabel("connections")
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
+    return width
+
+
+def _traffic(ax: Axes, data: RunData, history: pd.DataFrame, x) -> bool:  # type: ignore[no-untyped-def]
+    rps, fps = scenario_rates(history)
+    if data.warmup_history is not None and len(data.warmup_history):
+        warm = data.warmup_history[data.warmup_history["Name"] == "Aggregated"]
+        ax.plot(x(warm["Timestamp"]), warm["Requests/s"], color="#adb5bd", lw=1, label="warm-up (all)")
+    others = iter(OTHER_COLOURS * 4)
+    for scenario in rps.columns:
+        colour = SCENARIO_COLOURS.get(scenario) or next(others, "#495057")
+        ax.plot(x(rps.index), rps[scenario], color=colour, lw=1.2, label=scenario)
+        if scenario in fps and fps[scenario].fillna(0).any():
+            ax.plot(x(fps.index), fps[scenario], color=colour, lw=1.0, ls="--")
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("per second")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
+    return len(rps) < history["Timestamp"].nunique()
+
+
+def _latency(ax: Axes, history: pd.DataFrame, x) -> None:  # type: ignore[no-untyped-def]
+    lat = latency(history)
+    if lat.empty or not lat.notna().any().any():
+        _empty(ax, "no latency recorded")
+        return
+    ax.plot(x(lat.index), lat["50%"], color="#1971c2", lw=1.2, label="p50")
+    ax.plot(x(lat.index), lat["95%"], color="#c2255c", lw=1.2, label="p95")
+    low = float(np.nanmin(lat["50%"].where(lat["50%"] > 0))) if (lat["50%"] > 0).any() else 1.0
+    if float(np.nanmax(lat["95%"])) / max(low, 1.0) > 100:
+        ax.set_yscale("log")  # timeouts next to fast reads: linear would hide the fast ones
+    else:
+        ax.set_ylim(bottom=0)
+    ax.set_ylabel("ms")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
+
+
+def _empty(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="#868e96", fontsize=10)
+    ax.set_yticks([])

@@ -1,0 +1,229 @@
+"""One run, phase by phase: provision → warm-up → baseline → load → settle → probe → verdict → report.
+
+Every resource is an async context manager in one exit stack, so they are torn down in
+reverse order (locust → collector → target → postgres) on success, error or interrupt.
+Whatever happens, the run directory ends with ``run.json`` and whatever was collected,
+and a report is rendered from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import os
+import time
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from harness import lingering as forensics
+from harness.ci import write_junit, write_summary
+from harness.collector import collector_process, read_last_sample
+from harness.config import RunConfig
+from harness.errors import DrainwatchError
+from harness.live import Display
+from harness.load import LoadPlan, run_load, scenario_file
+from harness.postgres import Database, connect, embedded_postgres, external_postgres
+from harness.probe import probe
+from harness.record import RunRecord
+from harness.rundir import BASELINE_CONNECTIONS_CSV, LINGERING_COLUMNS, LINGERING_CSV, LOCUST_PREFIX, LOGS, PROBE_CSV, SAMPLES_CSV, WARMUP_PREFIX
+from harness.target import Target, demo_service, external_target
+from harness.verdict import ProbeResult, Verdict, judge
+
+log = logging.getLogger(__name__)
+
+SETTLE_MIN = 3.0  # in-flight work drains for at least this long before settle may end
+SETTLE_QUIET = 3.0  # ...and the counts must stay still, nothing active or in a transaction, this long
+
+
+async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
+    """Run the whole job into ``cfg.run_dir``. Returns the verdict (None if it never got one).
+
+    Raises DrainwatchError for environment problems and CancelledError on interrupt,
+    after writing what was collected.
+    """
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=False)
+    logs = run_dir / LOGS
+    samples = run_dir / SAMPLES_CSV
+    record = RunRecord(cfg)
+    display.samples = samples
+    verdict: Verdict | None = None
+    status, error = "error", None
+    try:
+        async with display.running(), AsyncExitStack() as stack:
+            with record.phase("provision"):
+                display.phase("provision")
+                db = await stack.enter_async_context(
+                    external_postgres(cfg.dsn) if cfg.dsn else embedded_postgres(logs / "postgres.log")
+                )
+                record.set("database", {"dsn": db.display, "embedded": db.embedded, "version": db.version,
+                                        "max_connections": db.max_connections})  # fmt: skip
+                record.data["versions"]["postgresql"] = db.version
+                target = await stack.enter_async_context(
+                    external_target(cfg.target_url, cfg.pool_limit) if cfg.target_url
+                    else demo_service(cfg.variant, db.dsn, logs / "target.log")
+                )  # fmt: skip
+                match = cfg.match if any(vars(cfg.match).values()) else replace(cfg.match, application_name=target.app_name)
+                record.set("target", {"url": target.url, "pid": target.pid, "match": vars(match),
+                                      "pool_limit": target.pool_limit})  # fmt: skip
+                display.pool_limit = target.pool_limit
+                await stack.enter_async_context(
+                    collector_process(db.dsn, match, samples, interval=cfg.interval, log_path=logs / "collector.log")
+                )
+                await _first_sample(samples, logs / "collector.log")
+                display.message(f"PostgreSQL {db.version} at {db.display}; target {target.url}; "
+                                f"watching backends matching {_describe(match)}")  # fmt: skip
+
+            env = _scenario_env(cfg)
+            with record.phase("warmup"):
+                display.phase("warm-up", cfg.warmup, history=run_dir / f"{WARMUP_PREFIX}_stats_history.csv")
+                await run_load(_plan(cfg, target, scenario_file("steady"), cfg.warmup, run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env))
+
+            with record.phase("baseline"):
+                display.phase("baseline", cfg.baseline)
+                await asyncio.sleep(cfg.baseline)
+            baseline_total = _median_total(samples, *record.phases["baseline"])
+            # Every connection is back in its pool now: learn which pools reset what they get back.
+            at_baseline = forensics.classify(await _snapshot(db, match))
+            _write_lingering(run_dir / BASELINE_CONNECTIONS_CSV, at_baseline)
+            resetting = forensics.resetting_apps(at_baseline)
+            display.baseline = baseline_total
+
+            with record.phase("load"):
+                locustfile = cfg.locustfile or scenario_file("mixed")
+                display.phase("load", cfg.duration, history=run_dir / f"{LOCUST_PREFIX}_stats_history.csv")
+                await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / LOCUST_PREFIX, logs / "locust.log", env))
+
+            with record.phase("settle"):
+                display.phase("settle", cfg.settle)
+                await _settle(samples, cfg.settle, cfg.interval)
+            lingering = forensics.classify(await _snapshot(db, match), resetting)
+            _write_lingering(run_dir / LINGERING_CSV, lingering)
+
+            with record.phase("probe"):
+                display.phase("probe")
+                result = await probe(target.url, cfg.probe_path, count=cfg.probe_count,
+                                     timeout=cfg.probe_timeout, out=run_dir / PROBE_CSV)  # fmt: skip
+                if target.pid is not None and not _alive(target.pid):
+                    result.target_alive = False
+                    result.detail = result.detail or "the target process has exited"
+
+            verdict = judge(_read_samples(samples), record.phases, lingering, result, tolerance=cfg.tolerance)
+            status = "completed"
+    except asyncio.CancelledError:
+        status = "interrupted"
+        raise
+    except DrainwatchError as exc:
+        error = str(exc)
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        record.finish(status, error)
+        _write_outputs(run_dir, record, verdict, cfg)
+    return verdict
+
+
+def _write_outputs(run_dir: Path, record: RunRecord, verdict: Verdict | None, cfg: RunConfig) -> None:
+    """summary.json, junit.xml and report.html from what exists; never raises."""
+    try:
+        extra = {"pool_limit": record.data["target"].get("pool_limit"),
+                 "max_connections": record.data["database"].get("max_connections")}  # fmt: skip
+        write_summary(run_dir, record.data, verdict, extra)
+        write_junit(run_dir, record.data, verdict)
+    except Exception:  # a broken summary must not hide the verdict
+        log.exception("could not write summary.json/junit.xml")
+    try:
+        from harness.report import render_report
+
+        render_report(run_dir)
+    except Exception:
+        log.exception("could not render report.html")
+
+
+def _plan(cfg: RunConfig, target: Target, locustfile: Path, seconds: float, prefix: Path, log_path: Path, env: dict[str, str]) -> LoadPlan:
+    return LoadPlan(locustfile=locustfile, host=target.url, users=cfg.users, spawn_rate=cfg.spawn_rate,
+                    seconds=seconds, csv_prefix=prefix, log_path=log_path, env=env)  # fmt: skip
+
+
+def _scenario_env(cfg: RunConfig) -> dict[str, str]:
+    mix = ",".join(f"{kind}={weight}" for kind, weight in cfg.mix.items())
+    return {"DRAINWATCH_MIX": mix, "PYTHONUNBUFFERED": "1"}
+
+
+def _describe(match: Any) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in vars(match).items() if v) or "every client backend"
+
+
+async def _first_sample(samples: Path, log_path: Path, timeout: float = 15) -> None:
+    from harness.errors import DatabaseProblem
+    from harness.processes import tail
+
+    deadline = time.monotonic() + timeout
+    while read_last_sample(samples) is None:
+        if time.monotonic() > deadline:
+            raise DatabaseProblem(f"the collector wrote no sample: {tail(log_path)}", hint="read logs/collector.log")
+        await asyncio.sleep(0.1)
+
+
+async def _settle(samples: Path, longest: float, interval: float) -> None:
+    """Wait until the counts are still (nothing active, nothing in a transaction) or ``longest`` passes."""
+    start = time.monotonic()
+    quiet_since: float | None = None
+    last_total: str | None = None
+    while (elapsed := time.monotonic() - start) < longest:
+        await asyncio.sleep(max(interval, 0.25))
+        row = read_last_sample(samples)
+        busy = row is None or row["gap"] == "1" or row["active"] != "0" or row["idle_in_transaction"] != "0" \
+            or row["idle_in_transaction_aborted"] != "0" or row["total"] != last_total
+        last_total = row["total"] if row else None
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif elapsed >= SETTLE_MIN and time.monotonic() - quiet_since >= SETTLE_QUIET:
+            return
+
+
+async def _snapshot(db: Database, match: Any) -> list[dict[str, Any]]:
+    sql, params = forensics.snapshot_sql(match)
+    async with await connect(db.dsn) as conn:
+        cur = await conn.execute(sql, params)
+        names = [c.name for c in cur.description or []]
+        return [dict(zip(names, row)) for row in await cur.fetchall()]
+
+
+def _write_lingering(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LINGERING_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _read_samples(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _median_total(path: Path, start: float, end: float) -> float | None:
+    totals = sorted(float(r["total"]) for r in _read_samples(path) if start <= float(r["t"]) <= end and r["gap"] == "0")
+    return totals[len(totals) // 2] if totals else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited: its parent (us) has not reaped it yet
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True

@@ -1,0 +1,57 @@
+"""The run directory: the names of its files and how they are written.
+
+Everything a report, a compare or a CI job needs is in here; nothing else is read later.
+
+    run.json            config (no password), phases with unix start/end, versions, status
+    samples.csv         the collector's time series (columns: harness.collector.Sample)
+    lingering.csv       the target's connections still open at the end (LINGERING_COLUMNS)
+    baseline_connections.csv  the same, taken at the end of the baseline (what healthy looks like)
+    warmup_*.csv        Locust's CSVs for the warm-up
+    locust_*.csv        Locust's CSVs for the load phase (stats, stats_history, failures, exceptions)
+    probe.csv           each probe request after settle
+    summary.json        the verdict (schema SUMMARY_SCHEMA, see harness.verdict)
+    junit.xml           one test case per check
+    report.html         self-contained report
+    logs/               postgres.log, target.log, collector.log, locust-*.log
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RUN_JSON = "run.json"
+SAMPLES_CSV = "samples.csv"
+LINGERING_CSV = "lingering.csv"
+BASELINE_CONNECTIONS_CSV = "baseline_connections.csv"
+PROBE_CSV = "probe.csv"
+SUMMARY_JSON = "summary.json"
+JUNIT_XML = "junit.xml"
+REPORT_HTML = "report.html"
+LOCUST_PREFIX = "locust"
+WARMUP_PREFIX = "warmup"
+LOGS = "logs"
+
+SUMMARY_SCHEMA = "drainwatch.summary/1"
+
+LINGERING_COLUMNS = [
+    "pid", "application_name", "state", "kind", "backend_age_s", "xact_age_s", "state_age_s",
+    "wait_event_type", "client_addr", "route", "scenario", "request_id", "query",
+]  # fmt: skip
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a reader never sees half a file, even if we are killed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())

@@ -1,0 +1,77 @@
+"""The service under test: the bundled demo service drainwatch starts, or a URL it is given."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from harness.errors import TargetProblem
+from harness.postgres import free_port
+from harness.processes import managed_process, tail
+
+DEMO_POOL_LIMIT = 20 + 10 + 10  # SQLAlchemy 20 + 10 overflow, asyncpg pool 10
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    pid: int | None  # the process, when drainwatch started it
+    app_name: str | None  # application_name pattern of its backends, when known
+    pool_limit: int | None
+
+
+def demo_app_pattern(variant: str) -> str:
+    from demo_service.app import app_name
+
+    return f"{app_name(variant)}:%"
+
+
+@asynccontextmanager
+async def demo_service(variant: str, dsn: str, log_path: Path) -> AsyncIterator[Target]:
+    """Run the demo service under uvicorn on a free loopback port until exit."""
+    port = free_port()
+    argv = [sys.executable, "-m", "demo_service", "--variant", variant, "--port", str(port)]
+    # The DSN goes through the environment, not argv: argv is world-readable in ps.
+    async with managed_process(
+        argv, name="target", log_path=log_path, env={"DRAINWATCH_DEMO_DSN": dsn}, grace=8.0
+    ) as proc:
+        url = f"http://127.0.0.1:{port}"
+        await wait_until_serving(url, proc=proc, log_path=log_path)
+        yield Target(url=url, pid=proc.pid, app_name=demo_app_pattern(variant), pool_limit=DEMO_POOL_LIMIT)
+
+
+async def wait_until_serving(
+    url: str, *, proc: asyncio.subprocess.Process | None = None, log_path: Path | None = None, timeout: float = 30
+) -> None:
+    """Return once ``url`` answers HTTP; raise TargetProblem if it never does."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            if proc is not None and proc.returncode is not None:
+                raise TargetProblem(
+                    f"the demo service exited at start: {tail(log_path) if log_path else ''}",
+                    hint="read logs/target.log in the run folder",
+                )
+            try:
+                await client.get(url.rstrip("/") + "/")
+                return
+            except httpx.HTTPError as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TargetProblem(
+                        f"nothing answers HTTP at {url} ({type(exc).__name__})",
+                        hint="start the service first, or fix --target-url",
+                    ) from None
+            await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def external_target(url: str, pool_limit: int | None) -> AsyncIterator[Target]:
+    """A service drainwatch was given: check it answers HTTP; never stop it."""
+    await wait_until_serving(url, timeout=3)
+    yield Target(url=url.rstrip("/"), pid=None, app_name=None, pool_limit=pool_limit)

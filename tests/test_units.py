@@ -1,0 +1,155 @@
+"""The pure parts, without a database: durations, DSN redaction, sample folding, forensics, verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.collector import Sample, to_sample
+from harness.config import parse_duration, parse_mix, redact_dsn
+from harness.errors import UsageError
+from harness.lingering import classify, is_reset_statement, parse_tag, resetting_apps
+from harness.verdict import ERROR, LEAK, PASS, ProbeResult, judge
+
+ASYNCPG_RESET = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30", 30), ("30s", 30), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("0.25", 0.25)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["soon", "10 parsecs", "", "-5s", "0"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_duration(text)
+
+
+def test_parse_mix() -> None:
+    assert parse_mix("steady=4, error=1") == {"steady": 4, "error": 1}
+    with pytest.raises(UsageError, match="unknown chaos kind 'chaos'"):
+        parse_mix("chaos=1")
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://app:s3cr3t@db:5432/app",
+        "postgresql://app:s3cr3t@db/app?sslmode=require",
+        "host=db user=app password=s3cr3t dbname=app",
+        "host=db password='s3 cr3t' dbname=app",
+    ],
+)
+def test_redact_dsn_hides_password(dsn: str) -> None:
+    assert "s3" not in redact_dsn(dsn)
+    assert "***" in redact_dsn(dsn)
+
+
+def test_to_sample_folds_rows_and_skips_others() -> None:
+    rows = [
+        (True, "idle", 5, 12.5),
+        (True, "idle in transaction", 2, 30.0),
+        (True, "idle in transaction (aborted)", 1, 40.0),
+        (True, "active", 3, 0.2),
+        (False, "idle", 7, 100.0),  # another application's backends
+    ]
+    sample = to_sample(1000.0, rows, max_connections=100, late_ms=1.234)
+    assert (sample.total, sample.idle, sample.idle_in_transaction, sample.idle_in_transaction_aborted) == (11, 5, 2, 1)
+    assert sample.active == 3 and sample.all_client_backends == 18
+    assert sample.oldest_iit_s == 40.0 and sample.oldest_idle_s == 12.5
+    assert sample.max_connections == 100 and sample.late_ms == 1.23
+
+
+def test_to_sample_of_nothing_is_zero() -> None:
+    assert to_sample(1.0, [], 100) == Sample(t=1.0, max_connections=100)
+
+
+def test_reset_statements_are_recognised() -> None:
+    assert is_reset_statement(ASYNCPG_RESET)
+    assert is_reset_statement("ROLLBACK;") and is_reset_statement("COMMIT") and is_reset_statement("")
+    assert not is_reset_statement("SELECT count(*) FROM orders")
+    assert not is_reset_statement("ROLLBACKS_TABLE_SCAN")
+
+
+def test_parse_tag() -> None:
+    query = "/* drainwatch route=chat scenario=disconnect rid=ab12 */ SELECT 1"
+    assert parse_tag(query) == {"route": "chat", "scenario": "disconnect", "rid": "ab12"}
+    assert parse_tag("SELECT 1") == {}
+
+
+def _conn(app: str, state: str, query: str, age: float = 10.0) -> dict[str, object]:
+    return {"application_name": app, "state": state, "query": query, "state_age_s": age}
+
+
+def test_classify_uses_what_baseline_taught() -> None:
+    baseline = [_conn("app:raw", "idle", ASYNCPG_RESET)]
+    final = [
+        _conn("app:raw", "idle", "/* drainwatch route=chat scenario=disconnect rid=1 */ SELECT 1 FROM t"),
+        _conn("app:sa", "idle", "SELECT * FROM t"),  # nothing known about this pool's resets
+        _conn("app:sa", "idle in transaction", "INSERT INTO t VALUES (1)"),
+    ]
+    kinds = [row["kind"] for row in classify(final, resetting_apps(baseline))]
+    assert kinds == ["held", "pooled", "in_transaction"]
+    assert classify(final, resetting_apps(baseline))[0]["scenario"] == "disconnect"
+
+
+def _samples(total_by_second: list[int], start: float = 0.0) -> list[dict[str, float]]:
+    return [
+        {"t": start + i, "total": n, "active": 0, "idle": n, "idle_in_transaction": 0,
+         "idle_in_transaction_aborted": 0, "gap": 0}
+        for i, n in enumerate(total_by_second)
+    ]  # fmt: skip
+
+
+PHASES = {"baseline": (0.0, 4.0), "load": (5.0, 9.0), "settle": (10.0, 14.0)}
+
+
+def test_warm_pool_that_drains_passes() -> None:
+    samples = _samples([5] * 5 + [20] * 5 + [20, 12, 5, 5, 5])
+    verdict = judge(samples, PHASES, [_conn("a", "idle", "ROLLBACK", 1) | {"kind": "pooled"}] * 5, ProbeResult(3, 3))
+    assert verdict.verdict == PASS and verdict.recovery_s == 3.0 and verdict.exit_code == 0
+
+
+def test_grown_pool_of_reset_connections_is_not_a_leak() -> None:
+    samples = _samples([5] * 5 + [20] * 10)
+    lingering = [_conn("a", "idle", "ROLLBACK") | {"kind": "pooled"}] * 20
+    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
+    assert verdict.verdict == PASS
+    assert "warm pool" in verdict.checks[0].detail
+
+
+def test_pool_filled_at_baseline_still_leaks_by_forensics_and_probe() -> None:
+    samples = _samples([30] * 15)  # baseline is already the maximum: counts show nothing
+    lingering = [_conn("a", "idle", "SELECT 1 FROM t") | {"kind": "held", "scenario": "disconnect"}] * 30
+    verdict = judge(samples, PHASES, lingering, ProbeResult(1, 0, True, "no answer within 5s"))
+    assert verdict.verdict == LEAK and verdict.exit_code == 1
+    assert verdict.leaked == 30 and verdict.scenarios == {"disconnect": 30}
+    assert any("pool is exhausted" in reason for reason in verdict.reasons)
+
+
+def test_gc_closed_leak_with_nothing_visible_is_decided_by_the_probe() -> None:
+    samples = _samples([5] * 15)
+    verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
+    assert verdict.verdict == LEAK
+    assert [c.name for c in verdict.checks if not c.passed] == ["probe"]
+
+
+def test_dead_target_is_error_not_leak() -> None:
+    samples = _samples([5] * 5 + [20] * 10)
+    verdict = judge(samples, PHASES, [], ProbeResult(1, 0, False, "connection refused"))
+    assert verdict.verdict == ERROR and verdict.exit_code == 2
+
+
+def test_idle_in_transaction_leak() -> None:
+    samples = _samples([5] * 5 + [7] * 10)
+    lingering = [_conn("a", "idle in transaction", "INSERT", 12.0) | {"kind": "in_transaction", "scenario": "error"}] * 2
+    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
+    assert verdict.verdict == LEAK
+    assert verdict.idle_in_transaction == {"count": 2, "oldest_s": 12.0}
+
+
+def test_select_one_alone_is_a_ping_but_not_a_query() -> None:
+    assert is_reset_statement("SELECT 1")
+    assert not is_reset_statement("SELECT 1 FROM orders")
