@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,9 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.ci import summary
 from harness.collector import Sample
 from harness.lingering import classify
-from harness.rundir import LINGERING_COLUMNS, SUMMARY_SCHEMA, write_json
+from harness.rundir import (
+    LINGERING_COLUMNS, LINGERING_CSV, LOCUST_PREFIX, PROBE_CSV, RUN_JSON, SAMPLES_CSV, SUMMARY_JSON, WARMUP_PREFIX,
+    write_json,
+)  # fmt: skip
 from harness.verdict import ProbeResult, judge
 
 T0 = 1_760_000_000.0  # a fixed start keeps generated files reproducible
@@ -56,7 +59,8 @@ def make_rundir(
     """Write a run directory at ``path`` and return it.
 
     ``verdict`` (PASS, LEAK, ERROR) picks the story the data tells. ``status="interrupted"``
-    stops the run half-way through the load: no settle, probe, lingering or summary.
+    stops the run half-way through the load, as Ctrl-C would: no settle, probe or lingering
+    snapshot, and a summary without a verdict.
     """
     if verdict not in ("PASS", "LEAK", "ERROR"):
         raise ValueError(f"verdict must be PASS, LEAK or ERROR, not {verdict!r}")
@@ -68,58 +72,54 @@ def make_rundir(
     load_s = total_s - 17.0 - settle_s - 3.0
     if load_s < 5:
         raise ValueError(f"{hours} h is too short for a run: give at least {(25 + settle_s) / 3600:.4f} h")
-    edges = np.cumsum([T0, 2.0, 10.0, 5.0, load_s, settle_s, 3.0])
+    edges = [float(e) for e in np.cumsum([T0, 2.0, 10.0, 5.0, load_s, settle_s, 3.0])]
     names = ["provision", "warmup", "baseline", "load", "settle", "probe"]
     phases: dict[str, list[float | None]] = {n: [edges[i], edges[i + 1]] for i, n in enumerate(names)}
     interrupted = status != "completed"
-    end = edges[6]
+    end = edges[3] + load_s / 2 if interrupted else edges[6]
     if interrupted:
-        end = edges[3] + load_s / 2
-        phases = {n: span for n, span in phases.items() if span[0] < end}  # type: ignore[operator]
+        phases = {n: span for n, span in phases.items() if edges[names.index(n)] < end}
         phases["load"][1] = None
 
-    samples = _samples(rng, edges, end, hz, verdict)
-    columns = Sample.columns()
-    samples[columns].to_csv(run_dir / "samples.csv", index=False, float_format="%.3f")
-    load_end = edges[4] if not interrupted else end
-    _write_locust(run_dir, "warmup", rng, edges[1], edges[2], steady_only=True)
-    _write_locust(run_dir, "locust", rng, edges[3], load_end, steady_only=False)
-    write_json(run_dir / "run.json", _run_json(run_dir.name, status, phases, load_s))
+    samples = _samples(rng, edges, end, hz, verdict)[Sample.columns()]
+    samples.to_csv(run_dir / SAMPLES_CSV, index=False, float_format="%.3f")
+    _write_locust(run_dir, WARMUP_PREFIX, rng, edges[1], edges[2], steady_only=True)
+    _write_locust(run_dir, LOCUST_PREFIX, rng, edges[3], min(edges[4], end), steady_only=False)
+    record = _run_json(run_dir.name, status, phases, load_s, finished=end)
+    write_json(run_dir / RUN_JSON, record)
+    extra = {"pool_limit": POOL_LIMIT, "max_connections": MAX_CONNECTIONS}
     if interrupted:
+        write_json(run_dir / SUMMARY_JSON, summary(record, None, extra))
         return run_dir
 
-    lingering = _lingering(rng, verdict, end)
-    with open(run_dir / "lingering.csv", "w", newline="") as handle:
+    lingering = _lingering(rng, verdict, end, age=edges[5] - edges[3])
+    with open(run_dir / LINGERING_CSV, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LINGERING_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(lingering)
     probe = ProbeResult(attempts=3, ok=0 if verdict == "ERROR" else 3, target_alive=verdict != "ERROR")
-    if verdict == "ERROR":
-        probe.detail = "connection refused"
-    with open(run_dir / "probe.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
+    refused = "connection refused ([Errno 111] Connection refused)"
+    with open(run_dir / PROBE_CSV, "w", newline="") as handle:
+        writer = csv.writer(handle)  # the columns and values harness.probe writes
         writer.writerow(["t", "status", "ok", "elapsed_ms", "error"])
-        for i in range(probe.attempts):
+        for i in range(probe.attempts if probe.target_alive else 1):  # the probe stops at a dead target
             ok = i < probe.ok
-            writer.writerow([f"{edges[5] + i:.3f}", 200 if ok else 0, ok, 14.2 + i, "" if ok else "ConnectError: [Errno 111] Connection refused"])
+            writer.writerow([f"{edges[5] + i:.3f}", "200" if ok else "", int(ok), f"{14.2 + i:.1f}", "" if ok else refused])
+    if verdict == "ERROR":
+        probe.attempts, probe.detail = 1, refused
 
-    rows = samples[columns].to_dict("records")
     spans = {n: (s, e) for n, (s, e) in phases.items() if e is not None}
-    result = judge(rows, spans, lingering, probe, tolerance=0)
+    result = judge(samples.to_dict("records"), spans, lingering, probe, tolerance=0)
     if result.verdict != verdict:
         raise AssertionError(f"synthetic data judged {result.verdict}, wanted {verdict}: {result.reasons}")
-    summary = {"schema": SUMMARY_SCHEMA, "run_id": run_dir.name, "status": status, **result.to_dict()}
-    summary |= {"pool_limit": POOL_LIMIT, "max_connections": MAX_CONNECTIONS}
-    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / SUMMARY_JSON, summary(record, result, extra))
     return run_dir
 
 
-def _samples(rng: np.random.Generator, edges: np.ndarray, end: float, hz: float, verdict: str) -> pd.DataFrame:
+def _samples(rng: np.random.Generator, edges: list[float], end: float, hz: float, verdict: str) -> pd.DataFrame:
     t = np.arange(edges[1], end, 1.0 / hz)
     n = len(t)
-    warm, base, load, settle = (t >= edges[1]) & (t < edges[2]), (t >= edges[2]) & (t < edges[3]), (
-        (t >= edges[3]) & (t < edges[4])
-    ), t >= edges[4]
+    warm, load, settle = (t >= edges[1]) & (t < edges[2]), (t >= edges[3]) & (t < edges[4]), t >= edges[4]
     # Leaks arrive one by one through the load, so a long soak shows a slow creep.
     leak_times = np.sort(rng.uniform(edges[3], min(edges[4], end), 5)) if verdict == "LEAK" else np.array([])
     held = np.searchsorted(leak_times[:3], t, side="right")
@@ -232,7 +232,8 @@ def _write_locust(
         csv.writer(handle).writerow(["Count", "Message", "Traceback", "Nodes"])
 
 
-def _lingering(rng: np.random.Generator, verdict: str, now: float) -> list[dict[str, Any]]:
+def _lingering(rng: np.random.Generator, verdict: str, now: float, *, age: float) -> list[dict[str, Any]]:
+    """The connections left after settle; ``age`` is how long load and settle lasted."""
     raw: list[dict[str, Any]] = []
     if verdict == "ERROR":
         return raw  # the target died: its connections died with it
@@ -241,10 +242,10 @@ def _lingering(rng: np.random.Generator, verdict: str, now: float) -> list[dict[
     if verdict == "LEAK":
         for i, (route, scenario) in enumerate([("chat", "disconnect"), ("chat", "disconnect"), ("report", "timeout")]):
             sql = f"/* drainwatch route={route} scenario={scenario} rid=r{i:04x} */ SELECT id, body FROM messages WHERE chat_id = $1"
-            raw.append(_conn(6000 + i, "idle", sql, backend_age=900.0, state_age=600.0 - i * 50))
+            raw.append(_conn(6000 + i, "idle", sql, backend_age=age * 0.9, state_age=age * (0.6 - i * 0.05)))
         for i in range(2):
             sql = f"/* drainwatch route=orders scenario=error rid=e{i:04x} */ INSERT INTO orders (item, qty)\nVALUES ($1, $2)"
-            row = _conn(7000 + i, "idle in transaction", sql, backend_age=800.0, state_age=400.0 - i * 30)
+            row = _conn(7000 + i, "idle in transaction", sql, backend_age=age * 0.8, state_age=age * (0.4 - i * 0.03))
             row["xact_age_s"] = row["state_age_s"] + 0.02
             raw.append(row)
     return classify(raw)
@@ -258,21 +259,34 @@ def _conn(pid: int, state: str, query: str, *, backend_age: float, state_age: fl
     }  # fmt: skip
 
 
-def _run_json(run_id: str, status: str, phases: dict[str, list[float | None]], load_s: float) -> dict[str, Any]:
+def _run_json(
+    run_id: str, status: str, phases: dict[str, list[float | None]], load_s: float, *, finished: float
+) -> dict[str, Any]:
+    """run.json as harness.record.RunRecord leaves it."""
+    dsn = "postgresql://postgres:***@127.0.0.1:54329/postgres"
     return {
         "run_id": run_id,
         "status": status,
-        "error": "interrupted by SIGINT during load" if status == "interrupted" else None,
+        "error": None,
+        "started": T0,
+        "finished": finished,
+        "current_phase": "load" if status != "completed" else None,
         "config": {
-            "variant": "leaky", "users": USERS, "spawn_rate": 20.0, "duration": load_s,
-            "mix": {r[0]: r[3] for r in REQUESTS}, "target_url": None, "dsn": "postgresql://postgres:***@127.0.0.1:54329/postgres",
-            "match": {"application_name": "drainwatch-demo%", "usename": None, "datname": None, "client_addr": None},
-            "interval": 0.25, "tolerance": 0, "pool_limit": POOL_LIMIT, "probe_path": "/health/db",
+            "variant": "leaky", "dsn": None, "target_url": None,
+            "match": {"application_name": None, "usename": None, "datname": None, "client_addr": None},
+            "users": USERS, "spawn_rate": 20.0, "warmup": 10.0, "baseline": 5.0, "duration": load_s, "settle": 20.0,
+            "interval": 0.25, "mix": {r[0]: r[3] for r in REQUESTS}, "locustfile": None, "probe_path": "/health/db",
+            "probe_count": 3, "probe_timeout": 5.0, "tolerance": 0, "out": "reports", "run_id": run_id,
+            "quiet": False, "pool_limit": None,
         },  # fmt: skip
         "phases": phases,
-        "versions": {"drainwatch": "0.1.0", "python": "3.11.2", "postgresql": "18.0", "locust": "2.47.0", "sqlalchemy": "2.1.9", "asyncpg": "0.32.0"},  # fmt: skip
-        "target": {"url": "http://127.0.0.1:8765", "pid": 4242},
-        "database": {"dsn": "postgresql://postgres:***@127.0.0.1:54329/postgres", "embedded": True, "max_connections": MAX_CONNECTIONS},
+        "versions": {"drainwatch": "0.1.0", "python": "3.11.2", "locust": "2.47.0", "fastapi": "0.165.0",
+                     "sqlalchemy": "2.1.9", "asyncpg": "0.32.0", "psycopg": "3.3.9", "postgresql": "18.0"},  # fmt: skip
+        "target": {"url": "http://127.0.0.1:8765", "pid": 4242, "pool_limit": POOL_LIMIT,
+                   "match": {"application_name": "drainwatch-demo%", "usename": None, "datname": None,
+                             "client_addr": None}},  # fmt: skip
+        "database": {"dsn": dsn, "embedded": True, "version": "18.0", "max_connections": MAX_CONNECTIONS},
+        "processes": {"postgres": 4240, "target": 4242, "collector": 4243, "locust": 4250},
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -61,6 +62,7 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
             app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
             app.state.pool = pool
             app.state.variant = variant
+            app.state.handlers = Counter()  # how handlers ended: completed / cancelled
             yield
         finally:
             # pool.close() waits for every checked-out connection, forever if one leaked:
@@ -101,6 +103,17 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
             raw_ok = await conn.fetchval("SELECT 1")
         return {"status": "ok", "sqlalchemy": sa_ok, "asyncpg": raw_ok}
 
+    @app.get("/slow")
+    async def slow(request: Request, ms: int = 500) -> dict[str, str]:
+        """A plain (non-streaming) endpoint: shows whether a client hang-up cancels a handler."""
+        try:
+            await asyncio.sleep(ms / 1000)
+        except asyncio.CancelledError:
+            request.app.state.handlers["slow:cancelled"] += 1
+            raise
+        request.app.state.handlers["slow:completed"] += 1
+        return {"slept_ms": str(ms)}
+
     @app.get("/pool")
     async def pool_view(request: Request) -> dict[str, object]:
         """The app's own view of its pools (what pg_stat_activity cannot always see)."""
@@ -109,6 +122,7 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
         return {
             "sqlalchemy": {"checked_out": sa_pool.checkedout(), "size": sa_pool.size(), "limit": POOL_SIZE + MAX_OVERFLOW},
             "asyncpg": {"checked_out": raw.get_size() - raw.get_idle_size(), "size": raw.get_size(), "limit": RAW_POOL_MAX},
+            "handlers": dict(request.app.state.handlers),
         }
 
     return app

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from demo_service.agent import PaymentDeclined, llm_summary, llm_tokens, record_usage
+from demo_service.agent import PaymentDeclined, counted, llm_summary, llm_tokens, record_usage
 from demo_service.context import tag
 
 router = APIRouter()
@@ -52,7 +52,7 @@ async def chat(request: Request, prompt: str = "tell me about pools") -> Streami
         # The connection is only needed for the lookup: give it back before streaming.
         async with pool.acquire() as conn:
             await conn.fetchval(tag("SELECT count(*) FROM orders", "chat"))
-        async for token in llm_tokens(prompt):
+        async for token in counted(request, "chat", llm_tokens(prompt)):
             yield token
         await record_usage()
 

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from demo_service.agent import PaymentDeclined, llm_summary, llm_tokens, record_usage
+from demo_service.agent import PaymentDeclined, counted, llm_summary, llm_tokens, record_usage
 from demo_service.context import tag
 
 router = APIRouter()
@@ -61,7 +61,7 @@ async def chat(request: Request, prompt: str = "tell me about pools") -> Streami
         conn = await pool.acquire()
         try:
             await conn.fetchval(tag("SELECT count(*) FROM orders", "chat"))
-            async for token in llm_tokens(prompt):
+            async for token in counted(request, "chat", llm_tokens(prompt)):
                 yield token
         finally:
             await record_usage()

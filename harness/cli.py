@@ -252,12 +252,13 @@ def main() -> None:
     """Entry point: the one error boundary."""
     verbose = "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(prog_name="drainwatch", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "drainwatch"
-        err_console.print(f"error: {exc.format_message()} — hint: see `{command} --help`")
+        err_console.print(f"error: {exc.format_message()} — hint: see `{command} --help`", soft_wrap=True)
         sys.exit(EXIT_USAGE)
     except click.Abort:
         sys.exit(130)

@@ -26,6 +26,8 @@ def parse_duration(text: str, *, name: str = "duration") -> float:
     Raises UsageError when the text is not a positive duration.
     """
     raw = str(text).strip().lower()
+    sign = -1.0 if raw.startswith("-") else 1.0
+    raw = raw.lstrip("+-")
     seconds: float | None = None
     try:
         seconds = float(raw)
@@ -43,6 +45,7 @@ def parse_duration(text: str, *, name: str = "duration") -> float:
             f"{name} {text!r} is not a duration",
             hint="write it like 30s, 2m, 1m30s or 500ms",
         )
+    seconds *= sign
     if seconds <= 0:
         raise UsageError(f"{name} must be positive, got {text!r}", hint="give it a value above zero")
     return seconds
@@ -181,6 +184,11 @@ def check_dsn(dsn: str) -> None:
         ) from None
     if not dsn.strip():
         raise UsageError("--dsn is empty", hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME")
+    port = str(psycopg.conninfo.conninfo_to_dict(dsn).get("port") or "5432")
+    if not all(part.strip().isdigit() for part in port.split(",")):
+        raise UsageError(
+            f"port {port!r} in --dsn is not a number", hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME"
+        )
 
 
 def check_writable(out: Path) -> None:

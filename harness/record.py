@@ -42,6 +42,7 @@ class RunRecord:
             "versions": versions(),
             "target": {},
             "database": {},
+            "processes": {},  # name -> pid of every child drainwatch started
         }
         self.save()
 
@@ -56,6 +57,11 @@ class RunRecord:
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value
         self.save()
+
+    def started(self, name: str, pid: int | None) -> None:
+        if pid is not None:
+            self.data["processes"][name] = pid
+            self.save()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -44,6 +44,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
     Raises DrainwatchError for environment problems and CancelledError on interrupt,
     after writing what was collected.
     """
+    await preflight(cfg)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=False)
     logs = run_dir / LOGS
@@ -61,6 +62,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                 )
                 record.set("database", {"dsn": db.display, "embedded": db.embedded, "version": db.version,
                                         "max_connections": db.max_connections})  # fmt: skip
+                record.started("postgres", db.pid)
                 record.data["versions"]["postgresql"] = db.version
                 target = await stack.enter_async_context(
                     external_target(cfg.target_url, cfg.pool_limit) if cfg.target_url
@@ -69,10 +71,12 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                 match = cfg.match if any(vars(cfg.match).values()) else replace(cfg.match, application_name=target.app_name)
                 record.set("target", {"url": target.url, "pid": target.pid, "match": vars(match),
                                       "pool_limit": target.pool_limit})  # fmt: skip
+                record.started("target", target.pid)
                 display.pool_limit = target.pool_limit
-                await stack.enter_async_context(
+                collector = await stack.enter_async_context(
                     collector_process(db.dsn, match, samples, interval=cfg.interval, log_path=logs / "collector.log")
                 )
+                record.started("collector", collector.pid)
                 await _first_sample(samples, logs / "collector.log")
                 display.message(f"PostgreSQL {db.version} at {db.display}; target {target.url}; "
                                 f"watching backends matching {_describe(match)}")  # fmt: skip
@@ -80,7 +84,8 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
             env = _scenario_env(cfg)
             with record.phase("warmup"):
                 display.phase("warm-up", cfg.warmup, history=run_dir / f"{WARMUP_PREFIX}_stats_history.csv")
-                await run_load(_plan(cfg, target, scenario_file("steady"), cfg.warmup, run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env))
+                await run_load(_plan(cfg, target, scenario_file("steady"), cfg.warmup, run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env),
+                               on_start=lambda pid: record.started("locust-warmup", pid))
 
             with record.phase("baseline"):
                 display.phase("baseline", cfg.baseline)
@@ -95,7 +100,8 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
             with record.phase("load"):
                 locustfile = cfg.locustfile or scenario_file("mixed")
                 display.phase("load", cfg.duration, history=run_dir / f"{LOCUST_PREFIX}_stats_history.csv")
-                await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / LOCUST_PREFIX, logs / "locust.log", env))
+                await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / LOCUST_PREFIX, logs / "locust.log", env),
+                               on_start=lambda pid: record.started("locust", pid))
 
             with record.phase("settle"):
                 display.phase("settle", cfg.settle)
@@ -126,6 +132,19 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
         record.finish(status, error)
         _write_outputs(run_dir, record, verdict, cfg)
     return verdict
+
+
+async def preflight(cfg: RunConfig) -> None:
+    """Check what was given from outside (database, target) before anything is written.
+
+    Raises DatabaseProblem or TargetProblem naming the fix.
+    """
+    if cfg.dsn:
+        async with external_postgres(cfg.dsn):
+            pass
+    if cfg.target_url:
+        async with external_target(cfg.target_url, cfg.pool_limit):
+            pass
 
 
 def _write_outputs(run_dir: Path, record: RunRecord, verdict: Verdict | None, cfg: RunConfig) -> None:

@@ -53,7 +53,8 @@ def timeline(data: RunData) -> Timeline | None:
     if samples is None and history is None:
         return None
     origin, origin_name = data.origin()
-    lo, hi = _extent(data, samples, history)
+    lo, hi = data.span() or (0.0, 1.0)
+    hi = max(hi, lo + 1.0)
     unit, scale = _unit(hi - lo)
 
     def x(unix: np.ndarray | pd.Index | float) -> np.ndarray:
@@ -100,16 +101,6 @@ def timeline(data: RunData) -> Timeline | None:
     if spans:
         caption += " Hatched: no reading (the collector could not reach PostgreSQL, or was not running)."
     return Timeline(png=buffer.getvalue(), caption=caption.strip())
-
-
-def _extent(data: RunData, samples: pd.DataFrame | None, history: pd.DataFrame | None) -> tuple[float, float]:
-    points = [t for span in data.phases.values() for t in span if t is not None]
-    if samples is not None:
-        points += [float(samples["t"].iloc[0]), float(samples["t"].iloc[-1])]
-    if history is not None:
-        points += [float(history["Timestamp"].min()), float(history["Timestamp"].max())]
-    lo, hi = min(points), max(points)
-    return lo, hi if hi > lo else lo + 1.0
 
 
 def _unit(span_s: float) -> tuple[str, float]:
@@ -161,7 +152,7 @@ def _connections(ax: Axes, data: RunData, samples: pd.DataFrame, x, gaps: bool) 
         if tolerance:
             ax.axhspan(baseline, baseline + tolerance, color="#2b8a3e", alpha=0.15, lw=0)
         handles.append(Line2D([], [], color="#2b8a3e", lw=1.6, label=f"baseline {baseline:g} (tolerance +{tolerance})"))
-    pool_limit = summary.get("pool_limit") or config.get("pool_limit")
+    pool_limit = summary.get("pool_limit") or (data.run.get("target") or {}).get("pool_limit") or config.get("pool_limit")
     if pool_limit:
         ax.axhline(pool_limit, color="#e67700", lw=1.3, ls="--")
         handles.append(Line2D([], [], color="#e67700", lw=1.3, ls="--", label=f"pool limit {pool_limit}"))

@@ -49,6 +49,7 @@ h3 { font-size: 15px; margin: 20px 0 8px; }
   background: #fff; border: 1px solid var(--line); border-top: 8px solid var(--c); border-radius: 8px; }
 .verdict.pass { --c: var(--pass); } .verdict.leak { --c: var(--leak); } .verdict.error { --c: var(--error); }
 .verdict.none { --c: var(--none); }
+.verdict.none .word { font-size: 38px; }
 .word { font-size: 54px; font-weight: 800; letter-spacing: 1px; color: var(--c); line-height: 1.1; }
 .reasons { margin: 8px 0 0; padding-left: 18px; } .reasons li { margin: 3px 0; }
 .tiles { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 10px; }
@@ -63,6 +64,7 @@ tr.leak td { background: #fff5f5; } tr.leak td:first-child { box-shadow: inset 4
 code, pre, td.q { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
 td.q { max-width: 520px; overflow-wrap: anywhere; color: #495057; }
 pre { white-space: pre-wrap; margin: 4px 0; }
+.nw { white-space: nowrap; } .where { margin: 10px 0 0; } tr.total td { font-weight: 700; }
 .ok { color: var(--pass); font-weight: 700; } .fail { color: var(--leak); font-weight: 700; }
 .kind { padding: 1px 7px; border-radius: 9px; background: #e9ecef; font-size: 12px; white-space: nowrap; }
 .kind.held, .kind.in_transaction { background: var(--leak); color: #fff; }
@@ -102,29 +104,33 @@ def render_html(data: RunData, figure: Timeline | None) -> str:
 
 
 def _meta(data: RunData) -> str:
-    config, phases = data.run.get("config") or {}, data.phases
+    config = data.run.get("config") or {}
     parts = [f"status {_b(data.status)}"]
     if config.get("variant"):
         parts.append(f"variant {_b(config['variant'])}")
     if config.get("users"):
         parts.append(f"{_b(config['users'])} users")
-    if phases:
-        start = min(s for s, _ in phases.values())
-        end = max((e for _, e in phases.values() if e is not None), default=start)
-        parts.append(f"started {_b(_utc(start))}, ran {_b(_duration(end - start))}")
+    span = data.span()
+    if span:
+        parts.append(f"started {_b(_utc(span[0]))}, ran {_b(_duration(span[1] - span[0]))}")
     return " · ".join(parts)
 
 
 def _banner(data: RunData) -> str:
     out = ""
-    if data.status in ("interrupted", "error") or data.summary is None:
+    if data.status != "completed" or not (data.summary or {}).get("verdict"):
+        how = {
+            "interrupted": "was interrupted",
+            "error": "stopped with an error",
+            "running": "never finished (run.json still says running: drainwatch itself was stopped hard)",
+            "completed": "completed but wrote no verdict",
+        }.get(data.status, "left no record of how it ended")
         unfinished = [name for name, (_, end) in data.phases.items() if end is None]
-        how = {"interrupted": "was interrupted", "error": "stopped with an error",
-               "completed": "completed but wrote no verdict"}.get(data.status, "did not finish")  # fmt: skip
-        where = f" during the {unfinished[-1]} phase" if unfinished else ""
+        phase = data.run.get("current_phase") or (unfinished[-1] if unfinished else None)
         error = data.run.get("error")
         out += (
-            f'<div class="banner"><strong>This report is partial.</strong> The run {how}{where}'
+            f'<div class="banner"><strong>This report is partial.</strong> The run {how}'
+            + (f" during the {escape(str(phase))} phase" if phase else "")
             + (f": {escape(str(error))}" if error else "")
             + ". It shows what was collected until then.</div>"
         )
@@ -135,10 +141,11 @@ def _banner(data: RunData) -> str:
 
 def _verdict(data: RunData) -> str:
     s = data.summary
-    if s is None:
+    if s is None or not s.get("verdict"):
+        why = (f"{_file('summary.json')} is missing" if s is None
+               else "; ".join(escape(str(r)) for r in s.get("reasons") or []) or "the run was not judged")  # fmt: skip
         return ('<section class="verdict none"><div><div class="word">NO VERDICT</div></div>'
-                f"<div><p>{escape(_file('summary.json'))} is missing, so this run was not judged. The timeline and "
-                "tables below show what was collected.</p></div></section>")  # fmt: skip
+                f"<div><p>{why}. The timeline and tables below show what was collected.</p></div></section>")  # fmt: skip
     word = str(s.get("verdict") or "?")
     leaked = int(s.get("leaked") or 0)
     by_kind = s.get("leaked_by_kind") or {}
@@ -160,20 +167,24 @@ def _verdict(data: RunData) -> str:
         _tile(iit.get("count", 0), f"idle in transaction, oldest {_duration(iit.get('oldest_s') or 0)}",
               bad=bool(iit.get("count"))),
     ]  # fmt: skip
-    if scenarios:
-        tiles.append(_tile(", ".join(f"{k} {v}" for k, v in scenarios.items()), "leaks by scenario", bad=True))
     checks = "".join(
-        f'<tr><td class="{"ok" if c.get("passed") else "fail"}">{"✓ pass" if c.get("passed") else "✗ fail"}</td>'
+        f'<tr><td class="{"ok" if c.get("passed") else "fail"} nw">{"✓ pass" if c.get("passed") else "✗ fail"}</td>'
         f"<td>{escape(CHECK_TITLES.get(c.get('name', ''), str(c.get('name'))))}</td>"
         f"<td>{escape(str(c.get('detail', '')))}</td></tr>"
         for c in s.get("checks") or []
     )
     reasons = "".join(f"<li>{escape(str(r))}</li>" for r in s.get("reasons") or [])
+    where = "; ".join(
+        f"by {what}: " + ", ".join(f"{escape(str(k))} <b>{escape(str(v))}</b>" for k, v in counts.items())
+        for what, counts in (("scenario", s.get("scenarios") or {}), ("route", s.get("routes") or {}))
+        if counts
+    )
     return (
         f'<section class="verdict {VERDICT_CLASS.get(word, "none")}">'
         f'<div><div class="word">{escape(word)}</div><ul class="reasons">{reasons}</ul></div>'
         f'<div><div class="tiles">{"".join(tiles)}</div>'
-        f"<table><tr><th>result</th><th>check</th><th>what was seen</th></tr>{checks}</table>"
+        + (f'<p class="where">Leaks {where}.</p>' if where else "")
+        + f"<table><tr><th>result</th><th>check</th><th>what was seen</th></tr>{checks}</table>"
         f'<p class="muted">Tolerance {escape(str(s.get("tolerance", 0)))} connection(s) over baseline.</p>'
         "</div></section>"
     )
@@ -212,7 +223,7 @@ def _lingering(data: RunData) -> str:
         query = str(row.query)
         body.append(
             f'<tr class="{"leak" if leak else ""}"><td class="n">{escape(str(row.pid))}</td>'
-            f"<td>{escape(str(row.state))}</td>"
+            f'<td class="nw">{escape(str(row.state))}</td>'
             f'<td><span class="kind {escape(str(row.kind))}">{escape(str(row.kind).replace("_", " "))}</span></td>'
             + "".join(f'<td class="n">{_age(v)}</td>' for v in (row.backend_age_s, row.xact_age_s, row.state_age_s))
             + "".join(f"<td>{escape(str(v))}</td>" for v in (row.route, row.scenario, row.request_id,
@@ -234,7 +245,7 @@ def _traffic(data: RunData) -> str:
     if data.stats is not None and not data.stats.empty:
         table = scenario_table(data.stats)
         body = [
-            f'<tr class="{"leak" if leaks.get(name) else ""}"><td>{escape(str(name))}</td>'
+            f'<tr class="{"leak" if leaks.get(name) else "total" if name == "all" else ""}"><td>{escape(str(name))}</td>'
             + "".join(f'<td class="n">{v}</td>' for v in (_int(r.requests), _int(r.failures), _pct(r.failure_pct),
                                                          _num(r.rps), _num(r.fps), _int(r.p95)))  # fmt: skip
             + f'<td class="n">{escape(str(leaks.get(name, "")))}</td></tr>'
@@ -288,7 +299,7 @@ def _probe(data: RunData) -> str:
         return "<p>No probe request was made.</p>"
     body = [
         f"<tr><td>{escape(_utc(r['t']))}</td><td>{escape(str(r['status']))}</td>"
-        f"<td class=\"{'ok' if str(r['ok']).lower() == 'true' else 'fail'}\">{escape(str(r['ok']))}</td>"
+        f"<td class=\"{'ok' if _truthy(r['ok']) else 'fail'}\">{'yes' if _truthy(r['ok']) else 'no'}</td>"
         f"<td class=\"n\">{_num(r['elapsed_ms'])}</td><td>{escape(str(r['error']))}</td></tr>"
         for _, r in data.probe.head(MAX_ROWS).iterrows()
     ]
@@ -350,6 +361,10 @@ def _b(value: object) -> str:
 def _clip(text: str, limit: int) -> str:
     text = " ".join(text.split())  # a query's newlines and indentation waste the table's height
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _truthy(value: object) -> bool:
+    return str(value).strip().lower() in ("1", "1.0", "true", "yes")  # harness.probe writes 1/0
 
 
 def _missing(value: object) -> bool:

@@ -80,6 +80,16 @@ class RunData:
         return (min(starts), "run start") if starts else (0.0, "run start")
 
 
+    def span(self) -> tuple[float, float] | None:
+        """First and last unix time the run knows of, from its phases and its data."""
+        points = [t for span in self.phases.values() for t in span if t is not None]
+        if self.samples is not None and len(self.samples):
+            points += [float(self.samples["t"].iloc[0]), float(self.samples["t"].iloc[-1])]
+        if self.history is not None and len(self.history):
+            points += [float(self.history["Timestamp"].min()), float(self.history["Timestamp"].max())]
+        return (min(points), max(points)) if points else None
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read everything in ``run_dir``. Raises FileNotFoundError only if the folder is missing."""
     if not run_dir.is_dir():

@@ -1,0 +1,93 @@
+"""Bad input: one line that names the fix, exit code 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.postgres import free_port
+from tests.helpers import drainwatch
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duration", "soon"], "error: --duration 'soon' is not a duration — hint: write it like 30s, 2m, 1m30s or 500ms"),
+        (["--settle", "-3s"], "error: --settle must be positive, got '-3s' — hint: give it a value above zero"),
+        (["--users", "0"], "error: --users must be at least 1, got 0 — hint: try --users 20"),
+        (["--locustfile", "nope.py"], "error: locustfile nope.py does not exist — hint: check the path given to --locustfile"),
+        (["--mix", "chaos=3"], "error: unknown chaos kind 'chaos' in --mix — hint: use some of steady, disconnect, timeout, error, like steady=4,disconnect=2"),
+        (["--dsn", "postgresql://u@h:notaport/db"], "error: port 'notaport' in --dsn is not a number — hint: write it like postgresql://USER@127.0.0.1:5432/DBNAME"),
+        (["--dsn", "nonsense"], "error: --dsn is not a valid connection string (missing \"=\" after \"nonsense\" in connection info string) — hint: write it like postgresql://USER@127.0.0.1:5432/DBNAME"),
+        (["--target-url", "ftp://x"], "error: --target-url 'ftp://x' is not an http(s) URL — hint: write it like http://127.0.0.1:8000"),
+        (["--target-url", "http://127.0.0.1:9"], "error: --target-url needs --dsn"),
+        (["--variant", "sturdy"], "error: Invalid value for '--variant'"),
+    ],
+)
+def test_bad_input(args: list[str], message: str, tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    proc = drainwatch("run", "--out", str(out), *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()  # validated before anything was created
+
+
+def test_unwritable_output_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = drainwatch("run", "--out", str(blocker / "reports"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: output folder {blocker / 'reports'} is not writable — hint: choose another with --out DIR"
+
+
+def test_locustfile_without_user_class(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    proc = drainwatch("run", "--out", str(tmp_path / "r"), "--locustfile", str(empty))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"error: locustfile {empty} defines no user class — hint: define a class that subclasses HttpUser or FastHttpUser"
+    )
+
+
+def test_unreachable_database(tmp_path: Path) -> None:
+    port = free_port()
+    proc = drainwatch("run", "--out", str(tmp_path / "r"), "--dsn", f"postgresql://postgres@127.0.0.1:{port}/postgres", "-q")
+    assert proc.returncode == 2
+    assert not (tmp_path / "r").exists()
+    line = proc.stderr.strip()
+    assert line.startswith(f"error: cannot reach PostgreSQL at 127.0.0.1:{port}")
+    assert line.endswith("hint: is the server running and listening there? check host and port in --dsn")
+    assert "Traceback" not in proc.stderr
+
+
+def test_password_never_written(tmp_path: Path) -> None:
+    port = free_port()
+    proc = drainwatch("run", "--out", str(tmp_path), "--run-id", "r", "-q",
+                      "--dsn", f"postgresql://app:Sup3rSecret@127.0.0.1:{port}/postgres")  # fmt: skip
+    assert proc.returncode == 2
+    assert "Sup3rSecret" not in proc.stdout + proc.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert "Sup3rSecret" not in path.read_text(errors="replace"), path
+
+
+def test_help_teaches() -> None:
+    proc = drainwatch("run", "--help")
+    assert proc.returncode == 0
+    for words in ("--variant", "--dsn", "--target-url", "--duration", "--settle", "--interval", "Exit codes: 0 PASS, 1 LEAK"):
+        assert words in proc.stdout
+
+
+def test_unreachable_target(tmp_path: Path) -> None:
+    port = free_port()
+    proc = drainwatch("run", "--out", str(tmp_path / "r"), "--target-url", f"http://127.0.0.1:{port}",
+                      "--dsn", "postgresql://postgres@127.0.0.1:5432/test", "-q")  # fmt: skip
+    assert proc.returncode == 2
+    assert not (tmp_path / "r").exists()
+    assert proc.stderr.strip().startswith(f"error: nothing answers HTTP at http://127.0.0.1:{port}") or proc.stderr.startswith(
+        "error: cannot reach PostgreSQL"  # no system PostgreSQL on this machine
+    )

@@ -1,0 +1,112 @@
+"""What the demo service claims, shown against a real PostgreSQL and a real uvicorn.
+
+Each leaky route leaks under the client behaviour named in its docstring; the fixed
+variant's same route, driven the same way, leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.postgres import Database
+from tests.conftest import connections, demo_service, fresh_database
+
+Variant = tuple[str, str, str]  # (variant, url, dsn)
+
+
+@pytest.fixture(scope="module", params=["leaky", "fixed"])
+def demo(request: pytest.FixtureRequest, pg: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Variant]:
+    variant = request.param
+    dsn = fresh_database(pg, f"demo_{variant}")
+    log = tmp_path_factory.mktemp(variant) / "target.log"
+    with demo_service(dsn, variant, log) as url:
+        yield variant, url, dsn
+
+
+def left_by(dsn: str, variant: str, route: str) -> list[dict[str, str]]:
+    """Connections not given back that carry ``route``'s tag (held idle or in a transaction)."""
+    rows = connections(dsn, f"drainwatch-demo-{variant}:%")
+    return [r for r in rows if f"route={route} " in r["query"] and r["state"] != "active"]
+
+
+def hang_up_mid_stream(url: str, path: str) -> None:
+    with httpx.Client(base_url=url, timeout=5) as client, client.stream("POST", path) as resp:
+        assert resp.status_code == 200
+        next(resp.iter_bytes())  # the reply has started streaming; now the client goes away
+
+
+def settle() -> None:
+    time.sleep(1.0)
+
+
+def test_handler_error_leaves_session_idle_in_transaction(demo: Variant) -> None:
+    """POST /orders?fail=1: the handler raises mid-transaction (failure modes 1 and 5)."""
+    variant, url, dsn = demo
+    for _ in range(3):
+        assert httpx.post(url + "/orders?fail=1", timeout=5).status_code == 502
+    settle()
+    left = left_by(dsn, variant, "orders")
+    if variant == "leaky":
+        assert left and all(r["state"] == "idle in transaction" for r in left)
+    else:
+        assert left == []
+
+
+def test_client_disconnect_cancels_stream_and_cleanup(demo: Variant) -> None:
+    """POST /chat, client hangs up mid-stream: the await in finally is cancelled (failure mode 2)."""
+    variant, url, dsn = demo
+    before = httpx.get(url + "/pool").json()["handlers"].get("chat:cancelled", 0)
+    hang_up_mid_stream(url, "/chat")
+    settle()
+    pool = httpx.get(url + "/pool").json()
+    assert pool["handlers"].get("chat:cancelled", 0) == before + 1  # the disconnect really cancelled it
+    left = left_by(dsn, variant, "chat")
+    if variant == "leaky":
+        assert len(left) >= 1 and left[0]["state"] == "idle"
+        assert pool["asyncpg"]["checked_out"] >= 1
+    else:
+        assert left == [] and pool["asyncpg"]["checked_out"] == 0
+
+
+def test_server_deadline_with_swallowed_cancellation(demo: Variant) -> None:
+    """GET /report with a 100 ms deadline: CancelledError swallowed skips the release (mode 3)."""
+    variant, url, dsn = demo
+    resp = httpx.get(url + "/report?deadline_ms=100&work_ms=1000", timeout=5)
+    settle()
+    left = left_by(dsn, variant, "report")
+    if variant == "leaky":
+        assert resp.status_code == 200 and resp.json() == {"partial": True}
+        assert len(left) >= 1
+    else:
+        assert resp.status_code == 504
+        assert left == []
+
+
+def test_yield_dependency_without_finally(demo: Variant) -> None:
+    """GET /items?fail=1: the endpoint raises after the dependency's yield (failure mode 4)."""
+    variant, url, dsn = demo
+    assert httpx.get(url + "/items", timeout=5).status_code == 200
+    assert httpx.get(url + "/items?fail=1", timeout=5).status_code == 502
+    settle()
+    left = left_by(dsn, variant, "items")
+    if variant == "leaky":
+        assert [r["state"] for r in left] == ["idle in transaction"]
+    else:
+        assert left == []
+
+
+def test_plain_endpoint_is_not_cancelled_by_a_disconnect(demo: Variant) -> None:
+    """Why the demo streams: a plain endpoint runs to completion after the client hangs up."""
+    _, url, _ = demo
+    before = httpx.get(url + "/pool").json()["handlers"]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(url + "/slow?ms=600", timeout=0.1)
+    time.sleep(1.0)
+    after = httpx.get(url + "/pool").json()["handlers"]
+    assert after.get("slow:completed", 0) == before.get("slow:completed", 0) + 1
+    assert after.get("slow:cancelled", 0) == before.get("slow:cancelled", 0)

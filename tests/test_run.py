@@ -1,0 +1,78 @@
+"""``drainwatch run`` end to end: embedded PostgreSQL, the demo under uvicorn, real Locust."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FAST, drainwatch, leftovers
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def leaky_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
+    out = tmp_path_factory.mktemp("runs")
+    proc = drainwatch("run", "--variant", "leaky", "--out", str(out), "--run-id", "leaky", *FAST)
+    return proc.returncode, proc.stdout + proc.stderr, out / "leaky"
+
+
+@pytest.fixture(scope="module")
+def fixed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
+    out = tmp_path_factory.mktemp("runs")
+    proc = drainwatch("run", "--variant", "fixed", "--out", str(out), "--run-id", "fixed", *FAST)
+    return proc.returncode, proc.stdout + proc.stderr, out / "fixed"
+
+
+def test_leaky_variant_is_a_leak(leaky_run: tuple[int, str, Path]) -> None:
+    code, output, run_dir = leaky_run
+    assert code == 1, output
+    assert "LEAK" in output and "Traceback" not in output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["schema"] == "drainwatch.summary/1"
+    assert summary["verdict"] == "LEAK" and summary["status"] == "completed"
+    assert summary["leaked"] > 0
+    lingering = list(csv.DictReader((run_dir / "lingering.csv").open()))
+    leaked = [row for row in lingering if row["kind"] in ("held", "in_transaction")]
+    assert len(leaked) == summary["leaked"]
+    # Each leak is attributed to the chaos kind that left it.
+    assert {row["scenario"] for row in leaked} <= {"disconnect", "timeout", "error"}
+    assert set(summary["scenarios"]) == {row["scenario"] for row in leaked}
+
+
+def test_leaky_run_folder_is_complete(leaky_run: tuple[int, str, Path]) -> None:
+    _, _, run_dir = leaky_run
+    for name in ("run.json", "samples.csv", "lingering.csv", "locust_stats.csv", "locust_stats_history.csv",
+                 "probe.csv", "summary.json", "junit.xml", "report.html"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    record = json.loads((run_dir / "run.json").read_text())
+    assert list(record["phases"]) == ["provision", "warmup", "baseline", "load", "settle", "probe"]
+    assert all(end >= start for start, end in record["phases"].values())
+    assert record["versions"]["postgresql"].startswith("18")
+    samples = list(csv.DictReader((run_dir / "samples.csv").open()))
+    load_start, load_end = record["phases"]["load"]
+    in_load = [s for s in samples if load_start <= float(s["t"]) <= load_end]
+    assert len(in_load) >= 4 * 8  # 4 Hz through the load phase
+    assert max(int(s["total"]) for s in in_load) > 0
+
+
+def test_fixed_variant_passes(fixed_run: tuple[int, str, Path]) -> None:
+    code, output, run_dir = fixed_run
+    assert code == 0, output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["verdict"] == "PASS", summary["reasons"]
+    assert summary["leaked"] == 0 and summary["probe"]["passed"]
+    assert summary["final"]["total"] <= summary["baseline"]["total"] + summary["tolerance"] or all(
+        row["kind"] == "pooled" for row in csv.DictReader((run_dir / "lingering.csv").open())
+    )
+    assert summary["idle_in_transaction"]["count"] == 0
+
+
+def test_no_process_left_behind(leaky_run: tuple[int, str, Path], fixed_run: tuple[int, str, Path]) -> None:
+    for _, _, run_dir in (leaky_run, fixed_run):
+        started = json.loads((run_dir / "run.json").read_text())["processes"]
+        assert set(started) == {"postgres", "target", "collector", "locust-warmup", "locust"}
+        assert leftovers(run_dir) == {}
