@@ -113,25 +113,38 @@ def test_pass_run(tmp_path: Path) -> None:
 def test_error_run_says_the_target_is_down(tmp_path: Path) -> None:
     page = render_report(make_rundir(tmp_path / "error", SHORT, 4, "ERROR")).read_text()
     assert '<section class="verdict error">' in page
-    assert "<li>the target is down: connection refused</li>" in page
-    assert "<b>0/3 served, target down</b>" in page
+    assert "<li>the target is down: connection refused ([Errno 111] Connection refused)</li>" in page
+    assert "<b>0/1 served, target down</b>" in page
     assert "No connection of the target was left open." in page
+    probe = section(page, "Traffic")[section(page, "Traffic").index("<h3>Probe after settle</h3>") :]
+    assert len(re.findall(r'<td class="fail">no</td>', probe)) == 1
 
 
-def test_interrupted_run_without_locust_or_verdict_is_a_partial_report(tmp_path: Path) -> None:
+def test_interrupted_run_is_a_partial_report(tmp_path: Path) -> None:
     run_dir = make_rundir(tmp_path / "cut", SHORT, 4, status="interrupted")
+    page = render_report(run_dir).read_text()
+    banner = (
+        '<div class="banner"><strong>This report is partial.</strong> The run was interrupted during the load '
+        "phase. It shows what was collected until then.</div>"
+    )
+    assert banner in page
+    assert '<div class="word">NO VERDICT</div>' in page
+    assert "the run did not reach a verdict (interrupted)." in page
+    for name in ("lingering.csv", "probe.csv"):
+        assert f"{name} is missing" in page
+    assert "summary.json is missing" not in page and "locust_stats.csv is missing" not in page
+    assert "<td>load</td><td>" in page and "unfinished" in page
+
+    # Killed before the verdict and before Locust wrote anything.
+    (run_dir / "summary.json").unlink()
     for path in run_dir.glob("locust_*.csv"):
         path.unlink()
     page = render_report(run_dir).read_text()
-    assert (
-        '<div class="banner"><strong>This report is partial.</strong> The run was interrupted during the load '
-        "phase: interrupted by SIGINT during load. It shows what was collected until then.</div>"
-    ) in page
+    assert banner in page
     assert '<div class="word">NO VERDICT</div>' in page
-    for name in ("summary.json", "lingering.csv", "probe.csv", "locust_stats_history.csv", "locust_failures.csv"):
+    for name in ("summary.json", "locust_stats_history.csv", "locust_stats.csv", "locust_failures.csv"):
         assert f"{name} is missing" in page
     assert png_of(page)  # the samples alone still make a timeline
-    assert "<td>load</td><td>" in page and "unfinished" in page
 
 
 def test_a_nearly_empty_run_directory_still_gets_a_report(tmp_path: Path) -> None:
