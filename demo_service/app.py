@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from demo_service import fixed, leaky
 from demo_service.agent import PaymentDeclined
-from demo_service.context import request_id_middleware
+from demo_service.context import request_id_middleware, tag
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
             app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
             app.state.pool = pool
             app.state.variant = variant
+            app.state.kept = []  # connections /debug/leak-one leaked on purpose
             app.state.handlers = Counter()  # how handlers ended: completed / cancelled
             yield
         finally:
@@ -113,6 +114,15 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
             raise
         request.app.state.handlers["slow:completed"] += 1
         return {"slept_ms": str(ms)}
+
+    @app.post("/debug/leak-one")
+    async def leak_one(request: Request) -> dict[str, int]:
+        """Check out one raw connection and never give it back (both variants): the
+        smallest leak there is, for measuring what drainwatch can detect."""
+        conn = await request.app.state.pool.acquire()
+        await conn.fetchval(tag("SELECT 1 AS leak_one", "leak-one"))
+        request.app.state.kept.append(conn)  # referenced, so no garbage collector rescues it
+        return {"leaked": len(request.app.state.kept)}
 
     @app.get("/pool")
     async def pool_view(request: Request) -> dict[str, object]:
