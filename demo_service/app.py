@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from demo_service import fixed, leaky
+from harness.instrument import mount_pool_view
 from demo_service.agent import PaymentDeclined
 from demo_service.context import request_id_middleware, tag
 
@@ -124,15 +125,12 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
         request.app.state.kept.append(conn)  # referenced, so no garbage collector rescues it
         return {"leaked": len(request.app.state.kept)}
 
-    @app.get("/pool")
-    async def pool_view(request: Request) -> dict[str, object]:
-        """The app's own view of its pools (what pg_stat_activity cannot always see)."""
-        sa_pool = request.app.state.engine.pool
-        raw = request.app.state.pool
-        return {
-            "sqlalchemy": {"checked_out": sa_pool.checkedout(), "size": sa_pool.size(), "limit": POOL_SIZE + MAX_OVERFLOW},
-            "asyncpg": {"checked_out": raw.get_size() - raw.get_idle_size(), "size": raw.get_size(), "limit": RAW_POOL_MAX},
-            "handlers": dict(request.app.state.handlers),
-        }
+    @app.get("/stats")
+    async def stats(request: Request) -> dict[str, object]:
+        """How handlers ended (completed or cancelled), per route."""
+        return {"handlers": dict(request.app.state.handlers)}
+
+    # The app's own view of its pools, for drainwatch to reconcile with pg_stat_activity.
+    mount_pool_view(app, lambda: {"sqlalchemy": app.state.engine, "asyncpg": app.state.pool})
 
     return app

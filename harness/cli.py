@@ -98,6 +98,8 @@ def _env(name: str) -> str:
 @click.option("--tolerance", type=int, default=0, show_default=True, envvar=_env("TOLERANCE"),
               help="Connections over baseline (or left in use) still accepted as PASS.")
 @click.option("--pool-limit", type=int, envvar=_env("POOL_LIMIT"), help="The target's pool limit, drawn on the chart (known for the demo).")
+@click.option("--pool-view", envvar=_env("POOL_VIEW"), metavar="PATH",
+              help="Where your service serves its own pool counts (see harness.instrument), e.g. /_drainwatch/pool.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True, envvar=_env("OUT"),
               help="Folder that receives the run folder <out>/<run-id>/.")
 @click.option("--run-id", envvar=_env("RUN_ID"), help="Name of the run folder (default: time and variant).")
@@ -141,6 +143,7 @@ def _build_config(opts: dict[str, object]) -> RunConfig:
         probe_timeout=float(opts["probe_timeout"]),  # type: ignore[arg-type]
         tolerance=int(opts["tolerance"]),  # type: ignore[call-overload]
         pool_limit=opts["pool_limit"],  # type: ignore[arg-type]
+        pool_view=opts["pool_view"],  # type: ignore[arg-type]
         out=opts["out"],  # type: ignore[arg-type]
         run_id=run_id,
         quiet=bool(opts["quiet"]),

@@ -114,6 +114,7 @@ class RunConfig:
     run_id: str = ""
     quiet: bool = False
     pool_limit: int | None = None
+    pool_view: str | None = None  # path where an external target serves harness.instrument's view
 
     @property
     def run_dir(self) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 from harness.collector import match_clause
 from harness.config import Match
 
-POOLED, HELD, IN_TRANSACTION, ACTIVE, OTHER = "pooled", "held", "in_transaction", "active", "other"
+POOLED, HELD, UNSURE, IN_TRANSACTION, ACTIVE, OTHER = "pooled", "held", "unsure", "in_transaction", "active", "other"
 
 _RESET = re.compile(
     r"^\s*(rollback|commit|discard all|reset all|select pg_advisory_unlock_all\(\)|select 1\s*;?\s*$|"
@@ -65,12 +65,13 @@ def resetting_apps(rows: Iterable[Mapping[str, Any]]) -> set[str]:
 
 
 def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = None) -> list[dict[str, Any]]:
-    """Each connection with its ``kind``: pooled, held, in_transaction, active or other.
+    """Each connection with its ``kind``: pooled, held, unsure, in_transaction, active or other.
 
-    An idle connection with application SQL last counts as ``held`` only where its
-    application's pool is known to reset connections it gets back (``resetting``, learnt
-    at baseline when every connection was in its pool, plus what these rows show);
-    elsewhere it is ``pooled``, and only the counts and the probe can tell.
+    An idle connection with application SQL last is ``held`` where its application's pool
+    is known to reset connections it gets back (``resetting``, learnt at baseline when
+    every connection was in its pool, plus what these rows show). Elsewhere it is
+    ``unsure``: in a pool that does not reset, a pooled and a leaked connection look the
+    same, and only the pool's own view, the counts and the probe can tell.
     """
     rows = [dict(row) for row in rows]
     resetting = resetting_apps(rows) | (resetting or set())
@@ -83,7 +84,7 @@ def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = Non
             kind = ACTIVE
         elif state == "idle":
             app_sql = not is_reset_statement(row["query"])
-            kind = HELD if app_sql and row["application_name"] in resetting else POOLED
+            kind = POOLED if not app_sql else HELD if row["application_name"] in resetting else UNSURE
         else:
             kind = OTHER
         tag = parse_tag(row["query"])

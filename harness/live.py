@@ -143,10 +143,17 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         f"leaked       {verdict.leaked}  (held idle {verdict.leaked_by_kind.get('held', 0)}, "
         f"idle in transaction {verdict.leaked_by_kind.get('in_transaction', 0)}, oldest "
         f"{verdict.idle_in_transaction['oldest_s']:.1f}s); pooled idle {verdict.pooled_idle}",
-        "back to baseline  " + (f"{verdict.recovery_s:.1f}s after traffic stopped" if verdict.recovery_s is not None else "never"),
+        "count back to baseline  " + (f"{verdict.recovery_s:.1f}s after traffic stopped" if verdict.recovery_s is not None else "never"),
         f"probe        {verdict.probe['ok']}/{verdict.probe['attempts']} served"
         + (f" — {verdict.probe['detail']}" if verdict.probe.get("detail") else ""),
     ]
+    if verdict.pool_view is not None:
+        lines.append(f"pool view    the app's pools count {verdict.pool_view['checked_out']} checked out, "
+                     f"{verdict.pool_view['idle']} idle (limit {verdict.pool_view['limit']})")
+    if verdict.zombie["peak_active"]:
+        lines.append(f"zombie work  {verdict.zombie['peak_active']} backend(s) still active up to "
+                     f"{verdict.zombie['lasted_s']:.1f}s after traffic stopped")
+    lines.append("decided by   " + ", ".join(verdict.evidence))
     if verdict.scenarios:
         by = ", ".join(f"{k} {v}" for k, v in sorted(verdict.scenarios.items(), key=lambda kv: -kv[1]))
         where = ", ".join(f"{k} {v}" for k, v in sorted(verdict.routes.items(), key=lambda kv: -kv[1]))

@@ -28,8 +28,8 @@ from harness.load import LoadPlan, run_load, scenario_file
 from harness.postgres import Database, connect, embedded_postgres, external_postgres
 from harness.probe import probe
 from harness.record import RunRecord
-from harness.rundir import BASELINE_CONNECTIONS_CSV, LINGERING_COLUMNS, LINGERING_CSV, LOCUST_PREFIX, LOGS, PROBE_CSV, SAMPLES_CSV, WARMUP_PREFIX
-from harness.target import Target, demo_service, external_target
+from harness.rundir import BASELINE_CONNECTIONS_CSV, LINGERING_COLUMNS, LINGERING_CSV, LOCUST_PREFIX, LOGS, POOL_VIEW_JSON, PROBE_CSV, SAMPLES_CSV, WARMUP_PREFIX, write_json
+from harness.target import Target, demo_service, external_target, read_pool_view
 from harness.verdict import ProbeResult, Verdict, judge
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                 record.started("postgres", db.pid)
                 record.data["versions"]["postgresql"] = db.version
                 target = await stack.enter_async_context(
-                    external_target(cfg.target_url, cfg.pool_limit) if cfg.target_url
+                    external_target(cfg.target_url, cfg.pool_limit, cfg.pool_view) if cfg.target_url
                     else demo_service(cfg.variant, db.dsn, logs / "target.log")
                 )  # fmt: skip
                 match = cfg.match if any(vars(cfg.match).values()) else replace(cfg.match, application_name=target.app_name)
@@ -95,6 +95,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
             at_baseline = forensics.classify(await _snapshot(db, match))
             _write_lingering(run_dir / BASELINE_CONNECTIONS_CSV, at_baseline)
             resetting = forensics.resetting_apps(at_baseline)
+            pool_views = {"baseline": await read_pool_view(target)}
             display.baseline = baseline_total
 
             with record.phase("load"):
@@ -107,6 +108,8 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                 display.phase("settle", cfg.settle)
                 await _settle(samples, cfg.settle, cfg.interval)
             lingering = forensics.classify(await _snapshot(db, match), resetting)
+            pool_views["final"] = await read_pool_view(target)
+            write_json(run_dir / POOL_VIEW_JSON, pool_views)
             _write_lingering(run_dir / LINGERING_CSV, lingering)
 
             with record.phase("probe"):
@@ -117,7 +120,8 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                     result.target_alive = False
                     result.detail = result.detail or "the target process has exited"
 
-            verdict = judge(_read_samples(samples), record.phases, lingering, result, tolerance=cfg.tolerance)
+            verdict = judge(_read_samples(samples), record.phases, lingering, result, tolerance=cfg.tolerance,
+                            pool_view=pool_views["final"])  # fmt: skip
             status = "completed"
     except asyncio.CancelledError:
         status = "interrupted"
@@ -143,7 +147,7 @@ async def preflight(cfg: RunConfig) -> None:
         async with external_postgres(cfg.dsn):
             pass
     if cfg.target_url:
-        async with external_target(cfg.target_url, cfg.pool_limit):
+        async with external_target(cfg.target_url, cfg.pool_limit, cfg.pool_view):
             pass
 
 

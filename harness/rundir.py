@@ -9,6 +9,7 @@ Everything a report, a compare or a CI job needs is in here; nothing else is rea
     warmup_*.csv        Locust's CSVs for the warm-up
     locust_*.csv        Locust's CSVs for the load phase (stats, stats_history, failures, exceptions)
     probe.csv           each probe request after settle
+    pool_view.json      the app's own pool counts at baseline and after settle, if it exposes them
     summary.json        the verdict (schema SUMMARY_SCHEMA, see harness.verdict)
     junit.xml           one test case per check
     report.html         self-contained report
@@ -28,6 +29,7 @@ SAMPLES_CSV = "samples.csv"
 LINGERING_CSV = "lingering.csv"
 BASELINE_CONNECTIONS_CSV = "baseline_connections.csv"
 PROBE_CSV = "probe.csv"
+POOL_VIEW_JSON = "pool_view.json"
 SUMMARY_JSON = "summary.json"
 JUNIT_XML = "junit.xml"
 REPORT_HTML = "report.html"

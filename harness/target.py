@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from harness.errors import TargetProblem
+from harness.instrument import POOL_VIEW_PATH
 from harness.postgres import free_port
 from harness.processes import managed_process, tail
 
@@ -24,6 +26,20 @@ class Target:
     pid: int | None  # the process, when drainwatch started it
     app_name: str | None  # application_name pattern of its backends, when known
     pool_limit: int | None
+    pool_view_path: str | None = None  # where it exposes harness.instrument's pool view
+
+
+async def read_pool_view(target: Target) -> dict[str, Any] | None:
+    """The target's own pool counts, or None when it does not expose them (or does not answer)."""
+    if not target.pool_view_path:
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=3) as client:
+            resp = await client.get(target.url + target.pool_view_path)
+            resp.raise_for_status()
+            return dict(resp.json())
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 def demo_app_pattern(variant: str) -> str:
@@ -43,7 +59,8 @@ async def demo_service(variant: str, dsn: str, log_path: Path) -> AsyncIterator[
     ) as proc:
         url = f"http://127.0.0.1:{port}"
         await wait_until_serving(url, proc=proc, log_path=log_path)
-        yield Target(url=url, pid=proc.pid, app_name=demo_app_pattern(variant), pool_limit=DEMO_POOL_LIMIT)
+        yield Target(url=url, pid=proc.pid, app_name=demo_app_pattern(variant), pool_limit=DEMO_POOL_LIMIT,
+                     pool_view_path=POOL_VIEW_PATH)  # fmt: skip
 
 
 async def wait_until_serving(
@@ -71,7 +88,7 @@ async def wait_until_serving(
 
 
 @asynccontextmanager
-async def external_target(url: str, pool_limit: int | None) -> AsyncIterator[Target]:
+async def external_target(url: str, pool_limit: int | None, pool_view_path: str | None = None) -> AsyncIterator[Target]:
     """A service drainwatch was given: check it answers HTTP; never stop it."""
     await wait_until_serving(url, timeout=3)
-    yield Target(url=url.rstrip("/"), pid=None, app_name=None, pool_limit=pool_limit)
+    yield Target(url=url.rstrip("/"), pid=None, app_name=None, pool_limit=pool_limit, pool_view_path=pool_view_path)

@@ -1,13 +1,20 @@
 """The verdict: PASS, LEAK or ERROR, with the numbers and the evidence that decided it.
 
-A pure function of what the run collected (samples, the lingering snapshot, the probe),
-so tests call it without a database. The checks, in the order they are reported:
+A pure function of what the run collected (samples, the lingering snapshot, the probe,
+the app's own pool view when it exposes one), so tests call it without a database.
+The checks, in the order they are reported:
 
-    drain                connections back within tolerance of baseline after settle
-                         (an excess made only of pooled, reset connections is a warm pool)
+    drain                connections back within tolerance of baseline after settle; an
+                         excess of idle connections the pool itself holds (reset by the
+                         driver, or counted idle by the pool's own view) is a warm pool
     idle_in_transaction  nothing left idle in a transaction
     held_connections     no idle connection still holding application work
+    pool_view            the app's pools count nothing checked out (only when exposed)
     probe                the service still serves after settle
+
+Counting alone is fooled: a pool warmed to its maximum hides a leak in the counts, and a
+connection closed by the garbage collector or the server vanishes from
+``pg_stat_activity`` while its pool still counts it. The last two checks see those.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.lingering import HELD, IN_TRANSACTION, POOLED
+from harness.lingering import ACTIVE, HELD, IN_TRANSACTION, POOLED, UNSURE
 
 PASS, LEAK, ERROR = "PASS", "LEAK", "ERROR"
 STATE_KEYS = ("total", "active", "idle", "idle_in_transaction", "idle_in_transaction_aborted")
@@ -48,6 +55,7 @@ class Check:
 class Verdict:
     verdict: str
     reasons: list[str]
+    evidence: list[str]  # the checks (or facts) that decided the verdict
     checks: list[Check]
     baseline: dict[str, float]
     peak: dict[str, float]
@@ -57,7 +65,9 @@ class Verdict:
     pooled_idle: int
     recovery_s: float | None
     idle_in_transaction: dict[str, Any]
+    zombie: dict[str, Any]
     probe: dict[str, Any]
+    pool_view: dict[str, Any] | None
     scenarios: dict[str, int]
     routes: dict[str, int]
     tolerance: int
@@ -81,6 +91,17 @@ def _levels(samples: Sequence[Mapping[str, Any]], how: str) -> dict[str, float]:
     return {key: float(pick(float(s[key]) for s in samples)) for key in STATE_KEYS}
 
 
+def _zombie(tail: Sequence[Mapping[str, Any]], load_end: float) -> dict[str, Any]:
+    """Backends still working after traffic stopped: work done for clients that have gone."""
+    busy = [s for s in tail if float(s["active"]) > 0]
+    if not busy:
+        return {"peak_active": 0, "lasted_s": 0.0}
+    return {
+        "peak_active": int(max(float(s["active"]) for s in busy)),
+        "lasted_s": round(float(busy[-1]["t"]) - load_end, 2),
+    }
+
+
 def judge(
     samples: Sequence[Mapping[str, Any]],
     phases: Mapping[str, tuple[float, float]],
@@ -88,8 +109,10 @@ def judge(
     probe: ProbeResult,
     *,
     tolerance: int = 0,
+    pool_view: Mapping[str, Any] | None = None,
 ) -> Verdict:
-    """Weigh the evidence. ``phases`` maps baseline/load/settle to (start, end) unix times."""
+    """Weigh the evidence. ``phases`` maps baseline/load/settle to (start, end) unix times;
+    ``pool_view`` is the app's own pool counts after settle (harness.instrument), if any."""
     base_start, base_end = phases.get("baseline", (0.0, 0.0))
     load_start, load_end = phases.get("load", (base_end, base_end))
     settle_start, settle_end = phases.get("settle", (load_end, load_end))
@@ -109,28 +132,29 @@ def judge(
     leaked_rows = [row for row in lingering if row["kind"] in (HELD, IN_TRANSACTION)]
     iit_rows = [row for row in lingering if row["kind"] == IN_TRANSACTION]
     oldest_iit = max((float(row.get("state_age_s") or 0) for row in iit_rows), default=0.0)
-    pooled = kinds.get(POOLED, 0)
+    held, pooled, unsure = kinds.get(HELD, 0), kinds.get(POOLED, 0), kinds.get(UNSURE, 0)
+    # Idle connections the pool itself holds explain an excess over baseline (a warm pool):
+    # the pool's own idle count when it tells us, otherwise those the driver reset.
+    pool_idle = int(pool_view["idle"]) if pool_view else pooled
     excess = final["total"] - baseline["total"]
-    unexplained = max(0.0, excess - pooled)  # what a warm pool cannot account for
+    drained = excess <= tolerance or excess - pool_idle <= tolerance
 
     checks: list[Check] = []
-    drained = excess <= tolerance or unexplained <= tolerance
     if excess <= tolerance:
         drain_detail = f"{final['total']:.0f} connections after settle, baseline {baseline['total']:.0f}"
     elif drained:
         drain_detail = (
-            f"{final['total']:.0f} connections after settle, {excess:.0f} over baseline, "
-            f"all of them idle in the pool (reset by the driver): a warm pool, not a leak"
+            f"{final['total']:.0f} connections after settle, {excess:.0f} over baseline, all of them idle "
+            f"in the pool ({'as the pool itself counts' if pool_view else 'reset by the driver'}): a warm pool, not a leak"
         )
     else:
         drain_detail = (
-            f"{final['total']:.0f} connections after settle, {excess:.0f} over baseline "
-            f"{baseline['total']:.0f} (tolerance {tolerance})"
+            f"{final['total']:.0f} connections after settle, {excess:.0f} over baseline {baseline['total']:.0f} "
+            f"(tolerance {tolerance}) and not idle in their pool"
+            + (f"; {unsure} idle ones ran application SQL last in a pool that does not reset, so they may be leaked" if unsure else "")
         )
-    checks.append(
-        Check("drain", drained, drain_detail,
-              {"baseline": baseline["total"], "final": final["total"], "excess": excess, "recovery_s": recovery_s})
-    )  # fmt: skip
+    checks.append(Check("drain", drained, drain_detail,
+                        {"baseline": baseline["total"], "final": final["total"], "excess": excess, "recovery_s": recovery_s}))  # fmt: skip
     checks.append(
         Check(
             "idle_in_transaction",
@@ -140,16 +164,27 @@ def judge(
             {"count": len(iit_rows), "oldest_s": round(oldest_iit, 2)},
         )
     )  # fmt: skip
-    held = kinds.get(HELD, 0)
     checks.append(
         Check(
             "held_connections",
             held <= tolerance,
-            f"{held} idle connection(s) still hold application work (their last statement is the "
-            f"app's SQL, not the pool's reset)" if held else "every idle connection was reset by its pool",
-            {"held": held, "pooled": pooled},
+            f"{held} idle connection(s) still hold application work (their last statement is the app's SQL, "
+            "not the pool's reset)" if held else "no idle connection holds application work",
+            {"held": held, "pooled": pooled, "unsure": unsure},
         )
     )  # fmt: skip
+    if pool_view is not None:
+        out = int(pool_view["checked_out"])
+        seen = len(leaked_rows) + kinds.get(ACTIVE, 0)
+        if out <= tolerance:
+            detail = "the app's pools count nothing checked out"
+        elif seen < out:
+            detail = (f"the app's pools count {out} checked out, PostgreSQL shows {seen} of them: the other "
+                      f"{out - seen} were closed behind the pool's back (garbage collector or server), and the pool still counts them")  # fmt: skip
+        else:
+            detail = f"the app's pools count {out} connection(s) checked out after settle"
+        checks.append(Check("pool_view", out <= tolerance, detail, {"checked_out": out, "visible": seen,
+                                                                  "limit": pool_view.get("limit")}))  # fmt: skip
     checks.append(
         Check("probe", probe.passed,
               f"{probe.ok}/{probe.attempts} probe requests served" + (f": {probe.detail}" if probe.detail else ""),
@@ -157,45 +192,51 @@ def judge(
     )  # fmt: skip
 
     reasons: list[str] = []
+    failed = [c for c in checks if not c.passed]
     if not probe.target_alive:
-        verdict = ERROR
+        verdict, evidence = ERROR, ["target_down"]
         reasons.append(f"the target is down: {probe.detail or 'it does not accept connections'}")
     elif not tail:
-        verdict = ERROR
+        verdict, evidence = ERROR, ["no_samples"]
         reasons.append("the collector recorded nothing after the load: connection counts cannot be judged")
-    else:
-        failed = [c for c in checks if not c.passed]
-        verdict = LEAK if failed else PASS
+    elif failed:
+        verdict, evidence = LEAK, [c.name for c in failed]
         for check in failed:
             if check.name == "probe":
-                reasons.append(
-                    "the service no longer serves after traffic stopped (probe failed while the process is up): "
-                    "its pool is exhausted"
-                )
+                reasons.append("the service no longer serves after traffic stopped (the probe failed while the "
+                               "process is up): its pool is exhausted")  # fmt: skip
             else:
                 reasons.append(check.detail)
-        if verdict == PASS:
-            reasons.append(
-                f"connections back to baseline ({baseline['total']:.0f})"
-                + (f" {recovery_s:.1f}s after traffic stopped" if recovery_s is not None else "")
-                + "; no connection left in use; the service still serves"
-            )
+    else:
+        verdict, evidence = PASS, [c.name for c in checks]
+        reasons.append(
+            f"connections back to baseline ({baseline['total']:.0f})"
+            + (f" {recovery_s:.1f}s after traffic stopped" if recovery_s is not None else "")
+            + "; no connection left in use; the service still serves"
+        )
 
+    invisible = 0
+    if pool_view is not None:
+        invisible = max(0, int(pool_view["checked_out"]) - len(leaked_rows) - kinds.get(ACTIVE, 0))
+    counted_excess = int(max(0.0, excess - pool_idle)) if not drained else 0
     scenarios = Counter(row.get("scenario") or "unknown" for row in leaked_rows)
     routes = Counter(row.get("route") or "unknown" for row in leaked_rows)
     return Verdict(
         verdict=verdict,
         reasons=reasons,
+        evidence=evidence,
         checks=checks,
         baseline=baseline,
         peak=peak,
         final=final,
-        leaked=max(len(leaked_rows), int(unexplained) if not drained else 0),
-        leaked_by_kind={HELD: held, IN_TRANSACTION: len(iit_rows)},
+        leaked=max(len(leaked_rows) + invisible, counted_excess),
+        leaked_by_kind={HELD: held, IN_TRANSACTION: len(iit_rows), "invisible": invisible},
         pooled_idle=pooled,
         recovery_s=recovery_s,
         idle_in_transaction={"count": len(iit_rows), "oldest_s": round(oldest_iit, 2)},
+        zombie=_zombie(tail, load_end),
         probe=asdict(probe) | {"passed": probe.passed},
+        pool_view=dict(pool_view) if pool_view is not None else None,
         scenarios=dict(scenarios),
         routes=dict(routes),
         tolerance=tolerance,

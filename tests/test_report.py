@@ -79,7 +79,7 @@ def test_lingering_table_lists_every_connection_leaks_first(leak: tuple[Path, st
     assert rows == ["leak"] * 5 + [""] * 10
     assert "15 connection(s) still open: 10 pooled, 3 held, 2 in transaction." in table
     for rid in ("r0000", "r0001", "r0002", "e0000", "e0001"):
-        assert f"<td>{rid}</td>" in table
+        assert f'<td class="id">{rid}</td>' in table
     assert '<span class="kind in_transaction">in transaction</span>' in table
     assert "INSERT INTO orders (item, qty) VALUES ($1, $2)</td>" in table  # newlines folded
 
@@ -91,6 +91,7 @@ def test_traffic_tables_group_requests_by_scenario(leak: tuple[Path, str]) -> No
     assert scenarios == [("leak", "disconnect"), ("leak", "error"), ("", "steady"), ("leak", "timeout"),
                          ("total", "all")]  # fmt: skip
     assert "<td>timeout GET /report</td>" in traffic
+    assert traffic.count('<td class="ok">yes</td>') == 3  # probe.csv's ok column is 1/0
     assert "CatchResponseError(&#x27;client hung up after 150 ms &lt;by design&gt;&#x27;)" in traffic
     assert "<by design>" not in page
 
@@ -129,7 +130,7 @@ def test_interrupted_run_is_a_partial_report(tmp_path: Path) -> None:
     )
     assert banner in page
     assert '<div class="word">NO VERDICT</div>' in page
-    assert "the run did not reach a verdict (interrupted)." in page
+    assert "The run did not reach a verdict (interrupted)." in page
     for name in ("lingering.csv", "probe.csv"):
         assert f"{name} is missing" in page
     assert "summary.json is missing" not in page and "locust_stats.csv is missing" not in page

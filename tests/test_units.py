@@ -91,7 +91,7 @@ def test_classify_uses_what_baseline_taught() -> None:
         _conn("app:sa", "idle in transaction", "INSERT INTO t VALUES (1)"),
     ]
     kinds = [row["kind"] for row in classify(final, resetting_apps(baseline))]
-    assert kinds == ["held", "pooled", "in_transaction"]
+    assert kinds == ["held", "unsure", "in_transaction"]
     assert classify(final, resetting_apps(baseline))[0]["scenario"] == "disconnect"
 
 
@@ -133,7 +133,33 @@ def test_gc_closed_leak_with_nothing_visible_is_decided_by_the_probe() -> None:
     samples = _samples([5] * 15)
     verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
     assert verdict.verdict == LEAK
-    assert [c.name for c in verdict.checks if not c.passed] == ["probe"]
+    assert verdict.evidence == ["probe"]
+
+
+def test_pool_view_reconciles_what_postgres_cannot_see() -> None:
+    samples = _samples([5] * 15)
+    view = {"checked_out": 8, "idle": 0, "limit": 8}
+    verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"), pool_view=view)
+    assert verdict.verdict == LEAK and verdict.evidence == ["pool_view", "probe"]
+    assert "count 8 checked out, PostgreSQL shows 0 of them" in verdict.reasons[0]
+    assert verdict.leaked == 8 and verdict.leaked_by_kind["invisible"] == 8
+
+
+def test_unsure_idle_connections_do_not_excuse_an_excess() -> None:
+    samples = _samples([5] * 5 + [9] * 10)
+    lingering = [_conn("a", "idle", "SELECT * FROM t") | {"kind": "unsure"}] * 9
+    assert judge(samples, PHASES, lingering, ProbeResult(3, 3)).verdict == LEAK
+    # ...but the pool's own view can: it counts them idle in the pool.
+    view = {"checked_out": 0, "idle": 9, "limit": 10}
+    assert judge(samples, PHASES, lingering, ProbeResult(3, 3), pool_view=view).verdict == PASS
+
+
+def test_zombie_work_after_traffic_stopped() -> None:
+    samples = _samples([5] * 15)
+    for sample in samples[10:13]:
+        sample["active"] = 3
+    verdict = judge(samples, PHASES, [], ProbeResult(3, 3))
+    assert verdict.zombie == {"peak_active": 3, "lasted_s": 3.0}
 
 
 def test_dead_target_is_error_not_leak() -> None:

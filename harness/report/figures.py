@@ -7,7 +7,9 @@ them. Long series arrive here already downsampled by ``harness.report.load``.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -15,15 +17,15 @@ import matplotlib
 # would pick a GUI backend; it must happen before pyplot is imported anywhere.
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.transforms import blended_transform_factory  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.transforms import blended_transform_factory
 
-from harness.report.load import RunData, connection_series, gap_spans, latency, scenario_rates  # noqa: E402
+from harness.report.load import RunData, connection_series, gap_spans, latency, scenario_rates
 
 STATE_STYLE = [  # bottom to top of the stack: healthy first, suspicious on top where the eye lands
     ("idle", "idle (in the pool)", "#a5d8ff"),
@@ -38,6 +40,9 @@ SCENARIO_COLOURS = {"steady": "#2f9e44", "disconnect": "#7048e8", "timeout": "#f
                     "all": "#343a40"}  # fmt: skip
 OTHER_COLOURS = ["#1098ad", "#d6336c", "#5c940d", "#862e9c", "#a61e4d", "#364fc7"]
 GAP_COLOUR = "#495057"
+LEGEND: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8.5, "frameon": False}
+
+ToX = Callable[[Any], Any]  # unix seconds (scalar or array) → the chart's x unit
 
 
 @dataclass
@@ -57,7 +62,7 @@ def timeline(data: RunData) -> Timeline | None:
     hi = max(hi, lo + 1.0)
     unit, scale = _unit(hi - lo)
 
-    def x(unix: np.ndarray | pd.Index | float) -> np.ndarray:
+    def x(unix: Any) -> Any:
         return (np.asarray(unix, dtype="float64") - origin) / scale
 
     fig = Figure(figsize=(12, 9.2), dpi=100, layout="constrained")
@@ -86,7 +91,7 @@ def timeline(data: RunData) -> Timeline | None:
         long = _traffic(ax_rps, data, history, x)
         _latency(ax_lat, history, x)
         if long:
-            notes.append("traffic: requests/s averaged and failures/s maximum per bin; latency: maximum per bin")
+            notes.append("traffic: requests/s averaged, failures/s and latency their maximum per bin")
     else:
         _empty(ax_rps, "no Locust history: locust_stats_history.csv is missing or empty")
         _empty(ax_lat, "no latency: locust_stats_history.csv is missing or empty")
@@ -111,7 +116,7 @@ def _unit(span_s: float) -> tuple[str, float]:
     return "h", 3600.0
 
 
-def _phases(ax: Axes, data: RunData, x, *, labels: bool, right: float) -> None:  # type: ignore[no-untyped-def]
+def _phases(ax: Axes, data: RunData, x: ToX, *, labels: bool, right: float) -> None:
     left_x, right_x = x(min((s for s, _ in data.phases.values()), default=right)), x(right)
     full = max(right_x - left_x, 1e-9)
     top = blended_transform_factory(ax.transData, ax.transAxes)
@@ -127,11 +132,11 @@ def _phases(ax: Axes, data: RunData, x, *, labels: bool, right: float) -> None: 
                     bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1.5})  # fmt: skip
 
 
-def _connections(ax: Axes, data: RunData, samples: pd.DataFrame, x, gaps: bool) -> float:  # type: ignore[no-untyped-def]
+def _connections(ax: Axes, data: RunData, samples: pd.DataFrame, x: ToX, gaps: bool) -> float:
     series, width = connection_series(samples)
     xs = x(series["t"])
     bottom = np.zeros(len(series))
-    handles: list[object] = []
+    handles: list[Any] = []
     for column, label, colour in STATE_STYLE:
         values = series[column].to_numpy(dtype="float64")
         if column in ("idle_in_transaction_aborted", "other") and not np.nansum(values):
@@ -141,32 +146,10 @@ def _connections(ax: Axes, data: RunData, samples: pd.DataFrame, x, gaps: bool) 
         handles.append(Patch(color=colour, label=label))
     total = series["total"].to_numpy(dtype="float64")
     ax.step(xs, total, where="post", color="#212529", lw=0.9)
-    handles.append(Line2D([], [], color="#212529", lw=0.9, label="total"))
+    handles.append(_line("#212529", "-", "total", lw=0.9))
     peak = float(np.nanmax(total)) if np.isfinite(total).any() else 0.0
-
-    summary, config = data.summary or {}, data.run.get("config") or {}
-    baseline = (summary.get("baseline") or {}).get("total")
-    tolerance = summary.get("tolerance", config.get("tolerance")) or 0
-    if baseline is not None:
-        ax.axhline(baseline, color="#2b8a3e", lw=1.6)
-        if tolerance:
-            ax.axhspan(baseline, baseline + tolerance, color="#2b8a3e", alpha=0.15, lw=0)
-        handles.append(Line2D([], [], color="#2b8a3e", lw=1.6, label=f"baseline {baseline:g} (tolerance +{tolerance})"))
-    pool_limit = summary.get("pool_limit") or (data.run.get("target") or {}).get("pool_limit") or config.get("pool_limit")
-    if pool_limit:
-        ax.axhline(pool_limit, color="#e67700", lw=1.3, ls="--")
-        handles.append(Line2D([], [], color="#e67700", lw=1.3, ls="--", label=f"pool limit {pool_limit}"))
-    max_conn = summary.get("max_connections") or (data.run.get("database") or {}).get("max_connections")
-    if not max_conn and samples["max_connections"].notna().any():
-        max_conn = int(samples["max_connections"].max())
-    ceiling = max(peak, baseline or 0, pool_limit or 0, 1)
-    if max_conn and max_conn <= 3 * ceiling:
-        ax.axhline(max_conn, color="#c92a2a", lw=1.3, ls="--")
-        ceiling = max(ceiling, max_conn)
-        handles.append(Line2D([], [], color="#c92a2a", lw=1.3, ls="--", label=f"max_connections {max_conn}"))
-    elif max_conn:  # drawn to scale it would flatten everything else
-        handles.append(Line2D([], [], color="#c92a2a", lw=1.3, ls="--", label=f"max_connections {max_conn} (off scale)"))
-    leaked = summary.get("leaked")
+    ceiling = _levels(ax, data, samples, peak, handles)
+    leaked = (data.summary or {}).get("leaked")
     last = np.flatnonzero(np.isfinite(total))
     if leaked and len(last):
         ax.annotate(f"{leaked} leaked", xy=(xs[last[-1]], total[last[-1]]), xytext=(-8, 22),
@@ -176,28 +159,65 @@ def _connections(ax: Axes, data: RunData, samples: pd.DataFrame, x, gaps: bool) 
         handles.append(Patch(facecolor=GAP_COLOUR, alpha=0.25, hatch="///", label="no reading"))
     ax.set_ylim(0, ceiling * 1.12)
     ax.set_ylabel("connections")
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
+    ax.legend(handles=handles, **LEGEND)
     return width
 
 
-def _traffic(ax: Axes, data: RunData, history: pd.DataFrame, x) -> bool:  # type: ignore[no-untyped-def]
+def _levels(ax: Axes, data: RunData, samples: pd.DataFrame, peak: float, handles: list[Any]) -> float:
+    """Baseline with its tolerance, pool limit and max_connections; returns the y the chart must reach."""
+    summary, config = data.summary or {}, data.run.get("config") or {}
+    baseline = data.baseline_total()
+    tolerance = summary.get("tolerance", config.get("tolerance")) or 0
+    if baseline is not None:
+        ax.axhline(baseline, color="#2b8a3e", lw=1.6)
+        if tolerance:
+            ax.axhspan(baseline, baseline + tolerance, color="#2b8a3e", alpha=0.15, lw=0)
+        handles.append(_line("#2b8a3e", "-", f"baseline {baseline:g} (tolerance +{tolerance})", lw=1.6))
+    target = data.run.get("target") or {}
+    pool_limit = summary.get("pool_limit") or target.get("pool_limit") or config.get("pool_limit")
+    if pool_limit:
+        ax.axhline(pool_limit, color="#e67700", lw=1.3, ls="--")
+        handles.append(_line("#e67700", "--", f"pool limit {pool_limit}"))
+    max_conn = summary.get("max_connections") or (data.run.get("database") or {}).get("max_connections")
+    if not max_conn and samples["max_connections"].notna().any():
+        max_conn = int(samples["max_connections"].max())
+    ceiling = max(peak, baseline or 0, pool_limit or 0, 1)
+    if max_conn and max_conn <= 3 * ceiling:
+        ax.axhline(max_conn, color="#c92a2a", lw=1.3, ls="--")
+        ceiling = max(ceiling, max_conn)
+        handles.append(_line("#c92a2a", "--", f"max_connections {max_conn}"))
+    elif max_conn:  # drawn to scale it would flatten everything else
+        handles.append(_line("#c92a2a", "--", f"max_connections {max_conn} (off scale)"))
+    return ceiling
+
+
+def _line(colour: str, style: str, label: str, lw: float = 1.3) -> Line2D:
+    return Line2D([], [], color=colour, ls=style, lw=lw, label=label)
+
+
+def _traffic(ax: Axes, data: RunData, history: pd.DataFrame, x: ToX) -> bool:
     rps, fps = scenario_rates(history)
+    top = max(float(np.nanmax(rps.to_numpy(dtype="float64"), initial=0)),
+              float(np.nanmax(fps.to_numpy(dtype="float64"), initial=0)), 1.0)  # fmt: skip
     if data.warmup_history is not None and len(data.warmup_history):
         warm = data.warmup_history[data.warmup_history["Name"] == "Aggregated"]
-        ax.plot(x(warm["Timestamp"]), warm["Requests/s"], color="#adb5bd", lw=1, label="warm-up (all)")
+        peak = float(np.nanmax(warm["Requests/s"].to_numpy(dtype="float64"), initial=0))
+        # Faint and off the scale if need be: the warm-up is context, the load is the subject.
+        ax.plot(x(warm["Timestamp"]), warm["Requests/s"], color="#adb5bd", lw=1,
+                label=f"warm-up, all (peak {peak:.0f}/s)" if peak > 1.15 * top else "warm-up, all")  # fmt: skip
     others = iter(OTHER_COLOURS * 4)
     for scenario in rps.columns:
         colour = SCENARIO_COLOURS.get(scenario) or next(others, "#495057")
         ax.plot(x(rps.index), rps[scenario], color=colour, lw=1.2, label=scenario)
         if scenario in fps and fps[scenario].fillna(0).any():
             ax.plot(x(fps.index), fps[scenario], color=colour, lw=1.0, ls="--")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, top * 1.15)
     ax.set_ylabel("per second")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
+    ax.legend(**LEGEND)
     return len(rps) < history["Timestamp"].nunique()
 
 
-def _latency(ax: Axes, history: pd.DataFrame, x) -> None:  # type: ignore[no-untyped-def]
+def _latency(ax: Axes, history: pd.DataFrame, x: ToX) -> None:
     lat = latency(history)
     if lat.empty or not lat.notna().any().any():
         _empty(ax, "no latency recorded")
@@ -210,7 +230,7 @@ def _latency(ax: Axes, history: pd.DataFrame, x) -> None:  # type: ignore[no-unt
     else:
         ax.set_ylim(bottom=0)
     ax.set_ylabel("ms")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
+    ax.legend(**LEGEND)
 
 
 def _empty(ax: Axes, message: str) -> None:

@@ -15,18 +15,17 @@ from html import escape
 from string import Template
 from typing import Any
 
-import pandas as pd
-
 from harness import __version__
 from harness.config import redact_dsn
 from harness.report.figures import Timeline
 from harness.report.load import RunData, scenario_table
 
-MAX_ROWS = 300  # a table longer than this is not read by anyone; the CSV is beside the report
+MAX_ROWS = 300  # a longer table is read by no one; the CSV is beside the report
 VERDICT_CLASS = {"PASS": "pass", "LEAK": "leak", "ERROR": "error"}
 CHECK_TITLES = {"drain": "Connections drained", "idle_in_transaction": "Nothing idle in a transaction",
                 "held_connections": "No connection still held", "probe": "Service still serves"}  # fmt: skip
 LEAK_KINDS = ("held", "in_transaction")
+MONO = "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"
 
 PAGE = Template("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -48,23 +47,21 @@ h3 { font-size: 15px; margin: 20px 0 8px; }
 .verdict { display: grid; grid-template-columns: 230px 1fr; gap: 24px; margin-top: 18px; padding: 20px 24px;
   background: #fff; border: 1px solid var(--line); border-top: 8px solid var(--c); border-radius: 8px; }
 .verdict.pass { --c: var(--pass); } .verdict.leak { --c: var(--leak); } .verdict.error { --c: var(--error); }
-.verdict.none { --c: var(--none); }
-.verdict.none .word { font-size: 38px; }
+.verdict.none { --c: var(--none); } .verdict.none .word { font-size: 38px; }
 .word { font-size: 54px; font-weight: 800; letter-spacing: 1px; color: var(--c); line-height: 1.1; }
-.reasons { margin: 8px 0 0; padding-left: 18px; } .reasons li { margin: 3px 0; }
+.reasons { margin: 8px 0 0; padding-left: 18px; } .reasons li { margin: 3px 0; } .where { margin: 10px 0 0; }
 .tiles { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 10px; }
 .tile { padding: 10px 12px; background: #f8f9fa; border-radius: 6px; }
 .tile b { display: block; font-size: 22px; } .tile span { color: var(--muted); font-size: 13px; }
 .tile.bad b { color: var(--leak); } .tile.good b { color: var(--pass); }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; background: #fff; font-size: 13.5px; margin: 6px 0 4px; }
 th, td { text-align: left; padding: 5px 9px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { background: #f1f3f5; font-weight: 600; white-space: nowrap; }
+th { background: #f1f3f5; font-weight: 600; } .nw { white-space: nowrap; } tr.total td { font-weight: 700; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.leak td { background: #fff5f5; } tr.leak td:first-child { box-shadow: inset 4px 0 var(--leak); }
-code, pre, td.q { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
-td.q { max-width: 520px; overflow-wrap: anywhere; color: #495057; }
-pre { white-space: pre-wrap; margin: 4px 0; }
-.nw { white-space: nowrap; } .where { margin: 10px 0 0; } tr.total td { font-weight: 700; }
+code, pre, td.q, td.id { font-family: $mono; font-size: 12.5px; } pre { white-space: pre-wrap; margin: 4px 0; }
+td.q { min-width: 260px; max-width: 560px; overflow-wrap: anywhere; color: #495057; } td.id { word-break: break-all; }
 .ok { color: var(--pass); font-weight: 700; } .fail { color: var(--leak); font-weight: 700; }
 .kind { padding: 1px 7px; border-radius: 9px; background: #e9ecef; font-size: 12px; white-space: nowrap; }
 .kind.held, .kind.in_transaction { background: var(--leak); color: #fff; }
@@ -80,39 +77,36 @@ $body
 """)
 
 
+class Raw(str):
+    """A table cell that is HTML already (built here from escaped parts)."""
+
+
 def render_html(data: RunData, figure: Timeline | None) -> str:
     """The whole page as a string."""
     run_id = data.run.get("run_id") or (data.summary or {}).get("run_id") or data.run_dir.name
     verdict = (data.summary or {}).get("verdict") or "NO VERDICT"
+    rendered = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     body = "\n".join([
         f"<h1>drainwatch report <small>{escape(str(run_id))}</small></h1>",
-        f'<p class="meta">{_meta(data)}</p>',
-        _banner(data),
-        _verdict(data),
-        "<h2>Timeline</h2>",
-        _figure(figure),
-        "<h2>Connections still open after settle</h2>",
-        _lingering(data),
-        "<h2>Traffic</h2>",
-        _traffic(data),
-        "<h2>Run</h2>",
-        _run(data),
-        f'<footer>Rendered by drainwatch {escape(__version__)} from the run directory alone, '
-        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.</footer>",
+        f'<p class="meta">{_meta(data)}</p>', _banner(data), _verdict(data),
+        "<h2>Timeline</h2>", _figure(figure),
+        "<h2>Connections still open after settle</h2>", _lingering(data),
+        "<h2>Traffic</h2>", _traffic(data),
+        "<h2>Run</h2>", _run(data),
+        f"<footer>Rendered by drainwatch {escape(__version__)} from the run directory alone, {rendered}.</footer>",
     ])  # fmt: skip
-    return PAGE.substitute(title=escape(f"{verdict} · drainwatch · {run_id}"), body=body)
+    return PAGE.substitute(title=escape(f"{verdict} · drainwatch · {run_id}"), mono=MONO, body=body)
 
 
 def _meta(data: RunData) -> str:
-    config = data.run.get("config") or {}
-    parts = [f"status {_b(data.status)}"]
+    config, span = data.run.get("config") or {}, data.span()
+    parts = [f"status <b>{escape(data.status)}</b>"]
     if config.get("variant"):
-        parts.append(f"variant {_b(config['variant'])}")
+        parts.append(f"variant <b>{escape(str(config['variant']))}</b>")
     if config.get("users"):
-        parts.append(f"{_b(config['users'])} users")
-    span = data.span()
+        parts.append(f"<b>{escape(str(config['users']))}</b> users")
     if span:
-        parts.append(f"started {_b(_utc(span[0]))}, ran {_b(_duration(span[1] - span[0]))}")
+        parts.append(f"started <b>{_utc(span[0])}</b>, ran <b>{_duration(span[1] - span[0])}</b>")
     return " · ".join(parts)
 
 
@@ -142,37 +136,32 @@ def _banner(data: RunData) -> str:
 def _verdict(data: RunData) -> str:
     s = data.summary
     if s is None or not s.get("verdict"):
-        why = (f"{_file('summary.json')} is missing" if s is None
-               else "; ".join(escape(str(r)) for r in s.get("reasons") or []) or "the run was not judged")  # fmt: skip
+        why = "; ".join(escape(str(r)) for r in (s or {}).get("reasons") or []) or "the run was not judged"
+        why = f"{_file('summary.json')} is missing" if s is None else why[:1].upper() + why[1:]
         return ('<section class="verdict none"><div><div class="word">NO VERDICT</div></div>'
                 f"<div><p>{why}. The timeline and tables below show what was collected.</p></div></section>")  # fmt: skip
-    word = str(s.get("verdict") or "?")
-    leaked = int(s.get("leaked") or 0)
-    by_kind = s.get("leaked_by_kind") or {}
-    kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in by_kind.items() if n)
-    recovery = s.get("recovery_s")
-    back = f"after {_duration(recovery)}" if recovery is not None else "never"
-    probe = s.get("probe") or {}
-    probe_text = f"{probe.get('ok', 0)}/{probe.get('attempts', 0)} served"
-    if probe.get("target_alive") is False:
-        probe_text += ", target down"
+    word, leaked = str(s["verdict"]), int(s.get("leaked") or 0)
+    kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in (s.get("leaked_by_kind") or {}).items() if n)
+    recovery, probe = s.get("recovery_s"), s.get("probe") or {}
+    served = f"{probe.get('ok', 0)}/{probe.get('attempts', 0)} served"
     iit = s.get("idle_in_transaction") or {}
     levels = [(s.get(k) or {}).get("total") for k in ("baseline", "peak", "final")]
-    scenarios = s.get("scenarios") or {}
     tiles = [
         _tile(leaked, "leaked connections" + (f" ({kinds})" if kinds else ""), bad=leaked > 0),
-        _tile(back, "back to baseline after the load", bad=recovery is None),
-        _tile(probe_text, "probe after settle", bad=not probe.get("passed", False)),
+        # Only "never" is coloured: a pool that shrank below baseline is back to it while still leaking.
+        _tile(f"after {_duration(recovery)}" if recovery is not None else "never", "back to baseline after the load",
+              bad=True if recovery is None else None),
+        _tile(served + (", target down" if probe.get("target_alive") is False else ""), "probe after settle",
+              bad=not probe.get("passed", False)),
         _tile(" → ".join("?" if v is None else f"{v:g}" for v in levels), "connections baseline → peak → final"),
         _tile(iit.get("count", 0), f"idle in transaction, oldest {_duration(iit.get('oldest_s') or 0)}",
               bad=bool(iit.get("count"))),
     ]  # fmt: skip
-    checks = "".join(
-        f'<tr><td class="{"ok" if c.get("passed") else "fail"} nw">{"✓ pass" if c.get("passed") else "✗ fail"}</td>'
-        f"<td>{escape(CHECK_TITLES.get(c.get('name', ''), str(c.get('name'))))}</td>"
-        f"<td>{escape(str(c.get('detail', '')))}</td></tr>"
+    checks = [
+        (Raw(f'<span class="{"ok" if c.get("passed") else "fail"} nw">{"✓ pass" if c.get("passed") else "✗ fail"}'
+             "</span>"), CHECK_TITLES.get(str(c.get("name")), str(c.get("name"))), c.get("detail", ""))
         for c in s.get("checks") or []
-    )
+    ]  # fmt: skip
     reasons = "".join(f"<li>{escape(str(r))}</li>" for r in s.get("reasons") or [])
     where = "; ".join(
         f"by {what}: " + ", ".join(f"{escape(str(k))} <b>{escape(str(v))}</b>" for k, v in counts.items())
@@ -184,9 +173,9 @@ def _verdict(data: RunData) -> str:
         f'<div><div class="word">{escape(word)}</div><ul class="reasons">{reasons}</ul></div>'
         f'<div><div class="tiles">{"".join(tiles)}</div>'
         + (f'<p class="where">Leaks {where}.</p>' if where else "")
-        + f"<table><tr><th>result</th><th>check</th><th>what was seen</th></tr>{checks}</table>"
-        f'<p class="muted">Tolerance {escape(str(s.get("tolerance", 0)))} connection(s) over baseline.</p>'
-        "</div></section>"
+        + _table(["result", "check", "what was seen"], checks)
+        + f'<p class="muted">Tolerance {escape(str(s.get("tolerance", 0)))} connection(s) over baseline.</p>'
+        + "</div></section>"
     )
 
 
@@ -198,9 +187,9 @@ def _tile(value: object, label: str, *, bad: bool | None = None) -> str:
 def _figure(figure: Timeline | None) -> str:
     if figure is None:
         return '<p class="muted">No time series was recorded (no samples.csv, no Locust history).</p>'
-    data = base64.b64encode(figure.png).decode("ascii")
+    png = base64.b64encode(figure.png).decode("ascii")
     return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="Timeline: connections by state, requests and '
+        f'<figure><img src="data:image/png;base64,{png}" alt="Timeline: connections by state, requests and '
         f'failures per scenario, latency"><figcaption>{escape(figure.caption)}</figcaption></figure>'
     )
 
@@ -211,61 +200,46 @@ def _lingering(data: RunData) -> str:
         return f'<p class="muted">{_file("lingering.csv")} is missing: no snapshot was taken after settle.</p>'
     if rows.empty:
         return "<p>No connection of the target was left open.</p>"
-    counts = rows["kind"].value_counts()
-    said = ", ".join(f"{n} {escape(str(k).replace('_', ' '))}" for k, n in counts.items())
+    said = ", ".join(f"{n} {escape(str(k).replace('_', ' '))}" for k, n in rows["kind"].value_counts().items())
     rank = rows["kind"].map({"in_transaction": 0, "held": 1, "active": 2}).fillna(3)
     ordered = rows.assign(_rank=rank).sort_values(["_rank", "state_age_s"], ascending=[True, False])
-    columns = ["pid", "state", "kind", "backend age", "transaction age", "state age", "route", "scenario",
-               "request id", "application", "wait", "last query"]  # fmt: skip
-    body = []
-    for row in ordered.head(MAX_ROWS).itertuples(index=False):
-        leak = row.kind in LEAK_KINDS
-        query = str(row.query)
-        body.append(
-            f'<tr class="{"leak" if leak else ""}"><td class="n">{escape(str(row.pid))}</td>'
-            f'<td class="nw">{escape(str(row.state))}</td>'
-            f'<td><span class="kind {escape(str(row.kind))}">{escape(str(row.kind).replace("_", " "))}</span></td>'
-            + "".join(f'<td class="n">{_age(v)}</td>' for v in (row.backend_age_s, row.xact_age_s, row.state_age_s))
-            + "".join(f"<td>{escape(str(v))}</td>" for v in (row.route, row.scenario, row.request_id,
-                                                             row.application_name, row.wait_event_type))  # fmt: skip
-            + f'<td class="q" title="{escape(query[:2000])}">{escape(_clip(query, 160))}</td></tr>'
-        )
+    table, classes = [], []
+    for r in ordered.head(MAX_ROWS).itertuples(index=False):
+        kind, query = str(r.kind), str(r.query)
+        table.append([
+            r.pid, Raw(f'<span class="nw" title="wait event: {escape(str(r.wait_event_type) or "none")}">'
+                       f"{escape(str(r.state))}</span>"),
+            Raw(f'<span class="kind {escape(kind)}">{escape(kind.replace("_", " "))}</span>'),
+            _age(r.backend_age_s), _age(r.xact_age_s), _age(r.state_age_s), r.route, r.scenario,
+            r.request_id, r.application_name,
+            Raw(f'<span title="{escape(query[:2000])}">{escape(_clip(query, 160))}</span>'),
+        ])  # fmt: skip
+        classes.append("leak" if kind in LEAK_KINDS else "")
+    head = ["pid", "state", "kind", "backend age", "transaction age", "state age", "route", "scenario", "request id",
+            "application", "last query"]  # fmt: skip
     more = len(rows) - MAX_ROWS
     return (
         f"<p>{len(rows)} connection(s) still open: {said}. Held and in-transaction connections are leaks "
         "(highlighted); pooled ones were reset by their pool and are a warm pool.</p>"
-        + _table(columns, body, numeric={0, 3, 4, 5})
-        + (f'<p class="muted">… and {more} more in lingering.csv.</p>' if more > 0 else "")
-    )
+        + f'<div class="scroll">{_table(head, table, numeric={0, 3, 4, 5}, classes=classes, cells={8: "id", 10: "q"})}'
+        + "</div>" + (f'<p class="muted">… and {more} more in lingering.csv.</p>' if more > 0 else "")
+    )  # fmt: skip
 
 
 def _traffic(data: RunData) -> str:
-    out = []
-    leaks = (data.summary or {}).get("scenarios") or {}
-    if data.stats is not None and not data.stats.empty:
-        table = scenario_table(data.stats)
-        body = [
-            f'<tr class="{"leak" if leaks.get(name) else "total" if name == "all" else ""}"><td>{escape(str(name))}</td>'
-            + "".join(f'<td class="n">{v}</td>' for v in (_int(r.requests), _int(r.failures), _pct(r.failure_pct),
-                                                         _num(r.rps), _num(r.fps), _int(r.p95)))  # fmt: skip
-            + f'<td class="n">{escape(str(leaks.get(name, "")))}</td></tr>'
-            for name, r in table.iterrows()
-        ]
-        out.append("<h3>By scenario</h3>" + _table(
-            ["scenario", "requests", "failures", "failed", "req/s", "fail/s", "p95 ms", "leaked"], body,
-            numeric={1, 2, 3, 4, 5, 6, 7}))  # fmt: skip
-        rows = data.stats[data.stats["Name"] != "Aggregated"]
-        body = [
-            f"<tr><td>{escape(str(r['Name']))}</td>"
-            + "".join(f'<td class="n">{v}</td>' for v in (_int(r["Request Count"]), _int(r["Failure Count"]),
-                      _int(r["Median Response Time"]), _int(r["95%"]), _int(r["99%"]), _int(r["Max Response Time"]),
-                      _num(r["Requests/s"])))  # fmt: skip
-            + "</tr>"
-            for _, r in rows.head(MAX_ROWS).iterrows()
-        ]
-        out.append("<h3>By request</h3>" + _table(
-            ["request", "requests", "failures", "median ms", "p95 ms", "p99 ms", "max ms", "req/s"], body,
-            numeric=set(range(1, 8))))  # fmt: skip
+    out, stats, leaks = [], data.stats, (data.summary or {}).get("scenarios") or {}
+    if stats is not None and not stats.empty:
+        table = scenario_table(stats)
+        rows = [[name, _fmt(r.requests), _fmt(r.failures), _fmt(r.failure_pct, "{:.1f} %"), _fmt(r.rps, "{:,.1f}"),
+                 _fmt(r.fps, "{:,.1f}"), _fmt(r.p95), leaks.get(name, "")] for name, r in table.iterrows()]  # fmt: skip
+        classes = ["leak" if leaks.get(name) else "total" if name == "all" else "" for name in table.index]
+        head = ["scenario", "requests", "failures", "failed", "req/s", "fail/s", "p95 ms", "leaked"]
+        out.append("<h3>By scenario</h3>" + _table(head, rows, numeric=range(1, 8), classes=classes))
+        columns = ["Name", "Request Count", "Failure Count", "Median Response Time", "95%", "99%", "Max Response Time"]
+        rows = [[r[0], *(_fmt(v) for v in r[1:-1]), _fmt(r[-1], "{:,.1f}")]
+                for r in stats.loc[stats["Name"] != "Aggregated", [*columns, "Requests/s"]].head(MAX_ROWS).to_numpy()]  # fmt: skip
+        head = ["request", "requests", "failures", "median ms", "p95 ms", "p99 ms", "max ms", "req/s"]
+        out.append("<h3>By request</h3>" + _table(head, rows, numeric=range(1, 8)))
     else:
         out.append(f'<p class="muted">{_file("locust_stats.csv")} is missing: Locust wrote no totals.</p>')
     out.append("<h3>Failures Locust recorded</h3>")
@@ -274,20 +248,14 @@ def _traffic(data: RunData) -> str:
     elif data.failures.empty:
         out.append("<p>None.</p>")
     else:
-        failures = data.failures.sort_values("Occurrences", ascending=False)
-        body = [
-            f"<tr><td class=\"n\">{_int(r['Occurrences'])}</td><td>{escape(str(r['Method']))}</td>"
-            f"<td>{escape(str(r['Name']))}</td><td class=\"q\">{escape(_clip(str(r['Error']), 300))}</td></tr>"
-            for _, r in failures.head(MAX_ROWS).iterrows()
-        ]
-        out.append(_table(["count", "method", "request", "error"], body, numeric={0}))
+        failures = data.failures.sort_values("Occurrences", ascending=False).head(MAX_ROWS)
+        rows = [[_fmt(r.Occurrences), r.Method, r.Name, _clip(str(r.Error), 300)] for r in failures.itertuples()]
+        out.append(_table(["count", "method", "request", "error"], rows, numeric={0}, cells={3: "q"}))
     if data.exceptions is not None and not data.exceptions.empty:
-        body = [
-            f"<tr><td class=\"n\">{_int(r['Count'])}</td><td>{escape(str(r['Message']))}"
-            f"<details><summary>traceback</summary><pre>{escape(str(r['Traceback']))}</pre></details></td></tr>"
-            for _, r in data.exceptions.head(50).iterrows()
-        ]
-        out.append("<h3>Exceptions in the Locust users</h3>" + _table(["count", "exception"], body, numeric={0}))
+        rows = [[_fmt(r.Count), Raw(f"{escape(str(r.Message))}<details><summary>traceback</summary>"
+                                    f"<pre>{escape(str(r.Traceback))}</pre></details>")]
+                for r in data.exceptions.head(50).itertuples()]  # fmt: skip
+        out.append("<h3>Exceptions in the Locust users</h3>" + _table(["count", "exception"], rows, numeric={0}))
     out.append("<h3>Probe after settle</h3>" + _probe(data))
     return "\n".join(out)
 
@@ -297,21 +265,15 @@ def _probe(data: RunData) -> str:
         return f'<p class="muted">{_file("probe.csv")} is missing: the run never reached the probe.</p>'
     if data.probe.empty:
         return "<p>No probe request was made.</p>"
-    body = [
-        f"<tr><td>{escape(_utc(r['t']))}</td><td>{escape(str(r['status']))}</td>"
-        f"<td class=\"{'ok' if _truthy(r['ok']) else 'fail'}\">{'yes' if _truthy(r['ok']) else 'no'}</td>"
-        f"<td class=\"n\">{_num(r['elapsed_ms'])}</td><td>{escape(str(r['error']))}</td></tr>"
-        for _, r in data.probe.head(MAX_ROWS).iterrows()
-    ]
-    return _table(["time (UTC)", "status", "ok", "ms", "error"], body, numeric={3})
+    ok = [str(v).strip().lower() in ("1", "1.0", "true") for v in data.probe["ok"]]  # harness.probe writes 1/0
+    rows = [[_utc(r.t), r.status, Raw(f'<span class="{"ok" if good else "fail"}">{"yes" if good else "no"}</span>'),
+             _fmt(r.elapsed_ms, "{:,.1f}"), r.error] for r, good in zip(data.probe.itertuples(), ok)]  # fmt: skip
+    return _table(["time (UTC)", "status", "ok", "ms", "error"], rows[:MAX_ROWS], numeric={3})
 
 
 def _run(data: RunData) -> str:
-    phases = [
-        f"<tr><td>{escape(name)}</td><td>{_utc(start)}</td><td>{_utc(end) if end else 'unfinished'}</td>"
-        f"<td class=\"n\">{_duration(end - start) if end else ''}</td></tr>"
-        for name, (start, end) in data.phases.items()
-    ]
+    phases = [[name, _utc(start), _utc(end) if end else "unfinished", _duration(end - start) if end else ""]
+              for name, (start, end) in data.phases.items()]  # fmt: skip
     config = _flatten(data.run.get("config") or {})
     where = _flatten({"target": data.run.get("target") or {}, "database": data.run.get("database") or {}})
     files = sorted(p.name for p in data.run_dir.iterdir() if p.is_file())
@@ -320,7 +282,7 @@ def _run(data: RunData) -> str:
         + "<h3>Target and database</h3>" + _pairs(where) + "</div><div><h3>Phases</h3>"
         + _table(["phase", "start (UTC)", "end (UTC)", "length"], phases, numeric={3})
         + "<h3>Versions</h3>" + _pairs(data.run.get("versions") or {})
-        + f"<h3>Files</h3><p class=\"muted\">{escape(', '.join(files))}</p></div></div>"
+        + f'<h3>Files</h3><p class="muted">{escape(", ".join(files))}</p></div></div>'
     )  # fmt: skip
 
 
@@ -332,7 +294,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         elif isinstance(value, Mapping):
             out[prefix + key] = ", ".join(f"{k}={v}" for k, v in value.items())
         else:
-            # The run directory is redacted already; the report says so again for itself.
+            # The run directory is redacted already; the report makes sure again for itself.
             out[prefix + key] = redact_dsn(str(value)) if key == "dsn" and value else value
     return out
 
@@ -340,22 +302,34 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _pairs(pairs: Mapping[str, Any]) -> str:
     if not pairs:
         return '<p class="muted">not recorded</p>'
-    body = [f"<tr><th>{escape(str(k))}</th><td>{escape('—' if v is None else str(v))}</td></tr>"
-            for k, v in pairs.items()]  # fmt: skip
-    return f"<table>{''.join(body)}</table>"
+    rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape('—' if v is None else str(v))}</td></tr>"
+                   for k, v in pairs.items())  # fmt: skip
+    return f"<table>{rows}</table>"
 
 
-def _table(columns: Sequence[str], rows: Iterable[str], numeric: Collection[int] = ()) -> str:
-    head = "".join(f'<th class="{"n" if i in numeric else ""}">{escape(c)}</th>' for i, c in enumerate(columns))
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+def _table(
+    head: Sequence[str], rows: Iterable[Sequence[object]], *, numeric: Collection[int] = (),
+    classes: Sequence[str] = (), cells: Mapping[int, str] | None = None,
+) -> str:  # fmt: skip
+    """A table; a cell is escaped unless it is ``Raw``. ``cells`` gives a column's td class."""
+    column_class = dict(cells or {})
+
+    def td(i: int, value: object) -> str:
+        cls = " ".join(filter(None, ["n" if i in numeric else "", column_class.get(i, "")]))
+        text = value if isinstance(value, Raw) else escape("" if _missing(value) else str(value))
+        return f'<td class="{cls}">{text}</td>' if cls else f"<td>{text}</td>"
+
+    top = "".join(f'<th class="n">{escape(h)}</th>' if i in numeric else f"<th>{escape(h)}</th>"
+                  for i, h in enumerate(head))  # fmt: skip
+    body = "".join(
+        (f'<tr class="{classes[n]}">' if n < len(classes) else "<tr>") + "".join(td(i, v) for i, v in enumerate(row))
+        + "</tr>" for n, row in enumerate(rows)
+    )  # fmt: skip
+    return f"<table><tr>{top}</tr>{body}</table>"
 
 
 def _file(name: str) -> str:
     return f"<code>{escape(name)}</code>"
-
-
-def _b(value: object) -> str:
-    return f"<b>{escape(str(value))}</b>"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -363,32 +337,19 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _truthy(value: object) -> bool:
-    return str(value).strip().lower() in ("1", "1.0", "true", "yes")  # harness.probe writes 1/0
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("<NA>", "nan")
 
 
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+def _fmt(value: Any, spec: str = "{:,.0f}") -> str:
+    return "" if _missing(value) else spec.format(float(value))
 
 
-def _int(value: object) -> str:
-    return "" if _missing(value) else f"{float(value):,.0f}"  # type: ignore[arg-type]
-
-
-def _num(value: object) -> str:
-    return "" if _missing(value) else f"{float(value):,.1f}"  # type: ignore[arg-type]
-
-
-def _pct(value: object) -> str:
-    return "" if _missing(value) else f"{float(value):.1f} %"  # type: ignore[arg-type]
-
-
-def _age(value: object) -> str:
-    return "" if _missing(value) else escape(_duration(float(value)))  # type: ignore[arg-type]
+def _age(value: Any) -> str:
+    return "" if _missing(value) else _duration(float(value))
 
 
 def _duration(seconds: float) -> str:
-    seconds = float(seconds)
     if seconds < 60:
         return f"{seconds:.1f} s"
     if seconds < 3600:
@@ -396,7 +357,5 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
 
 
-def _utc(unix: float) -> str:
-    if _missing(unix):
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(unix)))
+def _utc(unix: Any) -> str:
+    return "" if _missing(unix) else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(unix)))

@@ -19,9 +19,15 @@ import pandas as pd
 
 from harness.collector import Sample
 from harness.rundir import (
-    LINGERING_COLUMNS, LINGERING_CSV, LOCUST_PREFIX, PROBE_CSV, RUN_JSON, SAMPLES_CSV, SUMMARY_JSON,
+    LINGERING_COLUMNS,
+    LINGERING_CSV,
+    LOCUST_PREFIX,
+    PROBE_CSV,
+    RUN_JSON,
+    SAMPLES_CSV,
+    SUMMARY_JSON,
     WARMUP_PREFIX,
-)  # fmt: skip
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,18 @@ class RunData:
         return (min(points), max(points)) if points else None
 
 
+    def baseline_total(self) -> float | None:
+        """The verdict's baseline; for a run without one, the median of the baseline window as judge() takes it."""
+        found = ((self.summary or {}).get("baseline") or {}).get("total")
+        if found is not None:
+            return float(found)
+        start, end = self.phases.get("baseline", (0.0, None))
+        if end is None or self.samples is None:
+            return None
+        window = self.samples.loc[self.samples["t"].between(start, end), "total"].dropna()
+        return float(window.median()) if len(window) else None
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read everything in ``run_dir``. Raises FileNotFoundError only if the folder is missing."""
     if not run_dir.is_dir():
@@ -142,8 +160,8 @@ def _read_csv(path: Path, columns: dict[str, str], notes: list[str]) -> pd.DataF
     if path.stat().st_size == 0:
         notes.append(f"{path.name} is empty")
         return None
-    options: dict[str, Any] = dict(usecols=lambda c: c in columns, keep_default_na=False, na_values=["N/A", ""],
-                                   on_bad_lines="skip", engine="c")  # fmt: skip
+    options: dict[str, Any] = {"usecols": lambda c: c in columns, "keep_default_na": False,
+                               "na_values": ["N/A", ""], "on_bad_lines": "skip", "engine": "c"}  # fmt: skip
     try:
         try:
             frame = pd.read_csv(path, dtype=columns, **options)
