@@ -11,7 +11,8 @@ from pathlib import Path
 import psutil
 
 # Short phases: the same run as the default, compressed for tests.
-FAST = ["--warmup", "3s", "--baseline", "2s", "--duration", "10s", "--settle", "8s", "--users", "20", "-q"]
+SHORT_PHASES = ["--warmup", "3s", "--baseline", "2s", "--duration", "10s", "--settle", "8s"]
+FAST = [*SHORT_PHASES, "--users", "20", "-q"]
 
 
 def drainwatch(*args: str, timeout: float = 180, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
