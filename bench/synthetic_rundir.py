@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,9 +26,16 @@ from harness.ci import summary
 from harness.collector import Sample
 from harness.lingering import classify
 from harness.rundir import (
-    LINGERING_COLUMNS, LINGERING_CSV, LOCUST_PREFIX, PROBE_CSV, RUN_JSON, SAMPLES_CSV, SUMMARY_JSON, WARMUP_PREFIX,
+    LINGERING_COLUMNS,
+    LINGERING_CSV,
+    LOCUST_PREFIX,
+    PROBE_CSV,
+    RUN_JSON,
+    SAMPLES_CSV,
+    SUMMARY_JSON,
+    WARMUP_PREFIX,
     write_json,
-)  # fmt: skip
+)
 from harness.verdict import ProbeResult, judge
 
 T0 = 1_760_000_000.0  # a fixed start keeps generated files reproducible
@@ -50,6 +58,15 @@ HISTORY_HEADER = [
     "Total Max Response Time", "Total Average Content Size",
 ]  # fmt: skip
 SPREAD = np.array([1.0, 1.2, 1.35, 1.45, 1.8, 2.3, 3.0, 3.6, 5.0, 6.0, 7.0])
+RENDER = """
+import re, sys
+from pathlib import Path
+from harness.report import render_report
+render_report(Path(sys.argv[1]))
+status = Path("/proc/self/status")
+found = re.search(r"VmHWM:\\s+(\\d+)", status.read_text()) if status.exists() else None
+print(f"peak RSS {int(found.group(1)) / 1024:.0f} MB" if found else "peak RSS unknown (no /proc)")
+"""
 RESET_SQL = "ROLLBACK"  # SQLAlchemy's reset-on-return, as the demo service's engine leaves it
 
 
@@ -82,7 +99,7 @@ def make_rundir(
         phases["load"][1] = None
 
     samples = _samples(rng, edges, end, hz, verdict)[Sample.columns()]
-    samples.to_csv(run_dir / SAMPLES_CSV, index=False, float_format="%.3f")
+    samples.round(3).to_csv(run_dir / SAMPLES_CSV, index=False)  # float_format would take seconds
     _write_locust(run_dir, WARMUP_PREFIX, rng, edges[1], edges[2], steady_only=True)
     _write_locust(run_dir, LOCUST_PREFIX, rng, edges[3], min(edges[4], end), steady_only=False)
     record = _run_json(run_dir.name, status, phases, load_s, finished=end)
@@ -94,9 +111,9 @@ def make_rundir(
 
     lingering = _lingering(rng, verdict, end, age=edges[5] - edges[3])
     with open(run_dir / LINGERING_CSV, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LINGERING_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(lingering)
+        lingering_writer = csv.DictWriter(handle, fieldnames=LINGERING_COLUMNS, extrasaction="ignore")
+        lingering_writer.writeheader()
+        lingering_writer.writerows(lingering)
     probe = ProbeResult(attempts=3, ok=0 if verdict == "ERROR" else 3, target_alive=verdict != "ERROR")
     refused = "connection refused ([Errno 111] Connection refused)"
     with open(run_dir / PROBE_CSV, "w", newline="") as handle:
@@ -104,11 +121,12 @@ def make_rundir(
         writer.writerow(["t", "status", "ok", "elapsed_ms", "error"])
         for i in range(probe.attempts if probe.target_alive else 1):  # the probe stops at a dead target
             ok = i < probe.ok
-            writer.writerow([f"{edges[5] + i:.3f}", "200" if ok else "", int(ok), f"{14.2 + i:.1f}", "" if ok else refused])
+            row = [f"{edges[5] + i:.3f}", "200" if ok else "", int(ok), f"{14.2 + i:.1f}", "" if ok else refused]
+            writer.writerow(row)
     if verdict == "ERROR":
         probe.attempts, probe.detail = 1, refused
 
-    spans = {n: (s, e) for n, (s, e) in phases.items() if e is not None}
+    spans = {n: (float(s or 0), float(e)) for n, (s, e) in phases.items() if e is not None}
     result = judge(samples.to_dict("records"), spans, lingering, probe, tolerance=0)
     if result.verdict != verdict:
         raise AssertionError(f"synthetic data judged {result.verdict}, wanted {verdict}: {result.reasons}")
@@ -240,11 +258,14 @@ def _lingering(rng: np.random.Generator, verdict: str, now: float, *, age: float
     for i in range(BASELINE_IDLE):
         raw.append(_conn(5000 + i, "idle", RESET_SQL, backend_age=now - T0 - 10, state_age=rng.uniform(5, 60)))
     if verdict == "LEAK":
-        for i, (route, scenario) in enumerate([("chat", "disconnect"), ("chat", "disconnect"), ("report", "timeout")]):
-            sql = f"/* drainwatch route={route} scenario={scenario} rid=r{i:04x} */ SELECT id, body FROM messages WHERE chat_id = $1"
+        held = [("chat", "disconnect"), ("chat", "disconnect"), ("report", "timeout")]
+        for i, (route, scenario) in enumerate(held):
+            tag = f"/* drainwatch route={route} scenario={scenario} rid=r{i:04x} */"
+            sql = f"{tag} SELECT id, body FROM messages WHERE chat_id = $1"
             raw.append(_conn(6000 + i, "idle", sql, backend_age=age * 0.9, state_age=age * (0.6 - i * 0.05)))
         for i in range(2):
-            sql = f"/* drainwatch route=orders scenario=error rid=e{i:04x} */ INSERT INTO orders (item, qty)\nVALUES ($1, $2)"
+            tag = f"/* drainwatch route=orders scenario=error rid=e{i:04x} */"
+            sql = f"{tag} INSERT INTO orders (item, qty)\nVALUES ($1, $2)"  # a newline, as ORMs write them
             row = _conn(7000 + i, "idle in transaction", sql, backend_age=age * 0.8, state_age=age * (0.4 - i * 0.03))
             row["xact_age_s"] = row["state_age_s"] + 0.02
             raw.append(row)
@@ -278,16 +299,16 @@ def _run_json(
             "interval": 0.25, "mix": {r[0]: r[3] for r in REQUESTS}, "locustfile": None, "probe_path": "/health/db",
             "probe_count": 3, "probe_timeout": 5.0, "tolerance": 0, "out": "reports", "run_id": run_id,
             "quiet": False, "pool_limit": None,
-        },  # fmt: skip
+        },
         "phases": phases,
         "versions": {"drainwatch": "0.1.0", "python": "3.11.2", "locust": "2.47.0", "fastapi": "0.165.0",
-                     "sqlalchemy": "2.1.9", "asyncpg": "0.32.0", "psycopg": "3.3.9", "postgresql": "18.0"},  # fmt: skip
+                     "sqlalchemy": "2.1.9", "asyncpg": "0.32.0", "psycopg": "3.3.9", "postgresql": "18.0"},
         "target": {"url": "http://127.0.0.1:8765", "pid": 4242, "pool_limit": POOL_LIMIT,
                    "match": {"application_name": "drainwatch-demo%", "usename": None, "datname": None,
-                             "client_addr": None}},  # fmt: skip
+                             "client_addr": None}},
         "database": {"dsn": dsn, "embedded": True, "version": "18.0", "max_connections": MAX_CONNECTIONS},
         "processes": {"postgres": 4240, "target": 4242, "collector": 4243, "locust": 4250},
-    }
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,14 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     make_rundir(args.out, args.hours, args.hz, args.verdict, status=args.status)
     print(f"wrote {args.out} in {time.perf_counter() - started:.1f}s")
     if args.render:
-        import resource
-
-        from harness.report import render_report
-
+        # In a fresh process, so the peak is the report's alone (imports included): VmHWM
+        # belongs to the process image, where ru_maxrss would carry over this one's from fork.
         started = time.perf_counter()
-        report = render_report(args.out)
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"rendered {report} in {time.perf_counter() - started:.2f}s; peak RSS of this process {peak_mb:.0f} MB")
+        out = subprocess.run([sys.executable, "-c", RENDER, str(args.out)], check=True, capture_output=True, text=True)
+        print(f"rendered {args.out / 'report.html'} in {time.perf_counter() - started:.2f}s, {out.stdout.strip()}")
     return 0
 
 

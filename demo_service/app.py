@@ -64,7 +64,8 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
             app.state.pool = pool
             app.state.variant = variant
             app.state.kept = []  # connections /debug/leak-one leaked on purpose
-            app.state.handlers = Counter()  # how handlers ended: completed / cancelled
+            app.state.handlers = Counter()
+            app.state.clients = Counter()  # requests per load-generator process  # how handlers ended: completed / cancelled
             yield
         finally:
             # pool.close() waits for every checked-out connection, forever if one leaked:
@@ -127,8 +128,8 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
 
     @app.get("/stats")
     async def stats(request: Request) -> dict[str, object]:
-        """How handlers ended (completed or cancelled), per route."""
-        return {"handlers": dict(request.app.state.handlers)}
+        """How handlers ended (completed or cancelled) per route, and requests per client process."""
+        return {"handlers": dict(request.app.state.handlers), "clients": dict(request.app.state.clients)}
 
     # The app's own view of its pools, for drainwatch to reconcile with pg_stat_activity.
     mount_pool_view(app, lambda: {"sqlalchemy": app.state.engine, "asyncpg": app.state.pool})

@@ -27,6 +27,9 @@ def _clean(value: str | None, default: str) -> str:
 
 async def request_id_middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     rid = _clean(request.headers.get("x-request-id"), uuid.uuid4().hex[:16])
+    clients = getattr(request.app.state, "clients", None)
+    if clients is not None:
+        clients[_clean(request.headers.get("x-drainwatch-client"), "other")] += 1
     rid_token = request_id.set(rid)
     sc_token = scenario.set(_clean(request.headers.get("x-drainwatch-scenario"), "-"))
     try:

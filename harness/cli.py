@@ -7,9 +7,11 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
 from harness import __version__
@@ -65,6 +67,9 @@ def _env(name: str) -> str:
 
 
 @cli.command(epilog=EPILOG)
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), envvar=_env("CONFIG"),
+              help="TOML config (default: ./drainwatch.toml, or [tool.drainwatch] in ./pyproject.toml). "
+                   "The command line and DRAINWATCH_* variables override it.")
 @click.option("--variant", type=click.Choice(["leaky", "fixed"]), default="leaky", show_default=True, envvar=_env("VARIANT"),
               help="Which demo service to run (ignored with --target-url).")
 @click.option("--dsn", envvar=_env("DSN"), metavar="DSN",
@@ -91,6 +96,10 @@ def _env(name: str) -> str:
               help="Weights of the chaos kinds in the load phase.")
 @click.option("-f", "--locustfile", type=click.Path(path_type=Path), envvar=_env("LOCUSTFILE"),
               help="Your own locustfile for the load phase (drainwatch still does the rest).")
+@click.option("--workers", type=int, default=0, show_default=True, envvar=_env("WORKERS"),
+              help="Run Locust as a master with this many local worker processes.")
+@click.option("--metrics-port", type=int, envvar=_env("METRICS_PORT"),
+              help="Serve the collector's latest sample for Prometheus on 127.0.0.1:PORT/metrics during the run.")
 @click.option("--probe-path", default="/health/db", show_default=True, envvar=_env("PROBE_PATH"),
               help="Plain request sent after settle to see whether the service still serves.")
 @click.option("--probe-timeout", type=DURATION, default="5s", show_default=True, envvar=_env("PROBE_TIMEOUT"),
@@ -105,7 +114,7 @@ def _env(name: str) -> str:
 @click.option("--run-id", envvar=_env("RUN_ID"), help="Name of the run folder (default: time and variant).")
 @click.option("-q", "--quiet", is_flag=True, envvar=_env("QUIET"), help="Print only the verdict.")
 @click.pass_context
-def run(ctx: click.Context, **opts: object) -> None:
+def run(ctx: click.Context, config_path: Path | None, **opts: object) -> None:
     """Run warm-up, baseline, chaos load, settle and probe; print the verdict; write the report.
 
     \b
@@ -114,7 +123,17 @@ def run(ctx: click.Context, **opts: object) -> None:
     run.json, samples.csv, lingering.csv, Locust's CSVs, summary.json, junit.xml
     and report.html.
     """
-    cfg = _build_config(opts)
+    from harness import configfile
+
+    path = config_path or configfile.find_config(Path.cwd())
+    locust_env: dict[str, str] = {}
+    if path is not None:
+        file_options, locust_env = configfile.load(path)
+        params = {p.name: p for p in ctx.command.params}
+        for name, value in file_options.items():
+            if ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
+                opts[name] = params[name].type_cast_value(ctx, value)
+    cfg = replace(_build_config(opts), locust_env=locust_env, config_file=str(path) if path else None)
     _run_with_boundary(ctx, cfg)
 
 
@@ -144,6 +163,8 @@ def _build_config(opts: dict[str, object]) -> RunConfig:
         tolerance=int(opts["tolerance"]),  # type: ignore[call-overload]
         pool_limit=opts["pool_limit"],  # type: ignore[arg-type]
         pool_view=opts["pool_view"],  # type: ignore[arg-type]
+        workers=int(opts["workers"]),  # type: ignore[call-overload]
+        metrics_port=opts["metrics_port"],  # type: ignore[arg-type]
         out=opts["out"],  # type: ignore[arg-type]
         run_id=run_id,
         quiet=bool(opts["quiet"]),
@@ -211,8 +232,11 @@ def run_interruptible(coro):  # type: ignore[no-untyped-def]
 @click.option("--usename", help="Only backends of this database user.")
 @click.option("--datname", help="Only backends connected to this database.")
 @click.option("--client-addr", help="Only backends from this client address.")
+@click.option("--metrics-port", type=int, help="Also serve the latest sample for Prometheus at http://HOST:PORT/metrics.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port (0.0.0.0 in a container).")
 def collect(dsn: str, out: Path, interval: float, duration: float | None, app_name: str | None,
-            usename: str | None, datname: str | None, client_addr: str | None) -> None:  # fmt: skip
+            usename: str | None, datname: str | None, client_addr: str | None,
+            metrics_port: int | None, metrics_host: str) -> None:  # fmt: skip
     """Sample the target's connections in pg_stat_activity into a CSV (the sidecar, alone).
 
     One connection of its own, in autocommit, excluded from the counts; one line per
@@ -224,7 +248,13 @@ def collect(dsn: str, out: Path, interval: float, duration: float | None, app_na
     if not 0.05 <= interval <= 60:
         raise UsageError(f"--interval {interval}s is outside 50ms..60s", hint="the default 250ms samples at 4 Hz")
     match = Match(application_name=app_name, usename=usename, datname=datname, client_addr=client_addr)
-    run_collector(dsn, match, out, interval=interval, duration=duration)
+    if metrics_port is None:
+        run_collector(dsn, match, out, interval=interval, duration=duration)
+        return
+    from harness.metrics import MetricsServer
+
+    with MetricsServer(metrics_host, metrics_port) as server:
+        run_collector(dsn, match, out, interval=interval, duration=duration, on_sample=server.publish)
 
 
 @cli.command()
@@ -236,6 +266,32 @@ def report(run_dir: Path) -> None:
     if not (run_dir / "run.json").is_file():
         raise UsageError(f"{run_dir} is not a drainwatch run folder (no run.json)", hint="pass a folder under reports/")
     console.print(f"report: {render_report(run_dir)}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path), default="drainwatch.toml")
+def init(path: Path) -> None:
+    """Write a commented starter config to PATH (drainwatch.toml)."""
+    from harness.configfile import STARTER
+
+    if path.exists():
+        raise UsageError(f"{path} already exists", hint="edit it, or give another file name")
+    path.write_text(STARTER)
+    console.print(f"wrote {path}: edit the target, database and endpoints, then `drainwatch run`")
+
+
+@cli.command()
+@click.option("--master", "master_host", required=True, help="Host of the Locust master (a `drainwatch run --workers N` or `locust --master`).")
+@click.option("--master-port", type=int, default=5557, show_default=True)
+@click.option("-f", "--locustfile", type=click.Path(exists=True, path_type=Path), help="Default: the mixed chaos scenario.")
+def worker(master_host: str, master_port: int, locustfile: Path | None) -> None:
+    """Join a Locust master as a worker (Locust's own distribution; nothing home-made)."""
+    import os
+
+    from harness.load import scenario_file, worker_argv
+
+    argv = worker_argv(locustfile or scenario_file("mixed"), master_host, master_port)
+    os.execv(argv[0], argv)
 
 
 @cli.command("demo-service")

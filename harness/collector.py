@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -146,6 +146,7 @@ def run_collector(
     interval: float = 0.25,
     duration: float | None = None,
     stop: threading.Event | None = None,
+    on_sample: Callable[[Sample], None] | None = None,
 ) -> int:
     """Sample until ``stop`` is set, SIGINT/SIGTERM arrives or ``duration`` passes.
 
@@ -194,17 +195,21 @@ def run_collector(
                         conn, max_conn = connect()
                         backoff = interval
                     rows = conn.execute(sql, params).fetchall()
-                    writer.write(to_sample(now + wall_offset, rows, max_conn, late_ms))
+                    sample = to_sample(now + wall_offset, rows, max_conn, late_ms)
                 except psycopg.Error as exc:
                     log.warning("collector lost PostgreSQL: %s", str(exc).strip().splitlines()[:1])
-                    writer.write(Sample(t=now + wall_offset, gap=1, late_ms=round(late_ms, 2)))
+                    sample = Sample(t=now + wall_offset, gap=1, late_ms=round(late_ms, 2))
                     if conn is not None:
                         conn.close()
                     conn = None
+                writer.write(sample)
+                if on_sample is not None:
+                    on_sample(sample)
+                written += 1
+                if sample.gap:
                     if stop.wait(backoff):
                         break
                     backoff = min(backoff * 2, 2.0)
-                written += 1
                 # Skip slots that have already passed rather than bursting to catch up.
                 slot = max(slot + 1, int((time.monotonic() - start) / interval) + 1)
         finally:
@@ -215,10 +220,12 @@ def run_collector(
 
 @asynccontextmanager
 async def collector_process(
-    dsn: str, match: Match, out: Path, *, interval: float, log_path: Path
+    dsn: str, match: Match, out: Path, *, interval: float, log_path: Path, metrics_port: int | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """Run ``drainwatch collect`` as a sidecar process writing ``out`` until exit."""
     argv = [sys.executable, "-m", "harness", "collect", "--out", str(out), "--interval", f"{interval:g}"]
+    if metrics_port:
+        argv += ["--metrics-port", str(metrics_port)]
     for flag, value in (
         ("--app-name", match.application_name), ("--usename", match.usename),
         ("--datname", match.datname), ("--client-addr", match.client_addr),

@@ -115,6 +115,10 @@ class RunConfig:
     quiet: bool = False
     pool_limit: int | None = None
     pool_view: str | None = None  # path where an external target serves harness.instrument's view
+    workers: int = 0
+    metrics_port: int | None = None
+    locust_env: dict[str, str] = field(default_factory=dict)  # traffic description for scenarios/chaos.py
+    config_file: str | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -139,6 +143,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UsageError(f"unknown variant {cfg.variant!r}", hint="use --variant leaky or --variant fixed")
     if cfg.users < 1:
         raise UsageError(f"--users must be at least 1, got {cfg.users}", hint="try --users 20")
+    if not 0 <= cfg.workers <= 64:
+        raise UsageError(f"--workers must be between 0 and 64, got {cfg.workers}", hint="try --workers 2")
     if cfg.spawn_rate <= 0:
         raise UsageError("--spawn-rate must be positive", hint="try --spawn-rate 20")
     if not 0.05 <= cfg.interval <= 60:

@@ -10,11 +10,13 @@ import math
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import SCENARIOS_DIR
 from harness.errors import UsageError
+from harness.postgres import free_port
 from harness.processes import managed_process, tail
 
 # In-flight requests get this long to finish when the load phase ends. Locust's default
@@ -32,41 +34,61 @@ class LoadPlan:
     csv_prefix: Path
     log_path: Path
     env: dict[str, str]
+    workers: int = 0  # >0: Locust master plus this many local worker processes
 
 
 def scenario_file(name: str) -> Path:
     return SCENARIOS_DIR / f"{name}.py"
 
 
-def locust_argv(plan: LoadPlan) -> list[str]:
-    return [
+def locust_argv(plan: LoadPlan, master_port: int | None = None) -> list[str]:
+    argv = [
         sys.executable, "-m", "locust", "-f", str(plan.locustfile), "--headless",
         "--host", plan.host, "--users", str(plan.users), "--spawn-rate", f"{plan.spawn_rate:g}",
         "--run-time", f"{max(1, math.ceil(plan.seconds))}s", "--stop-timeout", f"{STOP_TIMEOUT:g}",
         "--csv", str(plan.csv_prefix), "--csv-full-history", "--only-summary",
         "--exit-code-on-error", "0", "--loglevel", "WARNING",
     ]  # fmt: skip
+    if master_port is not None:
+        argv += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
+                 "--expect-workers", str(plan.workers), "--expect-workers-max-wait", "30"]  # fmt: skip
+    return argv
 
 
-async def run_load(plan: LoadPlan, on_start: Callable[[int], None] | None = None) -> int:
+def worker_argv(locustfile: Path, master_host: str, master_port: int) -> list[str]:
+    return [sys.executable, "-m", "locust", "-f", str(locustfile), "--worker",
+            "--master-host", master_host, "--master-port", str(master_port), "--loglevel", "WARNING"]  # fmt: skip
+
+
+async def run_load(plan: LoadPlan, on_start: Callable[[str, int], None] | None = None) -> int:
     """Run Locust to the end of its run time; return its exit code.
 
-    Raises UsageError when Locust refuses the locustfile. On cancellation Locust gets
-    SIGTERM, which makes it stop its users and still write its CSVs.
+    With ``plan.workers``, Locust's own master/worker mode spreads the users over local
+    worker processes. Raises UsageError when Locust refuses the locustfile. On
+    cancellation Locust gets SIGTERM, which makes it stop its users and still write its CSVs.
     """
-    async with managed_process(
-        locust_argv(plan), name="locust", log_path=plan.log_path, env=plan.env,
-        stop_signal=signal.SIGTERM, grace=STOP_TIMEOUT + 5,
-    ) as proc:  # fmt: skip
+    master_port = free_port() if plan.workers else None
+    async with AsyncExitStack() as stack:
+        master = await stack.enter_async_context(
+            managed_process(locust_argv(plan, master_port), name="locust", log_path=plan.log_path, env=plan.env,
+                            stop_signal=signal.SIGTERM, grace=STOP_TIMEOUT + 5)
+        )  # fmt: skip
         if on_start is not None:
-            on_start(proc.pid)
-        code = await proc.wait()
+            on_start("locust", master.pid)
+        for i in range(plan.workers):
+            assert master_port is not None
+            worker = await stack.enter_async_context(
+                managed_process(worker_argv(plan.locustfile, "127.0.0.1", master_port), name=f"locust-worker-{i + 1}",
+                                log_path=plan.log_path.with_name(f"{plan.log_path.stem}-worker-{i + 1}.log"),
+                                env=plan.env, stop_signal=signal.SIGTERM, grace=STOP_TIMEOUT + 5)
+            )  # fmt: skip
+            if on_start is not None:
+                on_start(f"locust-worker-{i + 1}", worker.pid)
+        code = await master.wait()
     if code not in (0, 1):
         message = tail(plan.log_path, 3)
-        if "No User class found" in message or "ImportError" in message or "Error" in message:
-            raise UsageError(
-                f"locust could not run {plan.locustfile}: {message}",
-                hint="run `locust -f FILE --headless -t 1s` alone to see the full error",
-            )
+        raise UsageError(
+            f"locust could not run {plan.locustfile}: {message or f'exit code {code}'}",
+            hint="run `locust -f FILE --headless -t 1s` alone to see the full error",
+        )
     return code
-

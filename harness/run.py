@@ -74,7 +74,8 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                 record.started("target", target.pid)
                 display.pool_limit = target.pool_limit
                 collector = await stack.enter_async_context(
-                    collector_process(db.dsn, match, samples, interval=cfg.interval, log_path=logs / "collector.log")
+                    collector_process(db.dsn, match, samples, interval=cfg.interval, log_path=logs / "collector.log",
+                                      metrics_port=cfg.metrics_port)
                 )
                 record.started("collector", collector.pid)
                 await _first_sample(samples, logs / "collector.log")
@@ -85,7 +86,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
             with record.phase("warmup"):
                 display.phase("warm-up", cfg.warmup, history=run_dir / f"{WARMUP_PREFIX}_stats_history.csv")
                 await run_load(_plan(cfg, target, scenario_file("steady"), cfg.warmup, run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env),
-                               on_start=lambda pid: record.started("locust-warmup", pid))
+                               on_start=lambda name, pid: record.started(f"{name}-warmup", pid))
 
             with record.phase("baseline"):
                 display.phase("baseline", cfg.baseline)
@@ -102,7 +103,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                 locustfile = cfg.locustfile or scenario_file("mixed")
                 display.phase("load", cfg.duration, history=run_dir / f"{LOCUST_PREFIX}_stats_history.csv")
                 await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / LOCUST_PREFIX, logs / "locust.log", env),
-                               on_start=lambda pid: record.started("locust", pid))
+                               on_start=record.started)
 
             with record.phase("settle"):
                 display.phase("settle", cfg.settle)
@@ -170,12 +171,12 @@ def _write_outputs(run_dir: Path, record: RunRecord, verdict: Verdict | None, cf
 
 def _plan(cfg: RunConfig, target: Target, locustfile: Path, seconds: float, prefix: Path, log_path: Path, env: dict[str, str]) -> LoadPlan:
     return LoadPlan(locustfile=locustfile, host=target.url, users=cfg.users, spawn_rate=cfg.spawn_rate,
-                    seconds=seconds, csv_prefix=prefix, log_path=log_path, env=env)  # fmt: skip
+                    seconds=seconds, csv_prefix=prefix, log_path=log_path, env=env, workers=cfg.workers)  # fmt: skip
 
 
 def _scenario_env(cfg: RunConfig) -> dict[str, str]:
     mix = ",".join(f"{kind}={weight}" for kind, weight in cfg.mix.items())
-    return {"DRAINWATCH_MIX": mix, "PYTHONUNBUFFERED": "1"}
+    return {**cfg.locust_env, "DRAINWATCH_MIX": mix, "PYTHONUNBUFFERED": "1"}
 
 
 def _describe(match: Any) -> str:

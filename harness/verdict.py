@@ -80,6 +80,17 @@ class Verdict:
         return asdict(self)
 
 
+def human_seconds(seconds: float) -> str:
+    """``42.0s``, ``3m 05s``, ``9h 35m``: ages a person reads at a glance."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
 def _window(samples: Sequence[Mapping[str, Any]], start: float, end: float) -> list[Mapping[str, Any]]:
     return [s for s in samples if start <= float(s["t"]) <= end and not int(s.get("gap", 0))]
 
@@ -137,7 +148,8 @@ def judge(
     # the pool's own idle count when it tells us, otherwise those the driver reset.
     pool_idle = int(pool_view["idle"]) if pool_view else pooled
     excess = final["total"] - baseline["total"]
-    drained = excess <= tolerance or excess - pool_idle <= tolerance
+    not_in_pool = max(0.0, final["total"] - pool_idle)  # connections the pool does not hold idle
+    drained = excess <= tolerance or not_in_pool <= tolerance
 
     checks: list[Check] = []
     if excess <= tolerance:
@@ -159,7 +171,7 @@ def judge(
         Check(
             "idle_in_transaction",
             len(iit_rows) <= tolerance,
-            f"{len(iit_rows)} connection(s) idle in transaction after settle, oldest {oldest_iit:.1f}s"
+            f"{len(iit_rows)} connection(s) idle in transaction after settle, oldest {human_seconds(oldest_iit)}"
             if iit_rows else "no connection idle in transaction after settle",
             {"count": len(iit_rows), "oldest_s": round(oldest_iit, 2)},
         )
@@ -211,14 +223,14 @@ def judge(
         verdict, evidence = PASS, [c.name for c in checks]
         reasons.append(
             f"connections back to baseline ({baseline['total']:.0f})"
-            + (f" {recovery_s:.1f}s after traffic stopped" if recovery_s is not None else "")
+            + (f" {human_seconds(recovery_s)} after traffic stopped" if recovery_s is not None else "")
             + "; no connection left in use; the service still serves"
         )
 
     invisible = 0
     if pool_view is not None:
         invisible = max(0, int(pool_view["checked_out"]) - len(leaked_rows) - kinds.get(ACTIVE, 0))
-    counted_excess = int(max(0.0, excess - pool_idle)) if not drained else 0
+    counted_excess = int(min(max(0.0, excess), not_in_pool)) if not drained else 0
     scenarios = Counter(row.get("scenario") or "unknown" for row in leaked_rows)
     routes = Counter(row.get("route") or "unknown" for row in leaked_rows)
     return Verdict(

@@ -10,7 +10,9 @@ failure is what a user of the service would call one (pool exhausted, a timeout 
 plain request, an unexpected status).
 
 Everything is set from ``DRAINWATCH_*`` environment variables, with defaults for the
-bundled demo service:
+bundled demo service. An endpoint is ``"METHOD /path"`` or a JSON object
+``{"method", "path", "headers", "json"}``; ``DRAINWATCH_STEADY`` may also be a JSON list
+of such objects with a ``weight`` each (``drainwatch run --config`` writes these):
 
     DRAINWATCH_MIX                 steady=4,disconnect=2,timeout=2,error=1 (mixed.py)
     DRAINWATCH_STEADY              GET /items
@@ -25,7 +27,9 @@ bundled demo service:
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import time
 import uuid
 from typing import Any
@@ -33,15 +37,31 @@ from typing import Any
 from locust import HttpUser, between
 
 KINDS = ("steady", "disconnect", "timeout", "error")
+CLIENT_ID = f"locust-{os.getpid()}"  # one per Locust process: shows which worker sent what
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"DRAINWATCH_{name}", default)
 
 
-def _endpoint(name: str, default: str) -> tuple[str, str]:
-    method, _, path = _env(name, default).strip().partition(" ")
-    return method.upper(), path.strip() or "/"
+Endpoint = dict[str, Any]
+
+
+def _parse_endpoint(text: str) -> Endpoint:
+    text = text.strip()
+    if text.startswith("{"):
+        spec = json.loads(text)
+        return {"method": str(spec.get("method", "GET")).upper(), "path": spec["path"],
+                "headers": spec.get("headers") or {}, "json": spec.get("json"), "weight": int(spec.get("weight", 1))}  # fmt: skip
+    method, _, path = text.partition(" ")
+    return {"method": method.upper(), "path": path.strip() or "/", "headers": {}, "json": None, "weight": 1}
+
+
+def _endpoints(name: str, default: str) -> list[Endpoint]:
+    text = _env(name, default).strip()
+    if text.startswith("["):
+        return [_parse_endpoint(json.dumps(item)) for item in json.loads(text)]
+    return [_parse_endpoint(text)]
 
 
 def _statuses(name: str, default: str) -> set[int]:
@@ -63,40 +83,50 @@ class ChaosUser(HttpUser):
     abstract = True
     wait_time = between(0.0, 0.1)
 
-    steady_endpoint = _endpoint("STEADY", "GET /items")
-    disconnect_endpoint = _endpoint("DISCONNECT", "POST /chat")
+    steady_endpoints = _endpoints("STEADY", "GET /items")
+    disconnect_endpoint = _endpoints("DISCONNECT", "POST /chat")[0]
     disconnect_after_ms = float(_env("DISCONNECT_AFTER_MS", "150"))
-    timeout_endpoint = _endpoint("TIMEOUT", "GET /report?deadline_ms=300&work_ms=1000")
+    timeout_endpoint = _endpoints("TIMEOUT", "GET /report?deadline_ms=300&work_ms=1000")[0]
     timeout_expect = _statuses("TIMEOUT_EXPECT", "504,200")
-    error_endpoint = _endpoint("ERROR", "POST /orders?fail=1")
+    error_endpoint = _endpoints("ERROR", "POST /orders?fail=1")[0]
     error_expect = _statuses("ERROR_EXPECT", "502,500")
     request_timeout = float(_env("REQUEST_TIMEOUT", "5"))
 
-    def _call(self, scenario: str, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, scenario: str, endpoint: Endpoint, **kwargs: Any) -> Any:
         headers = {
             "X-Request-ID": uuid.uuid4().hex[:16],
             "X-Drainwatch-Scenario": scenario,
-            **kwargs.pop("headers", {}),
+            "X-Drainwatch-Client": CLIENT_ID,
+            **endpoint.get("headers", {}),
         }
-        name = f"{scenario} {method} {path.split('?')[0]}"
+        method, path = endpoint["method"], endpoint["path"]
+        if endpoint.get("json") is not None:
+            kwargs["json"] = endpoint["json"]
         kwargs.setdefault("timeout", self.request_timeout)
+        name = f"{scenario} {method} {path.split('?')[0]}"
         return self.client.request(method, path, name=name, headers=headers, catch_response=True, **kwargs)
 
-    def steady(self, method: str | None = None, path: str | None = None) -> None:
+    @staticmethod
+    def endpoint(method: str, path: str, **extra: Any) -> Endpoint:
+        """An endpoint for the helpers below: ``self.steady(self.endpoint("GET", "/items"))``."""
+        return {"method": method.upper(), "path": path, "headers": {}, "json": None, **extra}
+
+    def steady(self, endpoint: Endpoint | None = None) -> None:
         """An ordinary request that should succeed."""
-        m, p = (method, path) if method and path else self.steady_endpoint
-        with self._call("steady", m, p) as resp:
+        if endpoint is None:
+            weights = [e["weight"] for e in self.steady_endpoints]
+            endpoint = random.choices(self.steady_endpoints, weights)[0]
+        with self._call("steady", endpoint) as resp:
             if resp.status_code >= 400:
                 resp.failure(f"HTTP {resp.status_code}: {resp.text[:120]}")
 
-    def disconnect(self, method: str | None = None, path: str | None = None, after_ms: float | None = None) -> None:
+    def disconnect(self, endpoint: Endpoint | None = None, after_ms: float | None = None) -> None:
         """Start a request and hang up ``after_ms`` later, before the response has ended."""
-        m, p = (method, path) if method and path else self.disconnect_endpoint
         after = (after_ms if after_ms is not None else self.disconnect_after_ms) / 1000
         started = time.monotonic()
         # The read timeout is the hang-up for a server that sends nothing in time;
         # the loop below hangs up on one that streams.
-        with self._call("disconnect", m, p, stream=True, timeout=(5, after)) as resp:
+        with self._call("disconnect", endpoint or self.disconnect_endpoint, stream=True, timeout=(5, after)) as resp:
             try:
                 if resp.status_code >= 400:
                     resp.failure(f"HTTP {resp.status_code} before the hang-up")
@@ -114,19 +144,17 @@ class ChaosUser(HttpUser):
             finally:
                 resp.close()  # closes the socket: the server sees the client go
 
-    def timeout(self, method: str | None = None, path: str | None = None) -> None:
+    def timeout(self, endpoint: Endpoint | None = None) -> None:
         """A request whose server-side deadline fires."""
-        m, p = (method, path) if method and path else self.timeout_endpoint
-        with self._call("timeout", m, p) as resp:
+        with self._call("timeout", endpoint or self.timeout_endpoint) as resp:
             if resp.status_code in self.timeout_expect:
                 resp.success()
             else:
                 resp.failure(f"HTTP {resp.status_code}, expected one of {sorted(self.timeout_expect)}")
 
-    def error(self, method: str | None = None, path: str | None = None) -> None:
+    def error(self, endpoint: Endpoint | None = None) -> None:
         """A request whose handler raises mid-transaction."""
-        m, p = (method, path) if method and path else self.error_endpoint
-        with self._call("error", m, p) as resp:
+        with self._call("error", endpoint or self.error_endpoint) as resp:
             if resp.status_code in self.error_expect:
                 resp.success()
             else:

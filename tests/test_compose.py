@@ -67,7 +67,7 @@ def interpolate(value: str) -> str:
 
 
 def _array(block: str, key: str, service: str) -> list[str]:
-    match = re.search(rf"^\s+{key}:\s*(\[[^\]]*\])", block, re.M)
+    match = re.search(rf"^\s+{key}:\s*(\[[^\]]*\])", block, re.MULTILINE)
     if not match:
         return []
     try:
@@ -81,24 +81,26 @@ def read_services() -> dict[str, Service]:
     text = COMPOSE_FILE.read_text()
     assert "\nservices:\n" in text, "compose/docker-compose.yml has no top-level `services:`"
     body = text.split("\nservices:\n", 1)[1]
-    body = re.split(r"^[^\s#]", body, maxsplit=1, flags=re.M)[0]  # up to the next top-level key
-    heads = list(re.finditer(r"^  ([a-z][\w-]*):\s*$", body, re.M))
+    body = re.split(r"^[^\s#]", body, maxsplit=1, flags=re.MULTILINE)[0]  # up to the next top-level key
+    heads = list(re.finditer(r"^  ([a-z][\w-]*):\s*$", body, re.MULTILINE))
     services = {}
     for head, following in zip(heads, [*heads[1:], None]):
         name, block = head.group(1), body[head.end() : following.start() if following else len(body)]
-        env_block = re.search(r"^    environment:\s*\n((?:      .*\n|\s*#.*\n)*)", block, re.M)
-        vol_block = re.search(r"^    volumes:\s*\n((?:      - .*\n)*)", block, re.M)
         services[name] = Service(
             name=name,
             text=block,
             command=_array(block, "command", name),
             healthcheck=_array(block, "test", name),
-            environment=dict(re.findall(r"^\s+([A-Z][A-Z0-9_]*):\s*(\S.*?)\s*$", env_block.group(1), re.M))
-            if env_block
-            else {},
-            volumes=re.findall(r"- \"?([^\"\s]+)\"?", vol_block.group(1)) if vol_block else [],
+            environment=dict(re.findall(r"^\s+([A-Z][A-Z0-9_]*):\s*(\S.*?)\s*$", _section(block, "environment"), re.MULTILINE)),
+            volumes=re.findall(r"^\s+- \"?([^\"\s]+)\"?", _section(block, "volumes"), re.MULTILINE),
         )
     return services
+
+
+def _section(block: str, key: str) -> str:
+    """The lines nested under ``key:`` in a service's block (comment lines included)."""
+    match = re.search(rf"^    {key}:\s*\n((?:      .*\n|\s*#.*\n)*)", block, re.MULTILINE)
+    return match.group(1) if match else ""
 
 
 SERVICES = read_services()
@@ -109,15 +111,15 @@ LOCUST_SERVICES = [s for s in SERVICES.values() if s.command[:1] == ["locust"]]
 def dockerfile() -> Path:
     """The Dockerfile the stack builds, from its build context and dockerfile keys."""
     text = COMPOSE_FILE.read_text()
-    context = re.search(r"^\s+context:\s*(\S+)", text, re.M)
-    name = re.search(r"^\s+dockerfile:\s*(\S+)", text, re.M)
+    context = re.search(r"^\s+context:\s*(\S+)", text, re.MULTILINE)
+    name = re.search(r"^\s+dockerfile:\s*(\S+)", text, re.MULTILINE)
     assert context and name, "the stack builds no image (no build context/dockerfile)"
     return (COMPOSE_DIR / context.group(1)).resolve() / name.group(1)
 
 
 def in_repo(container_path: str) -> Path:
     """Where a path under the image's WORKDIR comes from (the Dockerfile does `COPY . .`)."""
-    workdir = re.search(r"^WORKDIR\s+(\S+)", dockerfile().read_text(), re.M)
+    workdir = re.search(r"^WORKDIR\s+(\S+)", dockerfile().read_text(), re.MULTILINE)
     assert workdir, "the Dockerfile sets no WORKDIR"
     assert container_path.startswith(workdir.group(1) + "/"), f"{container_path} is not under {workdir.group(1)}"
     return REPO / container_path[len(workdir.group(1)) + 1 :]
@@ -125,7 +127,7 @@ def in_repo(container_path: str) -> Path:
 
 @functools.cache
 def locust_help() -> set[str]:
-    proc = subprocess.run([sys.executable, "-m", "locust", "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "locust", "--help"], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", proc.stdout))
 
@@ -147,10 +149,10 @@ needs_docker_compose = pytest.mark.skipif(
 @pytest.mark.parametrize("profiles", [[], ["load"], ["run"], ["load", "run"]], ids=lambda p: "+".join(p) or "default")
 def test_docker_compose_config_accepts_the_file(profiles: list[str]) -> None:
     argv = [DOCKER_COMPOSE, "-f", str(COMPOSE_FILE), *(arg for p in profiles for arg in ("--profile", p)), "config"]
-    proc = subprocess.run([*argv, "-q"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    proc = subprocess.run([*argv, "-q"], check=False, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "WARNING" not in proc.stderr, proc.stderr  # e.g. a variable with no default
-    listed = subprocess.run([*argv, "--services"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    listed = subprocess.run([*argv, "--services"], check=False, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert set(listed.stdout.split()) == set(SERVICES), "docker-compose and this module read different services"
 
 
@@ -216,7 +218,7 @@ def test_the_demo_serves_where_everyone_looks() -> None:
     assert health and health.group(1) == port, f"demo: the healthcheck does not ask port {port}"
     routes = create_app("leaky", "postgresql://u@h/d").openapi()["paths"]  # builds the app, connects nothing
     assert health.group(2) in routes, f"demo: no route {health.group(2)} for the healthcheck"
-    published = re.findall(r'^\s+- "?(\d+):(\d+)"?\s*$', demo.text, re.M)
+    published = re.findall(r'^\s+- "?(\d+):(\d+)"?\s*$', demo.text, re.MULTILINE)
     assert published and all(inner == port for _, inner in published), f"demo: published ports {published}"
     urls = re.findall(r"http://demo:(\d+)", COMPOSE_FILE.read_text())
     assert urls and set(urls) == {port}, f"URLs to the demo use ports {set(urls)}, the demo listens on {port}"
@@ -256,7 +258,7 @@ def test_locust_command_uses_real_options_and_scenarios(service: Service) -> Non
     assert locustfile.is_file(), f"{service.name}: {locustfile.relative_to(REPO)} does not exist"
     listed = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(locustfile), "--list"],
-        capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, **service.env()},
+        check=False, capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, **service.env()},
     )  # fmt: skip
     assert listed.returncode == 0 and "User" in listed.stdout, f"{service.name}: {listed.stdout}{listed.stderr}"
 
@@ -268,7 +270,7 @@ def test_locust_master_and_workers_meet() -> None:
     assert master.option("-f") == worker.option("-f")
     assert master.environment.get("DRAINWATCH_MIX") == worker.environment.get("DRAINWATCH_MIX")
     # One variable sets how many workers run and how many the master waits for.
-    scale = re.search(r"^\s+scale:\s*(\S+)", worker.text, re.M)
+    scale = re.search(r"^\s+scale:\s*(\S+)", worker.text, re.MULTILINE)
     raw_expect = re.search(r'"--expect-workers",\s*"([^"]+)"', master.text)
     assert scale and raw_expect and scale.group(1) == raw_expect.group(1)
 
@@ -288,10 +290,10 @@ def test_the_image_installs_the_repo() -> None:
     path = dockerfile()
     assert path.is_file(), f"{path} does not exist"
     text = path.read_text()
-    base = re.search(r"^FROM python:(\d+)\.(\d+)-slim", text, re.M)
+    base = re.search(r"^FROM python:(\d+)\.(\d+)-slim", text, re.MULTILINE)
     needed = re.fullmatch(r">=\s*(\d+)\.(\d+)", pyproject()["project"]["requires-python"])
     assert base and needed and (int(base[1]), int(base[2])) >= (int(needed[1]), int(needed[2]))
-    assert re.search(r"^COPY \. \.$", text, re.M) and re.search(r"pip install \.$", text, re.M)
+    assert re.search(r"^COPY \. \.$", text, re.MULTILINE) and re.search(r"pip install \.$", text, re.MULTILINE)
 
 
 def _dockerignored(path: str, patterns: list[str]) -> bool:
@@ -305,13 +307,17 @@ def _dockerignored(path: str, patterns: list[str]) -> bool:
     for pattern in patterns:
         negate, pattern = pattern.startswith("!"), pattern.lstrip("!").strip("/")
         tail = pattern[3:] if pattern.startswith("**/") else None
-        if any(fnmatch.fnmatchcase(c, pattern) or (tail and fnmatch.fnmatchcase(c.rsplit("/", 1)[-1], tail)) for c in candidates):
-            ignored = not negate
+        for candidate in candidates:
+            name = candidate.rsplit("/", 1)[-1]
+            if fnmatch.fnmatchcase(candidate, pattern) or (tail and fnmatch.fnmatchcase(name, tail)):
+                ignored = not negate
+                break
     return ignored
 
 
 def test_dockerignore_keeps_what_the_image_needs() -> None:
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()]
+    patterns = [line for line in lines if line and not line.startswith("#")]
     project = pyproject()
     needed = ["pyproject.toml", project["project"]["readme"], str(dockerfile().relative_to(REPO))]
     needed += [pkg.rstrip("*") for pkg in project["tool"]["setuptools"]["packages"]["find"]["include"]]

@@ -57,7 +57,7 @@ def test_verdict_panel_comes_first_and_says_what_leaked(leak: tuple[Path, str]) 
     assert "Leaks by scenario: disconnect <b>2</b>, timeout <b>1</b>, error <b>2</b>" in panel
     checks = re.findall(r'<td><span class="(ok|fail) nw">.*?</span></td><td>(.*?)</td><td>(.*?)</td>', panel)
     assert [(result, title) for result, title, _ in checks] == [
-        ("ok", "Connections drained"),
+        ("fail", "Connections drained"),  # 5 over baseline, none of them idle in the pool
         ("fail", "Nothing idle in a transaction"),
         ("fail", "No connection still held"),
         ("ok", "Service still serves"),
@@ -178,8 +178,11 @@ def test_gap_rows_are_no_reading_not_zero_connections(tmp_path: Path) -> None:
     lines = (run_dir / "samples.csv").read_text().splitlines()
     gap_row = "{:.3f},0,0,0,0,0,0,0,0,0,0,0,1.0,1"
     (run_dir / "samples.csv").write_text(
-        "\n".join([lines[0], *(gap_row.format(1760000020 + i) for i in range(20)), "1760000041.000,3,1"]) + "\n"
+        "\n".join([lines[0], *(gap_row.format(1760000020 + i) for i in range(20)), "17600x0041.0,3,1", "1760000042.0,3"])
+        + "\n"
     )
+    samples = load_run(run_dir).samples
+    assert samples is not None and list(samples["total"].iloc[-1:]) == [3.0]  # the garbled line is dropped, not fatal
     page = render_report(run_dir).read_text()
     assert png_of(page)
 
@@ -235,3 +238,21 @@ def test_a_day_long_soak_is_downsampled(tmp_path: Path) -> None:
     page = render_report(run_dir).read_text()
     assert "each point is the busiest reading of its 43 s bin" in page
     assert png_of(page)
+
+
+def test_unsure_connections_zombie_work_and_the_pools_own_view(tmp_path: Path) -> None:
+    run_dir = make_rundir(tmp_path / "view", SHORT, 4, "PASS")
+    path = run_dir / "lingering.csv"
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].replace(",idle,pooled,", ",idle,unsure,")
+    path.write_text("\n".join(lines) + "\n")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["zombie"] = {"peak_active": 4, "lasted_s": 12.5}
+    summary["pool_view"] = {"checked_out": 2, "idle": 8, "limit": 30}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    page = render_report(run_dir).read_text()
+    assert "<b>4 active</b><span>after the load, for 12.5 s</span>" in page
+    assert '<div class="tile bad"><b>2 checked out</b><span>as the app&#x27;s own pools count them</span>' in page
+    table = section(page, "Connections still open after settle")
+    assert re.findall(r'<tr class="(maybe|leak|)">', table) == ["maybe"] + [""] * 9
+    assert '<span class="kind unsure">unsure</span>' in table

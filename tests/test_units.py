@@ -179,3 +179,19 @@ def test_idle_in_transaction_leak() -> None:
 def test_select_one_alone_is_a_ping_but_not_a_query() -> None:
     assert is_reset_statement("SELECT 1")
     assert not is_reset_statement("SELECT 1 FROM orders")
+
+
+def test_pooled_connections_from_baseline_do_not_excuse_new_ones() -> None:
+    samples = _samples([10] * 5 + [15] * 10)
+    lingering = [_conn("a", "idle", "ROLLBACK") | {"kind": "pooled"}] * 10
+    lingering += [_conn("a", "active", "SELECT pg_sleep(60)") | {"kind": "active"}] * 5
+    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
+    assert verdict.verdict == LEAK and verdict.evidence == ["drain"]
+    assert verdict.leaked == 5
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(4.25, "4.2s"), (185, "3m 05s"), (34552, "9h 35m")])
+def test_human_seconds(seconds: float, text: str) -> None:
+    from harness.verdict import human_seconds
+
+    assert human_seconds(seconds) == text

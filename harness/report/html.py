@@ -23,8 +23,9 @@ from harness.report.load import RunData, scenario_table
 MAX_ROWS = 300  # a longer table is read by no one; the CSV is beside the report
 VERDICT_CLASS = {"PASS": "pass", "LEAK": "leak", "ERROR": "error"}
 CHECK_TITLES = {"drain": "Connections drained", "idle_in_transaction": "Nothing idle in a transaction",
-                "held_connections": "No connection still held", "probe": "Service still serves"}  # fmt: skip
-LEAK_KINDS = ("held", "in_transaction")
+                "held_connections": "No connection still held", "pool_view": "The app's pools agree",
+                "probe": "Service still serves"}  # fmt: skip
+ROW_CLASS = {"held": "leak", "in_transaction": "leak", "unsure": "maybe"}
 MONO = "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"
 
 PAGE = Template("""<!DOCTYPE html>
@@ -60,11 +61,12 @@ th, td { text-align: left; padding: 5px 9px; border-bottom: 1px solid var(--line
 th { background: #f1f3f5; font-weight: 600; } .nw { white-space: nowrap; } tr.total td { font-weight: 700; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.leak td { background: #fff5f5; } tr.leak td:first-child { box-shadow: inset 4px 0 var(--leak); }
+tr.maybe td { background: #fff9db; } tr.maybe td:first-child { box-shadow: inset 4px 0 #f59f00; }
 code, pre, td.q, td.id { font-family: $mono; font-size: 12.5px; } pre { white-space: pre-wrap; margin: 4px 0; }
 td.q { min-width: 260px; max-width: 560px; overflow-wrap: anywhere; color: #495057; } td.id { word-break: break-all; }
 .ok { color: var(--pass); font-weight: 700; } .fail { color: var(--leak); font-weight: 700; }
 .kind { padding: 1px 7px; border-radius: 9px; background: #e9ecef; font-size: 12px; white-space: nowrap; }
-.kind.held, .kind.in_transaction { background: var(--leak); color: #fff; }
+.kind.held, .kind.in_transaction { background: var(--leak); color: #fff; } .kind.unsure { background: #ffd43b; }
 figure { margin: 0; padding: 12px; background: #fff; border: 1px solid var(--line); border-radius: 8px; }
 figure img { display: block; width: 100%; height: auto; }
 .cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr)); gap: 0 28px; }
@@ -157,6 +159,12 @@ def _verdict(data: RunData) -> str:
         _tile(iit.get("count", 0), f"idle in transaction, oldest {_duration(iit.get('oldest_s') or 0)}",
               bad=bool(iit.get("count"))),
     ]  # fmt: skip
+    zombie, pools = s.get("zombie") or {}, s.get("pool_view")
+    if zombie.get("peak_active"):  # work the database kept doing for clients that had gone
+        tiles.append(_tile(f"{zombie['peak_active']} active", f"after the load, for {_duration(zombie['lasted_s'])}"))
+    if pools:
+        tiles.append(_tile(f"{pools.get('checked_out', '?')} checked out", "as the app's own pools count them",
+                           bad=bool(pools.get("checked_out"))))  # fmt: skip
     checks = [
         (Raw(f'<span class="{"ok" if c.get("passed") else "fail"} nw">{"✓ pass" if c.get("passed") else "✗ fail"}'
              "</span>"), CHECK_TITLES.get(str(c.get("name")), str(c.get("name"))), c.get("detail", ""))
@@ -201,7 +209,7 @@ def _lingering(data: RunData) -> str:
     if rows.empty:
         return "<p>No connection of the target was left open.</p>"
     said = ", ".join(f"{n} {escape(str(k).replace('_', ' '))}" for k, n in rows["kind"].value_counts().items())
-    rank = rows["kind"].map({"in_transaction": 0, "held": 1, "active": 2}).fillna(3)
+    rank = rows["kind"].map({"in_transaction": 0, "held": 1, "unsure": 2, "active": 3}).fillna(4)
     ordered = rows.assign(_rank=rank).sort_values(["_rank", "state_age_s"], ascending=[True, False])
     table, classes = [], []
     for r in ordered.head(MAX_ROWS).itertuples(index=False):
@@ -214,13 +222,14 @@ def _lingering(data: RunData) -> str:
             r.request_id, r.application_name,
             Raw(f'<span title="{escape(query[:2000])}">{escape(_clip(query, 160))}</span>'),
         ])  # fmt: skip
-        classes.append("leak" if kind in LEAK_KINDS else "")
+        classes.append(ROW_CLASS.get(kind, ""))
     head = ["pid", "state", "kind", "backend age", "transaction age", "state age", "route", "scenario", "request id",
             "application", "last query"]  # fmt: skip
     more = len(rows) - MAX_ROWS
     return (
         f"<p>{len(rows)} connection(s) still open: {said}. Held and in-transaction connections are leaks "
-        "(highlighted); pooled ones were reset by their pool and are a warm pool.</p>"
+        "(red); unsure ones ran application SQL last in a pool that does not reset, so they may be (amber); "
+        "pooled ones were reset by their pool and are a warm pool.</p>"
         + f'<div class="scroll">{_table(head, table, numeric={0, 3, 4, 5}, classes=classes, cells={8: "id", 10: "q"})}'
         + "</div>" + (f'<p class="muted">… and {more} more in lingering.csv.</p>' if more > 0 else "")
     )  # fmt: skip

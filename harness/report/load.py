@@ -35,9 +35,10 @@ MAX_POINTS = 2000  # per series: a 1,400 px wide chart cannot show more
 PHASES = ("provision", "warmup", "baseline", "load", "settle", "probe")
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 SAMPLE_READINGS = [c for c in Sample.columns() if c not in ("t", "late_ms", "gap")]
-HISTORY_COLUMNS = ["Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", "50%", "95%", "99%"]
-STATS_COLUMNS = ["Type", "Name", "Request Count", "Failure Count", "Median Response Time",
-                 "Average Response Time", "Max Response Time", "Requests/s", "Failures/s", "95%", "99%"]  # fmt: skip
+# Only what the report shows: a 24 h history is half a million rows.
+HISTORY_COLUMNS = ["Timestamp", "Name", "Requests/s", "Failures/s", "50%", "95%"]
+STATS_COLUMNS = ["Name", "Request Count", "Failure Count", "Median Response Time", "Max Response Time",
+                 "Requests/s", "Failures/s", "95%", "99%"]  # fmt: skip
 LINGERING_DTYPES = {c: "float64" if c.endswith("_s") else "str" for c in LINGERING_COLUMNS}
 
 
@@ -85,16 +86,14 @@ class RunData:
             starts.append(float(self.history["Timestamp"].iloc[0]))
         return (min(starts), "run start") if starts else (0.0, "run start")
 
-
     def span(self) -> tuple[float, float] | None:
         """First and last unix time the run knows of, from its phases and its data."""
-        points = [t for span in self.phases.values() for t in span if t is not None]
+        points = [t for phase in self.phases.values() for t in phase if t is not None]
         if self.samples is not None and len(self.samples):
             points += [float(self.samples["t"].iloc[0]), float(self.samples["t"].iloc[-1])]
         if self.history is not None and len(self.history):
             points += [float(self.history["Timestamp"].min()), float(self.history["Timestamp"].max())]
         return (min(points), max(points)) if points else None
-
 
     def baseline_total(self) -> float | None:
         """The verdict's baseline; for a run without one, the median of the baseline window as judge() takes it."""
@@ -124,10 +123,10 @@ def load_run(run_dir: Path) -> RunData:
     data.lingering = _read_csv(run_dir / LINGERING_CSV, LINGERING_DTYPES, data.notes)
     data.probe = _read_csv(run_dir / PROBE_CSV, {"t": "float64", "status": "str", "ok": "str",
                                                  "elapsed_ms": "float64", "error": "str"}, data.notes)  # fmt: skip
-    history = {c: "float32" for c in HISTORY_COLUMNS} | {"Timestamp": "float64", "Type": "category", "Name": "category"}
+    history = {c: "float32" for c in HISTORY_COLUMNS} | {"Timestamp": "float64", "Name": "category"}
     data.history = _read_csv(run_dir / f"{LOCUST_PREFIX}_stats_history.csv", history, data.notes)
     data.warmup_history = _read_csv(run_dir / f"{WARMUP_PREFIX}_stats_history.csv", history, [])
-    stats = {c: "float64" for c in STATS_COLUMNS} | {"Type": "str", "Name": "str"}
+    stats = {c: "float64" for c in STATS_COLUMNS} | {"Name": "str"}
     data.stats = _read_csv(run_dir / f"{LOCUST_PREFIX}_stats.csv", stats, data.notes)
     failures = {"Method": "str", "Name": "str", "Error": "str", "Occurrences": "float64", "First Seen": "str",
                 "Last Seen": "str"}  # fmt: skip
@@ -172,7 +171,8 @@ def _read_csv(path: Path, columns: dict[str, str], notes: list[str]) -> pd.DataF
                 if name in frame and kind.startswith("float"):
                     frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(kind)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        notes.append(f"{path.name} could not be read ({str(exc).strip().splitlines()[0]})")
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        notes.append(f"{path.name} could not be read ({reason})")
         log.warning("cannot read %s: %s", path, exc)
         return None
     for name, kind in columns.items():

@@ -1,0 +1,209 @@
+"""``drainwatch.toml`` (or ``[tool.drainwatch]`` in a pyproject): run options from a file.
+
+The file fills only what the command line and ``DRAINWATCH_*`` variables leave unset.
+Its keys map onto the ``run`` command's options, except the traffic description
+(``[[endpoints]]`` and ``[chaos.*]``), which becomes environment for the Locust scenarios
+(see ``scenarios/chaos.py``). Unknown keys are errors that name the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+
+# "section.key" in the file → option name of `drainwatch run`
+OPTION_KEYS = {
+    "target.url": "target_url", "target.variant": "variant", "target.pool_view": "pool_view",
+    "target.pool_limit": "pool_limit",
+    "database.dsn": "dsn", "database.match.application_name": "app_name", "database.match.usename": "usename",
+    "database.match.datname": "datname", "database.match.client_addr": "client_addr",
+    "load.users": "users", "load.spawn_rate": "spawn_rate", "load.warmup": "warmup", "load.baseline": "baseline",
+    "load.duration": "duration", "load.settle": "settle", "load.interval": "interval", "load.mix": "mix",
+    "load.locustfile": "locustfile", "load.workers": "workers",
+    "probe.path": "probe_path", "probe.timeout": "probe_timeout",
+    "verdict.tolerance": "tolerance",
+    "output.out": "out",
+}  # fmt: skip
+PATH_OPTIONS = {"locustfile", "out"}
+ENDPOINT_KEYS = {"method", "path", "headers", "json", "weight"}
+CHAOS_KEYS = {
+    "disconnect": {"request", "headers", "json", "after_ms"},
+    "timeout": {"request", "headers", "json", "expect"},
+    "error": {"request", "headers", "json", "expect"},
+}
+CHAOS_TOP = {"client_timeout"}
+
+
+def find_config(cwd: Path) -> Path | None:
+    """``drainwatch.toml`` here, else a ``pyproject.toml`` here with a ``[tool.drainwatch]`` table."""
+    if (cwd / "drainwatch.toml").is_file():
+        return cwd / "drainwatch.toml"
+    pyproject = cwd / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            if "drainwatch" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+                return pyproject
+        except tomllib.TOMLDecodeError:
+            return None
+    return None
+
+
+def load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """(option values by option name, environment for Locust) from a config file.
+
+    Raises UsageError for a missing file, bad TOML or an unknown key.
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist", hint="check --config, or write one with `drainwatch init`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}", hint="fix the line it names") from None
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("drainwatch", {})
+    options: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    for key, value in _flatten(data):
+        if key in OPTION_KEYS:
+            name = OPTION_KEYS[key]
+            if name == "mix" and isinstance(value, dict):
+                value = ",".join(f"{kind}={weight}" for kind, weight in value.items())
+            if name in PATH_OPTIONS:
+                value = str((path.parent / str(value)).resolve())
+            options[name] = value
+        elif key == "endpoints":
+            env["DRAINWATCH_STEADY"] = json.dumps([_endpoint(path, item) for item in value])
+        elif key.startswith("chaos."):
+            env.update(_chaos(path, key, value))
+        else:
+            _unknown(path, key)
+    return options, env
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and full not in ("load.mix",) and not full.startswith("chaos."):
+            items += _flatten(value, full + ".")
+        else:
+            items.append((full, value))
+    return items
+
+
+def _valid_keys() -> list[str]:
+    chaos = [f"chaos.{kind}.{key}" for kind, keys in CHAOS_KEYS.items() for key in keys]
+    return [*OPTION_KEYS, "endpoints", *chaos, *(f"chaos.{key}" for key in CHAOS_TOP)]
+
+
+def _unknown(path: Path, key: str) -> None:
+    near = difflib.get_close_matches(key, _valid_keys(), n=1, cutoff=0.5)
+    raise UsageError(
+        f"unknown key {key!r} in {path.name}",
+        hint=f"did you mean {near[0]!r}?" if near else "see `drainwatch init` for the keys a config can hold",
+    )
+
+
+def _endpoint(path: Path, item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise UsageError(f"each [[endpoints]] entry in {path.name} must be a table", hint='write method = "GET", path = "/items"')
+    for key in item:
+        if key not in ENDPOINT_KEYS:
+            _unknown(path, f"endpoints.{key}")
+    if "path" not in item:
+        raise UsageError(f"an [[endpoints]] entry in {path.name} has no path", hint='add path = "/items"')
+    return {"method": str(item.get("method", "GET")).upper(), **{k: v for k, v in item.items() if k != "method"}}
+
+
+def _chaos(path: Path, key: str, value: Any) -> dict[str, str]:
+    kind = key.split(".", 1)[1]
+    if kind in CHAOS_TOP:
+        return {"DRAINWATCH_REQUEST_TIMEOUT": str(value)}
+    if kind not in CHAOS_KEYS or not isinstance(value, dict):
+        _unknown(path, key)
+    for sub in value:
+        if sub not in CHAOS_KEYS[kind]:
+            _unknown(path, f"{key}.{sub}")
+    env: dict[str, str] = {}
+    name = f"DRAINWATCH_{kind.upper()}"
+    if "request" in value:
+        method, _, target = str(value["request"]).partition(" ")
+        env[name] = json.dumps({"method": method.upper(), "path": target or "/", "headers": value.get("headers", {}),
+                                **({"json": value["json"]} if "json" in value else {})})  # fmt: skip
+    if "after_ms" in value:
+        env["DRAINWATCH_DISCONNECT_AFTER_MS"] = str(value["after_ms"])
+    if "expect" in value:
+        env[f"{name}_EXPECT"] = ",".join(str(code) for code in value["expect"])
+    return env
+
+
+STARTER = '''\
+# drainwatch configuration. Command-line options and DRAINWATCH_* variables override it.
+# `drainwatch run --config drainwatch.toml` (found automatically in the current folder).
+
+[target]
+url = "http://127.0.0.1:8000"        # your running service (leave out to run the bundled demo)
+# pool_view = "/_drainwatch/pool"    # if your app mounts harness.instrument's pool view
+# pool_limit = 30                     # pool_size + max_overflow, drawn on the chart
+
+[database]
+# The database your service uses. Keep the password out of this file: PGPASSWORD or ~/.pgpass.
+dsn = "postgresql://monitor@127.0.0.1:5432/app"
+
+[database.match]                     # which backends are your service's (any combination)
+application_name = "myapp%"          # SQL LIKE pattern
+# usename = "app"
+# datname = "app"
+# client_addr = "10.0.0.5"
+
+[load]
+users = 20
+spawn_rate = 20
+warmup = "10s"                        # steady traffic: pools fill to their working size
+baseline = "5s"                       # quiet: its connection count is the baseline
+duration = "30s"                      # the chaos load
+settle = "20s"                        # longest wait for connections to come back
+mix = { steady = 4, disconnect = 2, timeout = 2, error = 1 }
+# locustfile = "my_locustfile.py"    # your own load phase instead of the mix
+# workers = 2                         # Locust master + N local workers
+
+# Steady traffic: ordinary requests that should succeed, picked by weight.
+[[endpoints]]
+method = "GET"
+path = "/items"
+weight = 3
+
+[[endpoints]]
+method = "POST"
+path = "/orders"
+json = { item = "book" }
+weight = 1
+
+[chaos]
+client_timeout = 5                    # seconds before any plain request counts as failed
+
+[chaos.disconnect]                    # a slow or streaming request the client hangs up on
+request = "POST /chat"
+json = { prompt = "hello" }
+after_ms = 150
+
+[chaos.timeout]                       # a request whose server-side deadline fires
+request = "GET /report?deadline_ms=300"
+expect = [504]
+
+[chaos.error]                         # a request whose handler raises mid-transaction
+request = "POST /orders?fail=1"
+expect = [500, 502]
+
+[probe]
+path = "/health"                      # a plain request that needs the database
+timeout = "5s"
+
+[verdict]
+tolerance = 0                         # connections over baseline still accepted as PASS
+'''

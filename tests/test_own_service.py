@@ -1,0 +1,104 @@
+"""Bring your own service: a config file, a locustfile of your own, Locust workers, Prometheus."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.postgres import free_port
+from tests.conftest import REPO, demo_service
+from tests.helpers import FAST, SHORT_PHASES, drainwatch
+from tests.test_external_dsn import SYSTEM_DSN, _listening
+
+pytestmark = pytest.mark.slow
+needs_system_pg = pytest.mark.skipif(not _listening(5432), reason="no PostgreSQL listening on 127.0.0.1:5432")
+
+
+@needs_system_pg
+@pytest.mark.parametrize(("variant", "verdict", "code"), [("leaky", "LEAK", 1), ("fixed", "PASS", 0)])
+def test_config_file_alone_drives_a_run(variant: str, verdict: str, code: int, tmp_path: Path) -> None:
+    with demo_service(SYSTEM_DSN, variant, tmp_path / "target.log") as url:
+        config = (REPO / "examples" / "demo-service.toml").read_text().replace("http://127.0.0.1:8000", url)
+        (tmp_path / "drainwatch.toml").write_text(config + '\n[output]\nout = "runs"\n')
+        proc = drainwatch("run", "--run-id", variant, "-q", cwd=tmp_path)  # found in the current folder
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "runs" / variant / "summary.json").read_text())
+    assert summary["verdict"] == verdict
+    record = json.loads((tmp_path / "runs" / variant / "run.json").read_text())
+    assert record["config"]["config_file"] == str(tmp_path / "drainwatch.toml")
+    assert record["config"]["duration"] == 15.0 and record["target"]["url"] == url
+
+
+def test_unknown_config_key_names_the_nearest(tmp_path: Path) -> None:
+    (tmp_path / "drainwatch.toml").write_text('[load]\nuser = 20\n')
+    proc = drainwatch("run", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: unknown key 'load.user' in drainwatch.toml — hint: did you mean 'load.users'?"
+
+
+def test_init_writes_a_starter_that_loads(tmp_path: Path) -> None:
+    assert drainwatch("init", cwd=tmp_path).returncode == 0
+    from harness.configfile import load
+
+    options, env = load(tmp_path / "drainwatch.toml")
+    assert options["users"] == 20 and "DRAINWATCH_DISCONNECT" in env
+    assert drainwatch("init", cwd=tmp_path).returncode == 2  # never overwrites
+
+
+def test_own_locustfile(tmp_path: Path) -> None:
+    locustfile = tmp_path / "mine.py"
+    locustfile.write_text(
+        "from locust import task\nfrom scenarios.chaos import ChaosUser\n\n\n"
+        "class Mine(ChaosUser):\n"
+        "    @task\n"
+        "    def browse(self):\n"
+        "        self.steady(self.endpoint('GET', '/items'))\n"
+        "        self.error(self.endpoint('POST', '/orders?fail=1'))\n"
+    )
+    proc = drainwatch("run", "--locustfile", str(locustfile), "--variant", "fixed", "--out", str(tmp_path),
+                      "--run-id", "mine", *FAST)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stats = (tmp_path / "mine" / "locust_stats.csv").read_text()
+    assert "steady GET /items" in stats and "error POST /orders" in stats
+    assert "disconnect" not in stats  # the user's load phase, not the default mix
+
+
+def test_workers_and_prometheus_endpoint(tmp_path: Path) -> None:
+    """--workers 2: both workers send traffic, the master merges their stats; /metrics answers during the run."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "--variant", "fixed", "--workers", "2", "--metrics-port", str(port),
+         "--out", str(tmp_path), "--run-id", "w", *SHORT_PHASES, "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ,
+    )  # fmt: skip
+    scraped = ""
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            record = json.loads((tmp_path / "w" / "run.json").read_text())
+        except (OSError, ValueError):
+            record = {}
+        if record.get("current_phase") == "load":
+            try:
+                scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                target = record["target"]["url"]
+                clients = httpx.get(target + "/stats", timeout=2).json()["clients"]
+                break
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "drainwatch_up 1" in scraped and 'drainwatch_connections{state="idle"}' in scraped
+    record = json.loads((tmp_path / "w" / "run.json").read_text())
+    assert {"locust-worker-1", "locust-worker-2"} <= set(record["processes"])
+    senders = {name: n for name, n in clients.items() if name.startswith("locust-")}
+    assert len(senders) == 2 and all(n > 10 for n in senders.values()), clients
+    assert "Aggregated" in (tmp_path / "w" / "locust_stats.csv").read_text()
