@@ -1,0 +1,116 @@
+"""The 2am outage, predicted: how long until production exhausts its pool.
+
+From a run: the leak rate per faulted request of each chaos kind (connections left open
+by that kind / requests of that kind). With production's figures — requests per second,
+the share of requests that disconnect, time out or fail, the pool size — the pool is
+exhausted after ``pool / (rps × Σ share_k × rate_k)`` seconds.
+
+Honest about small numbers: each leak count gets a 95 % Poisson interval, so three leaks
+give a range, not a figure. And when the pool was exhausted during the run, leaks could
+no longer happen after that point, so the measured rates are lower bounds and the
+forecast an upper bound ("at most").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.verdict import human_seconds
+
+FAULT_KINDS = ("disconnect", "timeout", "error")
+Z95 = 1.959964
+
+
+def poisson_interval(n: int) -> tuple[float, float]:
+    """95 % interval for a Poisson count (Wilson–Hilferty; exact enough from n = 0)."""
+    lower = 0.0 if n == 0 else n * (1 - 1 / (9 * n) - Z95 / (3 * math.sqrt(n))) ** 3
+    m = n + 1
+    upper = m * (1 - 1 / (9 * m) + Z95 / (3 * math.sqrt(m))) ** 3
+    return max(0.0, lower), upper
+
+
+@dataclass
+class Production:
+    rps: float
+    shares: dict[str, float]  # kind → fraction of all requests (0.005 = 0.5 %)
+    pool: int
+
+
+@dataclass
+class Forecast:
+    rates: dict[str, dict[str, float]]  # kind → {leaked, requests, rate, low, high}
+    seconds: float | None  # point estimate; None: no leak seen
+    low_s: float | None  # soonest (highest plausible leak rate)
+    high_s: float | None  # latest; None: possibly never
+    upper_bound_only: bool
+    sentence: str
+    assumptions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def forecast(
+    requests: Mapping[str, int], leaked: Mapping[str, int], prod: Production, *, pool_exhausted: bool = False
+) -> Forecast:
+    """Predict the time to exhaustion (pure). ``requests``/``leaked`` are per chaos kind."""
+    rates: dict[str, dict[str, float]] = {}
+    per_s = low_per_s = high_per_s = 0.0
+    for kind in FAULT_KINDS:
+        n_req, n_leak = int(requests.get(kind, 0)), int(leaked.get(kind, 0))
+        if n_req == 0:
+            continue
+        low, high = poisson_interval(n_leak)
+        rate = n_leak / n_req
+        rates[kind] = {"leaked": n_leak, "requests": n_req, "rate": rate,
+                       "low": min(1.0, low / n_req), "high": min(1.0, high / n_req)}  # fmt: skip
+        share_rps = prod.rps * prod.shares.get(kind, 0.0)
+        per_s += share_rps * rate
+        low_per_s += share_rps * rates[kind]["low"]
+        high_per_s += share_rps * rates[kind]["high"]
+
+    seconds = prod.pool / per_s if per_s > 0 else None
+    low_s = prod.pool / high_per_s if high_per_s > 0 else None
+    high_s = prod.pool / low_per_s if low_per_s > 0 else None
+    shares = ", ".join(f"{share * 100:g} % {kind}" for kind, share in prod.shares.items() if share > 0) or "no faults"
+    where = f"at {prod.rps:g} req/s with {shares}, a pool of {prod.pool}"
+    if seconds is None:
+        seen = sum(int(r["requests"]) for r in rates.values())
+        sentence = (f"{where} is not seen leaking: no leak in {seen} faulted requests"
+                    + (f"; it could still be exhausted in as little as {human_seconds(low_s)}" if low_s else ""))  # fmt: skip
+    elif pool_exhausted:
+        sentence = f"{where} is exhausted in at most about {human_seconds(seconds)}"
+    else:
+        span = f" (95 %: {human_seconds(low_s)} to {human_seconds(high_s) if high_s else 'never'})" if low_s else ""
+        sentence = f"{where} is exhausted in about {human_seconds(seconds)}{span}"
+    assumptions = [
+        "leak rates per faulted request as measured in this run, the same in production",
+        "leaked connections are never reclaimed (no server-side timeout, no restart)",
+        "the shares are of all requests, and every faulted request hits a leaking path as often as here",
+    ]
+    if pool_exhausted:
+        assumptions.append("the pool was exhausted during this run, so fewer leaks could happen than would have: "
+                           "the rates are lower bounds and the time an upper bound")  # fmt: skip
+    return Forecast(rates, seconds, low_s, high_s, pool_exhausted, sentence, assumptions)
+
+
+def requests_by_kind(stats_rows: list[Mapping[str, str]]) -> dict[str, int]:
+    """Request counts per chaos kind from Locust's stats rows (names are "<kind> METHOD /path")."""
+    counts: dict[str, int] = {}
+    for row in stats_rows:
+        name = row.get("Name", "")
+        if name == "Aggregated" or " " not in name:
+            continue
+        kind = name.split(" ", 1)[0]
+        counts[kind] = counts.get(kind, 0) + int(float(row.get("Request Count") or 0))
+    return counts
+
+
+def parse_share(text: str) -> float:
+    """``0.5%`` → 0.005; ``0.005`` → 0.005."""
+    text = text.strip()
+    value = float(text.rstrip("%"))
+    return value / 100 if text.endswith("%") else value
