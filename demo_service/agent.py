@@ -40,3 +40,7 @@ async def record_usage() -> None:
 
 class PaymentDeclined(Exception):
     """The business error the ``error`` chaos kind triggers mid-transaction."""
+
+
+class UpstreamHiccup(Exception):
+    """A transient failure a retry loop retries."""

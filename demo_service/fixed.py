@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from demo_service.agent import PaymentDeclined, counted, llm_summary, llm_tokens, record_usage
+from demo_service.agent import PaymentDeclined, UpstreamHiccup, counted, llm_summary, llm_tokens, record_usage
 from demo_service.context import tag
 
 router = APIRouter()
@@ -67,3 +67,22 @@ async def report(request: Request, deadline_ms: int = 300, work_ms: int = 1000) 
             await conn.fetchval(tag("SELECT count(*) FROM orders", "report"))
             summary = await llm_summary(work_ms / 1000)
     return {"summary": summary}
+
+
+@router.post("/refund")
+async def refund(request: Request, fail: bool = False) -> dict[str, object]:
+    async with request.app.state.pool.acquire() as conn:
+        await conn.fetchval(tag("SELECT count(*) FROM orders", "refund"))
+        if fail:
+            raise PaymentDeclined("refund rejected")
+    return {"ok": True}
+
+
+@router.post("/retry")
+async def retry(request: Request, hiccups: int = 1) -> dict[str, object]:
+    async with request.app.state.pool.acquire() as conn:
+        for attempt in range(3):
+            value = await conn.fetchval(tag("SELECT 1", "retry"))
+            if attempt >= hiccups:  # retry within the one checkout; release once, on exit
+                return {"value": value, "attempts": attempt + 1}
+    return {"value": None}

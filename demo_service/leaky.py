@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from demo_service.agent import PaymentDeclined, counted, llm_summary, llm_tokens, record_usage
+from demo_service.agent import PaymentDeclined, UpstreamHiccup, counted, llm_summary, llm_tokens, record_usage
 from demo_service.context import tag
 
 router = APIRouter()
@@ -88,3 +88,35 @@ async def report(request: Request, deadline_ms: int = 300, work_ms: int = 1000) 
 
     async with asyncio.timeout(deadline_ms / 1000):
         return await build()
+
+
+@router.post("/refund")
+async def refund(request: Request, fail: bool = False) -> dict[str, object]:
+    # Failure mode 1 on the raw pool: the release comes after the work, not in finally.
+    # When the handler raises, the connection is never given back (idle, held).
+    conn = await request.app.state.pool.acquire()
+    await conn.fetchval(tag("SELECT count(*) FROM orders", "refund"))
+    if fail:
+        raise PaymentDeclined("refund rejected")
+    await request.app.state.pool.release(conn)
+    return {"ok": True}
+
+
+@router.post("/retry")
+async def retry(request: Request, hiccups: int = 1) -> dict[str, object]:
+    # Failure mode 6: double release in a retry loop. The retry path gives the connection
+    # back, the next attempt uses the released proxy, and finally releases it again.
+    pool = request.app.state.pool
+    conn = await pool.acquire()
+    try:
+        for attempt in range(3):
+            try:
+                value = await conn.fetchval(tag("SELECT 1", "retry"))
+                if attempt < hiccups:
+                    raise UpstreamHiccup
+                return {"value": value, "attempts": attempt + 1}
+            except UpstreamHiccup:
+                await pool.release(conn)
+        return {"value": None}
+    finally:
+        await pool.release(conn)

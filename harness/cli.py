@@ -17,6 +17,7 @@ from rich.console import Console
 from harness import __version__
 from harness.config import DEFAULT_MIX, Match, RunConfig, check_dsn, parse_duration, parse_mix, validate
 from harness.errors import EXIT_USAGE, DrainwatchError, Interrupted, UsageError
+from harness.rundir import read_json
 
 log = logging.getLogger("drainwatch")
 console = Console(stderr=False, highlight=False)
@@ -109,6 +110,11 @@ def _env(name: str) -> str:
 @click.option("--pool-limit", type=int, envvar=_env("POOL_LIMIT"), help="The target's pool limit, drawn on the chart (known for the demo).")
 @click.option("--pool-view", envvar=_env("POOL_VIEW"), metavar="PATH",
               help="Where your service serves its own pool counts (see harness.instrument), e.g. /_drainwatch/pool.")
+@click.option("--prod-rps", type=float, envvar=_env("PROD_RPS"), help="Forecast: production requests per second.")
+@click.option("--prod-disconnect", default="0", envvar=_env("PROD_DISCONNECT"), help="Forecast: share of requests whose client hangs up (0.5%).")
+@click.option("--prod-timeout", default="0", envvar=_env("PROD_TIMEOUT"), help="Forecast: share of requests that hit a deadline.")
+@click.option("--prod-error", default="0", envvar=_env("PROD_ERROR"), help="Forecast: share of requests whose handler fails.")
+@click.option("--prod-pool", type=int, envvar=_env("PROD_POOL"), help="Forecast: production pool size (default: the target's pool limit).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True, envvar=_env("OUT"),
               help="Folder that receives the run folder <out>/<run-id>/.")
 @click.option("--run-id", envvar=_env("RUN_ID"), help="Name of the run folder (default: time and variant).")
@@ -165,10 +171,28 @@ def _build_config(opts: dict[str, object]) -> RunConfig:
         pool_view=opts["pool_view"],  # type: ignore[arg-type]
         workers=int(opts["workers"]),  # type: ignore[call-overload]
         metrics_port=opts["metrics_port"],  # type: ignore[arg-type]
+        prod_rps=opts["prod_rps"],  # type: ignore[arg-type]
+        prod_shares=_shares(opts),
+        prod_pool=opts["prod_pool"],  # type: ignore[arg-type]
         out=opts["out"],  # type: ignore[arg-type]
         run_id=run_id,
         quiet=bool(opts["quiet"]),
     )
+
+
+def _shares(opts: dict[str, object]) -> dict[str, float]:
+    from harness.forecast import parse_share
+
+    shares = {}
+    for kind in ("disconnect", "timeout", "error"):
+        text = str(opts[f"prod_{kind}"])
+        try:
+            shares[kind] = parse_share(text)
+        except ValueError:
+            raise UsageError(f"--prod-{kind} {text!r} is not a share", hint="write it like 0.5% or 0.005") from None
+        if not 0 <= shares[kind] <= 1:
+            raise UsageError(f"--prod-{kind} {text!r} is not between 0 and 100 %", hint="write it like 0.5%")
+    return shares
 
 
 def _run_with_boundary(ctx: click.Context, cfg: RunConfig) -> None:
@@ -268,6 +292,34 @@ def report(run_dir: Path) -> None:
     console.print(f"report: {render_report(run_dir)}")
 
 
+@cli.command("forecast")
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--prod-rps", type=float, required=True, envvar=_env("PROD_RPS"), help="Forecast: production requests per second.")
+@click.option("--prod-disconnect", default="0", envvar=_env("PROD_DISCONNECT"), help="Forecast: share of requests whose client hangs up (0.5%).")
+@click.option("--prod-timeout", default="0", envvar=_env("PROD_TIMEOUT"), help="Forecast: share of requests that hit a deadline.")
+@click.option("--prod-error", default="0", envvar=_env("PROD_ERROR"), help="Forecast: share of requests whose handler fails.")
+@click.option("--prod-pool", type=int, envvar=_env("PROD_POOL"), help="Forecast: production pool size (default: the target's pool limit).")
+def forecast_cmd(run_dir: Path, **opts: object) -> None:
+    """Predict from a finished run when production's pool runs out (the 2am outage).
+
+    \b
+    drainwatch forecast reports/RUN --prod-rps 40 --prod-disconnect 0.5% --prod-pool 30
+    """
+    from harness.forecast import Production, from_run_dir
+
+    if not opts["prod_pool"]:
+        target = (read_json(run_dir / "run.json").get("target") or {}) if (run_dir / "run.json").is_file() else {}
+        opts["prod_pool"] = target.get("pool_limit")
+    if not opts["prod_pool"]:
+        raise UsageError("the pool size is unknown", hint="give --prod-pool, e.g. 30 for pool_size=20, max_overflow=10")
+    result = from_run_dir(run_dir, Production(float(opts["prod_rps"]), _shares(opts), int(opts["prod_pool"])))  # type: ignore[arg-type]
+    console.print(result.sentence)
+    for kind, rate in result.rates.items():
+        console.print(f"  {kind:<10} {rate['leaked']:>4} leaked / {rate['requests']:>6} requests"
+                      f" = {rate['rate'] * 1000:.1f} per 1,000 (95 %: {rate['low'] * 1000:.1f}–{rate['high'] * 1000:.1f})")
+    console.print("assumptions: " + "; ".join(result.assumptions))
+
+
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path), default="drainwatch.toml")
 def init(path: Path) -> None:
@@ -302,8 +354,10 @@ def worker(master_host: str, master_port: int, locustfile: Path | None) -> None:
 def demo_service_cmd(variant: str, host: str, port: int, dsn: str) -> None:
     """Serve the bundled demo service alone (uvicorn)."""
     from demo_service.__main__ import serve
+    from harness.config import check_port_free
 
     check_dsn(dsn)
+    check_port_free(port, "--port", host)
     serve(variant, dsn, host, port)
 
 

@@ -117,6 +117,9 @@ class RunConfig:
     pool_view: str | None = None  # path where an external target serves harness.instrument's view
     workers: int = 0
     metrics_port: int | None = None
+    prod_rps: float | None = None  # production figures for the forecast
+    prod_shares: dict[str, float] = field(default_factory=dict)
+    prod_pool: int | None = None
     locust_env: dict[str, str] = field(default_factory=dict)  # traffic description for scenarios/chaos.py
     config_file: str | None = None
 
@@ -173,8 +176,23 @@ def validate(cfg: RunConfig) -> RunConfig:
                 f"locustfile {cfg.locustfile} defines no user class",
                 hint="define a class that subclasses HttpUser or FastHttpUser",
             )
+    if cfg.metrics_port is not None:
+        check_port_free(cfg.metrics_port, "--metrics-port")
     check_writable(cfg.out)
     return cfg
+
+
+def check_port_free(port: int, flag: str, host: str = "127.0.0.1") -> None:
+    """Raise UsageError when nothing can listen on ``host:port``."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise UsageError(f"{flag} {port} is not a port number", hint="use a port between 1024 and 65535")
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise UsageError(f"port {port} ({flag}) is already in use", hint=f"choose another {flag}") from None
 
 
 def check_dsn(dsn: str) -> None:

@@ -13,8 +13,10 @@ forecast an upper bound ("at most").
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -114,3 +116,24 @@ def parse_share(text: str) -> float:
     text = text.strip()
     value = float(text.rstrip("%"))
     return value / 100 if text.endswith("%") else value
+
+
+def from_run_dir(run_dir: Path, prod: Production) -> Forecast:
+    """The forecast for a finished run folder (its summary.json and Locust stats).
+
+    Raises UsageError when the folder has no verdict to forecast from.
+    """
+    from harness.errors import UsageError
+    from harness.rundir import LOCUST_PREFIX, SUMMARY_JSON, read_json
+
+    try:
+        summary = read_json(run_dir / SUMMARY_JSON)
+        with open(run_dir / f"{LOCUST_PREFIX}_stats.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, ValueError):
+        raise UsageError(f"{run_dir} has no finished run to forecast from", hint="pass a run folder with summary.json and locust_stats.csv") from None
+    if not summary.get("verdict"):
+        raise UsageError(f"the run in {run_dir} reached no verdict", hint="forecast from a completed run")
+    probe = summary.get("probe") or {}
+    exhausted = bool(probe) and not probe.get("passed", True) and probe.get("target_alive", True)
+    return forecast(requests_by_kind(rows), summary.get("scenarios") or {}, prod, pool_exhausted=exhausted)

@@ -158,5 +158,18 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         by = ", ".join(f"{k} {v}" for k, v in sorted(verdict.scenarios.items(), key=lambda kv: -kv[1]))
         where = ", ".join(f"{k} {v}" for k, v in sorted(verdict.routes.items(), key=lambda kv: -kv[1]))
         lines.append(f"left open by  {by}   (routes: {where})")
+    forecast = _read_forecast(run_dir)
+    if forecast:
+        lines.append(f"forecast     {forecast}")
     lines.append(f"report       {run_dir / 'report.html'}")
     console.print(Panel("\n".join(lines), title="drainwatch verdict", border_style=colour, expand=False))
+
+
+def _read_forecast(run_dir: Path) -> str | None:
+    try:
+        from harness.rundir import SUMMARY_JSON, read_json
+
+        forecast = read_json(run_dir / SUMMARY_JSON).get("forecast")
+    except (OSError, ValueError):
+        return None
+    return forecast["sentence"] if forecast else None

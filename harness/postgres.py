@@ -35,6 +35,7 @@ class Database:
     version: str
     max_connections: int
     pid: int | None = None  # the postmaster, when drainwatch started it
+    data_dir: Path | None = None  # its data directory, when drainwatch started it
 
     @property
     def display(self) -> str:
@@ -118,7 +119,7 @@ async def embedded_postgres(log_path: Path, *, max_connections: int = 100) -> As
         ) as proc:
             dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
             db = await _wait_ready(dsn, proc, log_path)
-            yield Database(dsn=dsn, embedded=True, version=db[0], max_connections=db[1], pid=proc.pid)
+            yield Database(dsn=dsn, embedded=True, version=db[0], max_connections=db[1], pid=proc.pid, data_dir=pgdata)
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 

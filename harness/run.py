@@ -23,6 +23,7 @@ from harness.ci import write_junit, write_summary
 from harness.collector import collector_process, read_last_sample
 from harness.config import RunConfig
 from harness.errors import DrainwatchError
+from harness.forecast import Production, from_run_dir
 from harness.live import Display
 from harness.load import LoadPlan, run_load, scenario_file
 from harness.postgres import Database, connect, embedded_postgres, external_postgres
@@ -139,6 +140,14 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
     return verdict
 
 
+def _forecast(run_dir: Path, record: RunRecord, cfg: RunConfig) -> dict[str, Any] | None:
+    """The outage forecast, when production figures were given."""
+    pool = cfg.prod_pool or record.data["target"].get("pool_limit")
+    if not cfg.prod_rps or not pool:
+        return None
+    return from_run_dir(run_dir, Production(cfg.prod_rps, cfg.prod_shares, int(pool))).to_dict()
+
+
 async def preflight(cfg: RunConfig) -> None:
     """Check what was given from outside (database, target) before anything is written.
 
@@ -158,6 +167,9 @@ def _write_outputs(run_dir: Path, record: RunRecord, verdict: Verdict | None, cf
         extra = {"pool_limit": record.data["target"].get("pool_limit"),
                  "max_connections": record.data["database"].get("max_connections")}  # fmt: skip
         write_summary(run_dir, record.data, verdict, extra)
+        if verdict is not None and cfg.prod_rps:
+            extra["forecast"] = _forecast(run_dir, record, cfg)
+            write_summary(run_dir, record.data, verdict, extra)
         write_junit(run_dir, record.data, verdict)
     except Exception:  # a broken summary must not hide the verdict
         log.exception("could not write summary.json/junit.xml")

@@ -122,3 +122,30 @@ def test_leak_one_leaks_exactly_one(demo: Variant) -> None:
     settle()
     assert len(left_by(dsn, variant, "leak-one")) == 1
     assert httpx.get(url + POOL_VIEW_PATH).json()["pools"]["asyncpg"]["checked_out"] == before + 1
+
+
+def test_raw_release_not_in_finally(demo: Variant) -> None:
+    """POST /refund?fail=1: the handler raises before the raw pool's release (failure mode 1)."""
+    variant, url, dsn = demo
+    assert httpx.post(url + "/refund?fail=1", timeout=5).status_code == 502
+    settle()
+    left = left_by(dsn, variant, "refund")
+    if variant == "leaky":
+        assert [r["state"] for r in left] == ["idle"]  # held: idle with the app's SQL last
+    else:
+        assert left == []
+
+
+def test_double_release_in_a_retry_loop(demo: Variant) -> None:
+    """POST /retry: the leaky retry path releases twice (failure mode 6). With asyncpg the second
+    release is a no-op, so it shows as failed requests, not as a leak."""
+    variant, url, dsn = demo
+    before = httpx.get(url + POOL_VIEW_PATH).json()["pools"]["asyncpg"]["checked_out"]
+    resp = httpx.post(url + "/retry?hiccups=1", timeout=5)
+    settle()
+    after = httpx.get(url + POOL_VIEW_PATH).json()["pools"]["asyncpg"]["checked_out"]
+    assert after == before and left_by(dsn, variant, "retry") == []
+    if variant == "leaky":
+        assert resp.status_code == 500  # the next attempt used a connection it had given back
+    else:
+        assert resp.status_code == 200 and resp.json()["attempts"] == 2

@@ -18,7 +18,7 @@ from harness.rundir import REPORT_HTML
 
 log = logging.getLogger(__name__)
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "write_page"]
 
 
 def render_report(run_dir: Path) -> Path:
@@ -36,10 +36,17 @@ def render_report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     data = load_run(run_dir)
-    page = render_html(data, timeline(data))
-    target = run_dir / REPORT_HTML
-    # Written beside and moved into place: a reader never sees half a report.
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{REPORT_HTML}.")
+    target = write_page(run_dir / REPORT_HTML, render_html(data, timeline(data)))
+    log.info("report written to %s", target)
+    return target
+
+
+def write_page(target: Path, page: str) -> Path:
+    """Write ``page`` to ``target`` beside and move it into place: a reader never sees half a page.
+
+    Raises OSError when it cannot be written.
+    """
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(page)
@@ -48,5 +55,4 @@ def render_report(run_dir: Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    log.info("report written to %s", target)
     return target

@@ -68,23 +68,12 @@ def timeline(data: RunData) -> Timeline | None:
     fig = Figure(figsize=(12, 9.2), dpi=100, layout="constrained")
     ax_conn, ax_rps, ax_lat = fig.subplots(3, 1, sharex=True, height_ratios=[2.3, 1.3, 1.1])
     notes: list[str] = []
-    # At least 1/400 of the axis wide: a one-minute outage in a 24 h soak must still show.
-    spans = gap_spans(samples, (hi - lo) / 400) if samples is not None else []
-    for ax in (ax_conn, ax_rps, ax_lat):
-        _phases(ax, data, x, labels=ax is ax_conn, right=hi)
-        for start, end in spans:
-            ax.axvspan(x(start), x(end), color=GAP_COLOUR, alpha=0.25, hatch="///", lw=0)
-        ax.grid(axis="y", color="#e9ecef", lw=0.8)
-        ax.set_axisbelow(True)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
-
-    if samples is not None:
-        width = _connections(ax_conn, data, samples, x, bool(spans))
-        if width:
-            notes.append(f"connections: each point is the busiest reading of its {width:.0f} s bin")
-    else:
-        _empty(ax_conn, "no connection samples: samples.csv is missing or empty")
+    spans = run_gaps(data, lo, hi)
+    for ax in (ax_rps, ax_lat):
+        _backdrop(ax, data, x, spans, labels=False, right=hi)
+    width = connection_panel(ax_conn, data, x, spans=spans, right=hi)
+    if width:
+        notes.append(f"connections: each point is the busiest reading of its {width:.0f} s bin")
     ax_conn.set_title("Target's connections to PostgreSQL, by state", loc="left", fontsize=11)
 
     if history is not None:
@@ -106,6 +95,32 @@ def timeline(data: RunData) -> Timeline | None:
     if spans:
         caption += " Hatched: no reading (the collector could not reach PostgreSQL, or was not running)."
     return Timeline(png=buffer.getvalue(), caption=caption.strip())
+
+
+def connection_panel(ax: Axes, data: RunData, x: ToX, *, spans: list[tuple[float, float]], right: float) -> float:
+    """One run's connections onto ``ax``: its phases and gaps behind, the states stacked, the
+    total as a line, baseline, pool limit and max_connections. Shared by the report's timeline
+    and the comparison. Returns the bin width in seconds (0: not downsampled)."""
+    _backdrop(ax, data, x, spans, labels=True, right=right)
+    if data.samples is None or not len(data.samples):
+        _empty(ax, "no connection samples: samples.csv is missing or empty")
+        return 0.0
+    return _connections(ax, data, data.samples, x, bool(spans))
+
+
+def run_gaps(data: RunData, lo: float, hi: float) -> list[tuple[float, float]]:
+    """Spans with no reading, at least 1/400 of the axis wide: a one-minute outage in a 24 h soak must still show."""
+    return gap_spans(data.samples, (hi - lo) / 400) if data.samples is not None and len(data.samples) else []
+
+
+def _backdrop(ax: Axes, data: RunData, x: ToX, spans: list[tuple[float, float]], *, labels: bool, right: float) -> None:
+    _phases(ax, data, x, labels=labels, right=right)
+    for start, end in spans:
+        ax.axvspan(x(start), x(end), color=GAP_COLOUR, alpha=0.25, hatch="///", lw=0)
+    ax.grid(axis="y", color="#e9ecef", lw=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
 
 
 def _unit(span_s: float) -> tuple[str, float]:
@@ -236,3 +251,49 @@ def _latency(ax: Axes, history: pd.DataFrame, x: ToX) -> None:
 def _empty(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="#868e96", fontsize=10)
     ax.set_yticks([])
+
+
+VERDICT_COLOURS = {"PASS": "#2b8a3e", "LEAK": "#c92a2a", "ERROR": "#d9480f"}
+
+
+def comparison(runs: list[tuple[str, RunData]]) -> Timeline | None:
+    """Each run's connection panel, one above the other, on one x axis and one y scale.
+
+    Each run's time zero is the start of its own load, so the panels line up on the moment
+    the chaos began whatever the wall-clock times. ``runs`` pairs a panel title with its data.
+    """
+    frames = []
+    for _, data in runs:
+        origin, origin_name = data.origin()
+        lo, hi = data.span() or (origin, origin + 1.0)
+        frames.append((origin, origin_name, lo, max(hi, lo + 1.0)))
+    if not any(data.samples is not None and len(data.samples) for _, data in runs):
+        return None
+    left = min(lo - origin for origin, _, lo, _ in frames)
+    right = max(hi - origin for origin, _, _, hi in frames)
+    unit, scale = _unit(right - left)
+    fig = Figure(figsize=(12, 3.4 * len(runs) + 0.6), dpi=100, layout="constrained")
+    axes = fig.subplots(len(runs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    notes, top = [], 1.0
+    for ax, (title, data), (origin, _, lo, hi) in zip(axes, runs, frames):
+
+        def x(unix: Any, origin: float = origin) -> Any:
+            return (np.asarray(unix, dtype="float64") - origin) / scale
+
+        width = connection_panel(ax, data, x, spans=run_gaps(data, lo, hi), right=hi)
+        top = max(top, ax.get_ylim()[1])  # one y scale: the same height is the same count
+        if width:
+            notes.append(f"{title.split(' ', 1)[0]}: each point is the busiest reading of its {width:.0f} s bin")
+        verdict = str((data.summary or {}).get("verdict") or "no verdict")
+        ax.set_title(title, loc="left", fontsize=11, fontweight="bold", color=VERDICT_COLOURS.get(verdict, "#495057"))
+        ax.set_ylabel("connections")
+    axes[0].set_ylim(0, top)
+    axes[-1].set_xlim(left / scale, right / scale)
+    names = {name for _, name, _, _ in frames}
+    axes[-1].set_xlabel(f"time since {' / '.join(sorted(names))} ({unit})")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", facecolor="white")
+    caption = ("Each run's time zero is the start of its load phase" if names == {"load start"}
+               else "Time zero is each run's load start, or its run start when it never reached the load")  # fmt: skip
+    caption += "; the panels share the time axis and the connection scale. " + ("; ".join(notes) + "." if notes else "")
+    return Timeline(png=buffer.getvalue(), caption=caption.strip())

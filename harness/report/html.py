@@ -65,6 +65,7 @@ tr.maybe td { background: #fff9db; } tr.maybe td:first-child { box-shadow: inset
 code, pre, td.q, td.id { font-family: $mono; font-size: 12.5px; } pre { white-space: pre-wrap; margin: 4px 0; }
 td.q { min-width: 260px; max-width: 560px; overflow-wrap: anywhere; color: #495057; } td.id { word-break: break-all; }
 .ok { color: var(--pass); font-weight: 700; } .fail { color: var(--leak); font-weight: 700; }
+.better { color: var(--pass); font-weight: 700; } .worse { color: var(--leak); font-weight: 700; } .same { color: var(--muted); }
 .kind { padding: 1px 7px; border-radius: 9px; background: #e9ecef; font-size: 12px; white-space: nowrap; }
 .kind.held, .kind.in_transaction { background: var(--leak); color: #fff; } .kind.unsure { background: #ffd43b; }
 figure { margin: 0; padding: 12px; background: #fff; border: 1px solid var(--line); border-radius: 8px; }
@@ -97,7 +98,12 @@ def render_html(data: RunData, figure: Timeline | None) -> str:
         "<h2>Run</h2>", _run(data),
         f"<footer>Rendered by drainwatch {escape(__version__)} from the run directory alone, {rendered}.</footer>",
     ])  # fmt: skip
-    return PAGE.substitute(title=escape(f"{verdict} · drainwatch · {run_id}"), mono=MONO, body=body)
+    return page(f"{verdict} · drainwatch · {run_id}", body)
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained page around ``body`` (HTML already): the report's inline style, no outside reference."""
+    return PAGE.substitute(title=escape(title), mono=MONO, body=body)
 
 
 def _meta(data: RunData) -> str:
@@ -192,13 +198,14 @@ def _tile(value: object, label: str, *, bad: bool | None = None) -> str:
     return f'<div class="tile{cls}"><b>{escape(str(value))}</b><span>{escape(label)}</span></div>'
 
 
-def _figure(figure: Timeline | None) -> str:
+def _figure(figure: Timeline | None,
+            alt: str = "Timeline: connections by state, requests and failures per scenario, latency") -> str:  # fmt: skip
     if figure is None:
         return '<p class="muted">No time series was recorded (no samples.csv, no Locust history).</p>'
     png = base64.b64encode(figure.png).decode("ascii")
     return (
-        f'<figure><img src="data:image/png;base64,{png}" alt="Timeline: connections by state, requests and '
-        f'failures per scenario, latency"><figcaption>{escape(figure.caption)}</figcaption></figure>'
+        f'<figure><img src="data:image/png;base64,{png}" alt="{escape(alt)}">'
+        f"<figcaption>{escape(figure.caption)}</figcaption></figure>"
     )
 
 

@@ -38,7 +38,7 @@ SAMPLE_READINGS = [c for c in Sample.columns() if c not in ("t", "late_ms", "gap
 # Only what the report shows: a 24 h history is half a million rows.
 HISTORY_COLUMNS = ["Timestamp", "Name", "Requests/s", "Failures/s", "50%", "95%"]
 STATS_COLUMNS = ["Name", "Request Count", "Failure Count", "Median Response Time", "Max Response Time",
-                 "Requests/s", "Failures/s", "95%", "99%"]  # fmt: skip
+                 "Requests/s", "Failures/s", "50%", "95%", "99%"]  # fmt: skip
 LINGERING_DTYPES = {c: "float64" if c.endswith("_s") else "str" for c in LINGERING_COLUMNS}
 
 

@@ -1,0 +1,372 @@
+"""Comparing two runs, A before and B after a change (a migration, a fix, an upgrade).
+
+    load_pair       two run folders → RunData; UsageError for one that is not a finished run
+    compare_runs    A and B → rows: figure, A, B, the difference and B's judgement (pure)
+    render_compare  the rows and both connection timelines → one self-contained page
+    write_compare   all three and the page written: the one call the CLI makes
+
+The leak figures decide the exit code: B worse than A on any of them is 1. They are the
+verdict, the connections leaked, the time back to baseline after the load ("never" is worse
+than any time), the connections idle in transaction after settle and the oldest transaction
+seen idle during load and settle, and the probe. Counts are compared exactly; times within
+max(1 s, 10 %) are the same, since a sample lands every 250 ms and a drain's timing wobbles
+from run to run.
+
+The traffic figures are context, judged but not deciding: the peak count idle in
+transaction (how many transactions were in flight: a fixed service under more traffic has
+more), the share of failed requests per scenario, p50/p95 latency and requests/s, all from
+Locust's totals. Latency and throughput within 5 % are the same.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import EXIT_LEAK, EXIT_PASS, UsageError
+from harness.rundir import RUN_JSON
+
+if TYPE_CHECKING:  # pandas and matplotlib are imported when a comparison is made, not with the CLI
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.report.load import RunData
+
+COMPARE_HTML = "compare.html"
+BETTER, WORSE, SAME, NA = "better", "worse", "same", "n/a"
+VERDICT_RANK = {"PASS": 0, "LEAK": 1, "ERROR": 2}
+SCENARIO_ORDER = ["steady", "disconnect", "timeout", "error"]
+CONFIG_KEYS = ["variant", "target_url", "locustfile", "users", "warmup", "baseline", "duration", "settle",
+               "interval", "mix", "tolerance"]  # fmt: skip
+RUN_HINT = "pass two run folders written by `drainwatch run`, like reports/<run-id>"
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    a: str  # as a person reads it: "0.2 s", "never", "3/3 served"
+    b: str
+    diff: str  # B - A, or "" where a difference says nothing ("never", a verdict)
+    judgement: str  # better, worse, same: B against A; n/a when a side lacks the figure
+    decides: bool  # a leak figure: B worse here makes the exit code 1
+
+
+@dataclass
+class Comparison:
+    a: RunData
+    b: RunData
+    rows: list[Row]
+    differences: list[str] = field(default_factory=list)  # how the two runs were set up differently
+
+    @property
+    def worse(self) -> list[Row]:
+        """The leak figures on which B is worse than A."""
+        return [r for r in self.rows if r.decides and r.judgement == WORSE]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_LEAK if self.worse else EXIT_PASS
+
+    @property
+    def headline(self) -> tuple[str, str]:
+        """One word (WORSE, BETTER, SAME) and the sentence that explains it."""
+        if self.worse:
+            return "WORSE", "B is worse than A on " + _names(self.worse)
+        better = [r for r in self.rows if r.decides and r.judgement == BETTER]
+        if better:
+            return "BETTER", f"B is better than A on {_names(better)}, and no worse on any leak figure"
+        return "SAME", "B leaks no more and no less than A"
+
+
+def _names(rows: list[Row]) -> str:
+    return ", ".join(r.figure for r in rows)
+
+
+def load_pair(run_a: Path, run_b: Path) -> tuple[RunData, RunData]:
+    """Read both run folders. Raises UsageError for a folder that is not a finished run."""
+    from harness.report.load import load_run
+
+    for path in (run_a, run_b):
+        if not path.is_dir():
+            raise UsageError(f"{path} does not exist" if not path.exists() else f"{path} is not a folder", hint=RUN_HINT)
+        if not (path / RUN_JSON).is_file():
+            raise UsageError(f"{path} is not a drainwatch run folder (no run.json)", hint=RUN_HINT)
+    pair = []
+    for path in (run_a, run_b):
+        data = load_run(path)
+        if not data.run:
+            raise UsageError(f"{path}/{RUN_JSON} cannot be read ({'; '.join(data.notes)})", hint=RUN_HINT)
+        if not (data.summary or {}).get("verdict"):
+            why = "summary.json is missing" if data.summary is None else f"the run is {data.status}"
+            raise UsageError(f"{path} has no verdict to compare ({why})",
+                             hint=f"compare finished runs; `drainwatch report {path}` shows what this one collected")  # fmt: skip
+        pair.append(data)
+    return pair[0], pair[1]
+
+
+def compare_runs(a: RunData, b: RunData) -> Comparison:
+    """The figures that matter, side by side, with B's judgement against A."""
+    rows = _leak_rows(a, b) + _traffic_rows(a, b)
+    return Comparison(a=a, b=b, rows=rows, differences=_setup_differences(a, b))
+
+
+def _leak_rows(a: RunData, b: RunData) -> list[Row]:
+    sa, sb = a.summary or {}, b.summary or {}
+    va, vb = str(sa.get("verdict")), str(sb.get("verdict"))
+    rows = [Row("verdict", va, vb, "", _judge(VERDICT_RANK.get(va), VERDICT_RANK.get(vb)), decides=True)]
+    rows.append(_row("leaked connections", sa.get("leaked"), sb.get("leaked"), _count, decides=True))
+    # "never" is worse than any time: infinity, shown as a word.
+    ra, rb = (math.inf if s.get("recovery_s") is None else float(s["recovery_s"]) for s in (sa, sb))
+    rows.append(_row("back to baseline after the load", ra, rb, _seconds, decides=True, floor=1.0, rel=0.10))
+    iit_a, iit_b = ((s.get("idle_in_transaction") or {}).get("count") for s in (sa, sb))
+    rows.append(_row("idle in transaction after settle", iit_a, iit_b, _count, decides=True))
+    rows.append(_row("oldest idle in transaction (load and settle)", _under_load(a, "oldest_iit_s"),
+                     _under_load(b, "oldest_iit_s"), _seconds, decides=True, floor=1.0, rel=0.10))  # fmt: skip
+    pa, pb = (s.get("probe") or {} for s in (sa, sb))
+    rows.append(Row("probe after settle", _probe_text(pa), _probe_text(pb), "",
+                    _judge(_probe_score(pa), _probe_score(pb), higher_is_better=True), decides=True))  # fmt: skip
+    return rows
+
+
+def _traffic_rows(a: RunData, b: RunData) -> list[Row]:
+    from harness.report.load import scenario_table
+
+    rows = [_row("peak idle in transaction (in flight)", _under_load(a, "idle_in_transaction"),
+                 _under_load(b, "idle_in_transaction"), _count, floor=1.0, rel=0.10)]  # fmt: skip
+    tables = [scenario_table(d.stats) if d.stats is not None and not d.stats.empty else None for d in (a, b)]
+    names = {str(n) for t in tables if t is not None for n in t.index}
+    order = {n: i for i, n in enumerate(SCENARIO_ORDER)}
+    for name in sorted(names, key=lambda n: (n == "all", order.get(n, len(order)), n)):
+        found = [t.loc[name] if t is not None and name in t.index else None for t in tables]
+        share = [None if r is None or not r["requests"] else 100 * float(r["failures"]) / float(r["requests"]) for r in found]
+        text = [_failed_text(r) for r in found]
+        diff = "" if None in share else f"{_signed(share[1] - share[0], '{:.1f}')} pp"  # type: ignore[operator]
+        label = "failed requests, all" if name == "all" else f"failed requests: {name}"
+        rows.append(Row(label, text[0], text[1], diff, _judge(share[0], share[1], floor=0.5, rel=0.05), decides=False))
+    agg = [_aggregated(d) for d in (a, b)]
+    for column, label in (("50%", "latency p50"), ("95%", "latency p95")):
+        rows.append(_row(label, agg[0].get(column), agg[1].get(column), _ms, rel=0.05))
+    rows.append(_row("requests/s", agg[0].get("Requests/s"), agg[1].get("Requests/s"), _rps, rel=0.05,
+                     higher_is_better=True))  # fmt: skip
+    return rows
+
+
+def _row(figure: str, a: Any, b: Any, fmt: Callable[[float], str], *, decides: bool = False,
+         floor: float = 0.0, rel: float = 0.0, higher_is_better: bool = False) -> Row:  # fmt: skip
+    """A numeric figure. ``floor`` and ``rel`` are the tolerance: a difference within
+    max(floor, rel × the larger) is the same."""
+    fa, fb = _number(a), _number(b)
+    if fa is None or fb is None or math.isinf(fa) or math.isinf(fb):
+        diff = ""
+    else:
+        diff = fmt(fb - fa) if fmt is not _count else _signed(fb - fa, "{:,.0f}")
+        if fmt in (_ms, _rps):
+            diff = ("+" if fb >= fa else "") + diff + (f" ({_signed(100 * (fb - fa) / fa, '{:.0f}')} %)" if fa else "")
+        elif fmt is _seconds:
+            diff = ("+" if fb >= fa else "") + diff
+    judgement = _judge(fa, fb, floor=floor, rel=rel, higher_is_better=higher_is_better)
+    return Row(figure, "" if fa is None else fmt(fa), "" if fb is None else fmt(fb), diff, judgement, decides)
+
+
+def _judge(a: float | None, b: float | None, *, floor: float = 0.0, rel: float = 0.0,
+           higher_is_better: bool = False) -> str:  # fmt: skip
+    if a is None or b is None:
+        return NA
+    if a == b:
+        return SAME
+    finite = not (math.isinf(a) or math.isinf(b))
+    if finite and abs(b - a) <= max(floor, rel * max(abs(a), abs(b))):
+        return SAME
+    return BETTER if (b > a) == higher_is_better else WORSE
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _under_load(data: RunData, column: str) -> float | None:
+    """The highest reading of ``column`` from the load's start to the settle's end."""
+    if data.samples is None or column not in data.samples:
+        return None
+    phases = data.phases
+    start = phases.get("load", (None, None))[0]
+    end = phases.get("settle", (None, None))[1] or float(data.samples["t"].iloc[-1]) if len(data.samples) else None
+    if start is None or end is None:
+        return None
+    window = data.samples.loc[data.samples["t"].between(start, end), column].dropna()
+    return float(window.max()) if len(window) else None
+
+
+def _aggregated(data: RunData) -> dict[str, float]:
+    if data.stats is None:
+        return {}
+    rows = data.stats[data.stats["Name"] == "Aggregated"]
+    return {} if rows.empty else {k: v for k, v in rows.iloc[-1].items() if _number(v) is not None}
+
+
+def _probe_score(probe: dict[str, Any]) -> float | None:
+    """All served is 1, none 0; a target that is down is worse than one that does not answer."""
+    if not probe:
+        return None
+    if probe.get("target_alive") is False:
+        return -1.0
+    attempts = int(probe.get("attempts") or 0)
+    return int(probe.get("ok") or 0) / attempts if attempts else 0.0
+
+
+def _probe_text(probe: dict[str, Any]) -> str:
+    if not probe:
+        return ""
+    served = f"{probe.get('ok', 0)}/{probe.get('attempts', 0)} served"
+    return served + (", target down" if probe.get("target_alive") is False else "")
+
+
+def _failed_text(row: Any) -> str:
+    if row is None or not row["requests"]:
+        return ""
+    return f"{100 * row['failures'] / row['requests']:.1f} % ({row['failures']:,.0f}/{row['requests']:,.0f})"
+
+
+def _signed(value: float, spec: str) -> str:
+    text = spec.format(abs(value))
+    return "0" if float(text.replace(",", "")) == 0 else ("+" if value > 0 else "−") + text
+
+
+def _count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _seconds(value: float) -> str:
+    if math.isinf(value):
+        return "never"
+    return f"{value:.1f} s" if abs(value) < 60 else f"{value / 60:.1f} min"
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f} ms"
+
+
+def _rps(value: float) -> str:
+    return f"{value:,.1f}/s"
+
+
+def _setup_differences(a: RunData, b: RunData) -> list[str]:
+    ca, cb = (d.run.get("config") or {} for d in (a, b))
+    out = []
+    for key in CONFIG_KEYS:
+        if ca.get(key) != cb.get(key):
+            show = [", ".join(f"{k}={v}" for k, v in c.get(key).items()) if isinstance(c.get(key), dict)
+                    else "—" if c.get(key) is None else str(c.get(key)) for c in (ca, cb)]  # fmt: skip
+            out.append(f"{key} {show[0]} → {show[1]}")
+    return out
+
+
+def render_compare(comparison: Comparison) -> str:
+    """compare.html as a string: self-contained like report.html (inline style, base64 image)."""
+    from harness.report.figures import comparison as comparison_figure
+    from harness.report.html import Raw, _figure, _table, _utc, page
+
+    a, b = comparison.a, comparison.b
+    word, sentence = comparison.headline
+    figure = comparison_figure([(f"A · {_label(a)}", a), (f"B · {_label(b)}", b)])
+
+    def table(rows: list[Row]) -> str:
+        cells = [[r.figure, r.a, r.b, r.diff, Raw(f'<span class="{r.judgement.replace("/", "")}">{r.judgement}</span>')]
+                 for r in rows]  # fmt: skip
+        classes = ["leak" if r.decides and r.judgement == WORSE else "" for r in rows]
+        return _table(["figure", "A", "B", "B − A", "B vs A"], cells, numeric={1, 2, 3}, classes=classes)
+
+    runs = [[name, d.run.get("run_id") or d.run_dir.name, (d.run.get("config") or {}).get("variant") or "",
+             (d.summary or {}).get("verdict"), _utc(d.span()[0]) if d.span() else "", str(d.run_dir)]
+            for name, d in (("A", a), ("B", b))]  # fmt: skip
+    notes = [f"{name}: {note}" for name, d in (("A", a), ("B", b)) for note in d.notes]
+    setup = ""
+    if comparison.differences:
+        setup = ('<div class="banner"><strong>The runs were set up differently:</strong> '
+                 + escape("; ".join(comparison.differences)) + ". Their figures may differ for that reason alone.</div>")  # fmt: skip
+    css = {"WORSE": "leak", "BETTER": "pass"}.get(word, "none")
+    body = "\n".join([
+        f"<h1>drainwatch compare <small>A {escape(_label(a))} → B {escape(_label(b))}</small></h1>",
+        setup,
+        '<div class="notes">Missing or unreadable: ' + "; ".join(escape(n) for n in notes) + ".</div>" if notes else "",
+        f'<section class="verdict {css}"><div><div class="word">{word}</div></div><div><p>{escape(sentence)}.</p>'
+        f'<p class="muted">Exit code {comparison.exit_code}: 1 when B is worse than A on a leak figure. Counts '
+        "are compared exactly; times within max(1 s, 10 %), latency and requests/s within 5 %, "
+        "failure shares within max(0.5 points, 5 %) are the same.</p></div></section>",
+        "<h2>Leaks</h2>", table([r for r in comparison.rows if r.decides]),
+        "<h2>Traffic during the load</h2>",
+        '<p class="muted">Context: judged, but these do not decide the exit code.</p>',
+        table([r for r in comparison.rows if not r.decides]),
+        "<h2>Connections</h2>",
+        _figure(figure, "Connections by state of run A above run B, aligned on the start of each load"),
+        "<h2>The two runs</h2>",
+        _table(["", "run", "variant", "verdict", "started (UTC)", "folder"], runs),
+        f"<footer>Rendered by drainwatch from the two run folders alone, "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.</footer>",
+    ])  # fmt: skip
+    return page(f"{word} · drainwatch compare · {_label(a)} → {_label(b)}", body)
+
+
+def _label(data: RunData) -> str:
+    run_id = str(data.run.get("run_id") or data.run_dir.name)
+    return f"{run_id} ({(data.summary or {}).get('verdict') or 'no verdict'})"
+
+
+def write_compare(run_a: Path, run_b: Path, out: Path | None = None) -> tuple[Comparison, Path]:
+    """Compare the runs in two folders and write the page: ``out``, or ``run_b/compare.html``;
+    an existing folder as ``out`` gets ``compare.html`` inside.
+
+    Raises UsageError for a folder that is not a finished run or a page that cannot be written there.
+    """
+    from harness.report import write_page
+
+    target = Path(out) if out is not None else Path(run_b) / COMPARE_HTML
+    if target.is_dir():
+        target = target / COMPARE_HTML
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        raise UsageError(f"cannot write {target}: {target.parent} is not a writable folder",
+                         hint="give --out a file in a folder that exists")  # fmt: skip
+    a, b = load_pair(Path(run_a), Path(run_b))
+    comparison = compare_runs(a, b)
+    try:
+        write_page(target, render_compare(comparison))
+    except OSError as exc:
+        raise UsageError(f"cannot write {target} ({exc.strerror or exc})", hint="give --out another file") from exc
+    return comparison, target
+
+
+def terminal_table(comparison: Comparison) -> Table:
+    """The rows for a terminal (rich)."""
+    from rich.table import Table
+
+    colour = {BETTER: "green", WORSE: "red", SAME: "dim", NA: "dim"}
+    table = Table(title=f"A {_label(comparison.a)}  →  B {_label(comparison.b)}", title_justify="left")
+    table.add_column("figure")
+    for name in ("A", "B", "B − A"):
+        table.add_column(name, justify="right")
+    table.add_column("B vs A")
+    for row in comparison.rows:
+        style = "bold red" if row.decides and row.judgement == WORSE else colour[row.judgement]
+        table.add_row(row.figure + ("" if row.decides else " ·"), row.a, row.b, row.diff, f"[{style}]{row.judgement}[/]")
+    table.caption = "· context: does not decide the exit code"
+    return table
+
+
+def print_comparison(console: Console, comparison: Comparison, page_path: Path) -> None:
+    """What a person reads in the terminal: the table, the headline, where the page is."""
+    word, sentence = comparison.headline
+    console.print(terminal_table(comparison))
+    if comparison.differences:
+        console.print("[yellow]set up differently:[/] " + "; ".join(comparison.differences))
+    console.print(f"[bold {'red' if word == 'WORSE' else 'green'}]{word}[/]  {sentence}")
+    console.print(f"compare: {page_path}")
