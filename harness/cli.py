@@ -16,6 +16,7 @@ from rich.console import Console
 
 from harness import __version__
 from harness.config import DEFAULT_MIX, Match, RunConfig, check_dsn, parse_duration, parse_mix, validate
+from harness.faults import parse_fault
 from harness.errors import EXIT_USAGE, DrainwatchError, Interrupted, UsageError
 from harness.rundir import read_json
 
@@ -97,6 +98,8 @@ def _env(name: str) -> str:
               help="Weights of the chaos kinds in the load phase.")
 @click.option("-f", "--locustfile", type=click.Path(path_type=Path), envvar=_env("LOCUSTFILE"),
               help="Your own locustfile for the load phase (drainwatch still does the rest).")
+@click.option("--fault", "faults", multiple=True, metavar="KIND@TIME",
+              help="Inject a fault during the load (repeatable): pg-restart@20s, terminate-backends@20s, pause-target@20s+5s.")
 @click.option("--workers", type=int, default=0, show_default=True, envvar=_env("WORKERS"),
               help="Run Locust as a master with this many local worker processes.")
 @click.option("--metrics-port", type=int, envvar=_env("METRICS_PORT"),
@@ -174,6 +177,7 @@ def _build_config(opts: dict[str, object]) -> RunConfig:
         prod_rps=opts["prod_rps"],  # type: ignore[arg-type]
         prod_shares=_shares(opts),
         prod_pool=opts["prod_pool"],  # type: ignore[arg-type]
+        faults=tuple(parse_fault(str(text)) for text in opts["faults"]),  # type: ignore[attr-defined]
         out=opts["out"],  # type: ignore[arg-type]
         run_id=run_id,
         quiet=bool(opts["quiet"]),
@@ -290,6 +294,25 @@ def report(run_dir: Path) -> None:
     if not (run_dir / "run.json").is_file():
         raise UsageError(f"{run_dir} is not a drainwatch run folder (no run.json)", hint="pass a folder under reports/")
     console.print(f"report: {render_report(run_dir)}")
+
+
+@cli.command("compare")
+@click.argument("run_a", type=click.Path(path_type=Path))
+@click.argument("run_b", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Where to write the page (default: RUN_B/compare.html).")
+@click.pass_context
+def compare_cmd(ctx: click.Context, run_a: Path, run_b: Path, out: Path | None) -> None:
+    """Compare run B (after a change) with run A (before): print the figures, write compare.html.
+
+    \b
+    Exit code 1 when B is worse than A on a leak figure (verdict, leaked connections, time
+    back to baseline, idle in transaction, the probe), 0 otherwise, 2 for bad input.
+    """
+    from harness.compare import print_comparison, write_compare
+
+    comparison, page = write_compare(run_a, run_b, out)
+    print_comparison(console, comparison, page)
+    ctx.exit(comparison.exit_code)
 
 
 @cli.command("forecast")

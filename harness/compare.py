@@ -42,8 +42,10 @@ COMPARE_HTML = "compare.html"
 BETTER, WORSE, SAME, NA = "better", "worse", "same", "n/a"
 VERDICT_RANK = {"PASS": 0, "LEAK": 1, "ERROR": 2}
 SCENARIO_ORDER = ["steady", "disconnect", "timeout", "error"]
-CONFIG_KEYS = ["variant", "target_url", "locustfile", "users", "warmup", "baseline", "duration", "settle",
+# Set-up that changes the figures by itself. Not the demo's variant: that is the change under test.
+CONFIG_KEYS = ["target_url", "locustfile", "users", "warmup", "baseline", "duration", "settle",
                "interval", "mix", "tolerance"]  # fmt: skip
+FORMATS = {"count": "{:,.0f}", "s": "{:.1f} s", "ms": "{:,.0f} ms", "rps": "{:,.1f}/s", "pp": "{:.1f} pp", "%": "{:.1f} %"}
 RUN_HINT = "pass two run folders written by `drainwatch run`, like reports/<run-id>"
 
 
@@ -55,6 +57,7 @@ class Row:
     diff: str  # B - A, or "" where a difference says nothing ("never", a verdict)
     judgement: str  # better, worse, same: B against A; n/a when a side lacks the figure
     decides: bool  # a leak figure: B worse here makes the exit code 1
+    how: str = ""  # how it is measured, for the page
 
 
 @dataclass
@@ -103,7 +106,7 @@ def load_pair(run_a: Path, run_b: Path) -> tuple[RunData, RunData]:
         if not data.run:
             raise UsageError(f"{path}/{RUN_JSON} cannot be read ({'; '.join(data.notes)})", hint=RUN_HINT)
         if not (data.summary or {}).get("verdict"):
-            why = "summary.json is missing" if data.summary is None else f"the run is {data.status}"
+            why = "summary.json is missing" if data.summary is None else f"the run did not finish: {data.status}"
             raise UsageError(f"{path} has no verdict to compare ({why})",
                              hint=f"compare finished runs; `drainwatch report {path}` shows what this one collected")  # fmt: skip
         pair.append(data)
@@ -119,59 +122,74 @@ def compare_runs(a: RunData, b: RunData) -> Comparison:
 def _leak_rows(a: RunData, b: RunData) -> list[Row]:
     sa, sb = a.summary or {}, b.summary or {}
     va, vb = str(sa.get("verdict")), str(sb.get("verdict"))
-    rows = [Row("verdict", va, vb, "", _judge(VERDICT_RANK.get(va), VERDICT_RANK.get(vb)), decides=True)]
-    rows.append(_row("leaked connections", sa.get("leaked"), sb.get("leaked"), _count, decides=True))
+    rows = [Row("verdict", va, vb, "", _judge(VERDICT_RANK.get(va), VERDICT_RANK.get(vb)), True,
+                "PASS is better than LEAK, LEAK than ERROR")]  # fmt: skip
+    rows.append(_row("leaked connections", sa.get("leaked"), sb.get("leaked"), "count", decides=True,
+                     how="held or idle in transaction after settle, or over baseline and not in the pool"))  # fmt: skip
     # "never" is worse than any time: infinity, shown as a word.
     ra, rb = (math.inf if s.get("recovery_s") is None else float(s["recovery_s"]) for s in (sa, sb))
-    rows.append(_row("back to baseline after the load", ra, rb, _seconds, decides=True, floor=1.0, rel=0.10))
+    rows.append(_row("back to baseline", ra, rb, "s", decides=True, floor=1.0, rel=0.10,
+                     how="from the end of the load to the first count at baseline; never is worse than any time"))  # fmt: skip
     iit_a, iit_b = ((s.get("idle_in_transaction") or {}).get("count") for s in (sa, sb))
-    rows.append(_row("idle in transaction after settle", iit_a, iit_b, _count, decides=True))
-    rows.append(_row("oldest idle in transaction (load and settle)", _under_load(a, "oldest_iit_s"),
-                     _under_load(b, "oldest_iit_s"), _seconds, decides=True, floor=1.0, rel=0.10))  # fmt: skip
+    rows.append(_row("idle in transaction", iit_a, iit_b, "count", decides=True,
+                     how="connections still idle in a transaction after settle"))  # fmt: skip
+    rows.append(_row("oldest in transaction", _under_load(a, "oldest_iit_s"), _under_load(b, "oldest_iit_s"), "s",
+                     decides=True, floor=1.0, rel=0.10,
+                     how="the longest a transaction sat idle, from the start of the load to the end of settle"))  # fmt: skip
     pa, pb = (s.get("probe") or {} for s in (sa, sb))
-    rows.append(Row("probe after settle", _probe_text(pa), _probe_text(pb), "",
-                    _judge(_probe_score(pa), _probe_score(pb), higher_is_better=True), decides=True))  # fmt: skip
+    rows.append(Row("probe", _probe_text(pa), _probe_text(pb), "",
+                    _judge(_probe_score(pa), _probe_score(pb), higher_is_better=True), True,
+                    "plain requests after settle: does the service still serve?"))  # fmt: skip
     return rows
 
 
 def _traffic_rows(a: RunData, b: RunData) -> list[Row]:
     from harness.report.load import scenario_table
 
-    rows = [_row("peak idle in transaction (in flight)", _under_load(a, "idle_in_transaction"),
-                 _under_load(b, "idle_in_transaction"), _count, floor=1.0, rel=0.10)]  # fmt: skip
+    rows = [_row("peak in transaction", _under_load(a, "idle_in_transaction"), _under_load(b, "idle_in_transaction"),
+                 "count", floor=1.0, rel=0.10,
+                 how="most connections idle in transaction at once during load and settle: transactions in flight")]  # fmt: skip
     tables = [scenario_table(d.stats) if d.stats is not None and not d.stats.empty else None for d in (a, b)]
     names = {str(n) for t in tables if t is not None for n in t.index}
     order = {n: i for i, n in enumerate(SCENARIO_ORDER)}
     for name in sorted(names, key=lambda n: (n == "all", order.get(n, len(order)), n)):
         found = [t.loc[name] if t is not None and name in t.index else None for t in tables]
         share = [None if r is None or not r["requests"] else 100 * float(r["failures"]) / float(r["requests"]) for r in found]
-        text = [_failed_text(r) for r in found]
-        diff = "" if None in share else f"{_signed(share[1] - share[0], '{:.1f}')} pp"  # type: ignore[operator]
-        label = "failed requests, all" if name == "all" else f"failed requests: {name}"
-        rows.append(Row(label, text[0], text[1], diff, _judge(share[0], share[1], floor=0.5, rel=0.05), decides=False))
+        diff = "" if share[0] is None or share[1] is None else _signed(share[1] - share[0], FORMATS["pp"])
+        counts = ", ".join(f"{side} {r['failures']:,.0f} of {r['requests']:,.0f}" for side, r in zip("AB", found)
+                           if r is not None)  # fmt: skip
+        how = ("all requests" if name == "all" else f"requests of the {name} scenario") + f" that failed: {counts}"
+        rows.append(Row(f"failed: {name}", *(_show(v, FORMATS["%"]) for v in share), diff,
+                        _judge(share[0], share[1], floor=0.5, rel=0.05), False, how))  # fmt: skip
     agg = [_aggregated(d) for d in (a, b)]
     for column, label in (("50%", "latency p50"), ("95%", "latency p95")):
-        rows.append(_row(label, agg[0].get(column), agg[1].get(column), _ms, rel=0.05))
-    rows.append(_row("requests/s", agg[0].get("Requests/s"), agg[1].get("Requests/s"), _rps, rel=0.05,
-                     higher_is_better=True))  # fmt: skip
+        rows.append(_row(label, agg[0].get(column), agg[1].get(column), "ms", rel=0.05,
+                         how=f"{column[:-1]}th percentile of all requests in the load (Locust's totals)"))  # fmt: skip
+    rows.append(_row("requests/s", agg[0].get("Requests/s"), agg[1].get("Requests/s"), "rps", rel=0.05,
+                     higher_is_better=True, how="all requests in the load, per second"))  # fmt: skip
     return rows
 
 
-def _row(figure: str, a: Any, b: Any, fmt: Callable[[float], str], *, decides: bool = False,
-         floor: float = 0.0, rel: float = 0.0, higher_is_better: bool = False) -> Row:  # fmt: skip
-    """A numeric figure. ``floor`` and ``rel`` are the tolerance: a difference within
-    max(floor, rel × the larger) is the same."""
+def _row(figure: str, a: Any, b: Any, unit: str, *, decides: bool = False, floor: float = 0.0,
+         rel: float = 0.0, higher_is_better: bool = False, how: str = "") -> Row:  # fmt: skip
+    """A numeric figure in ``unit`` (count, s, ms, rps). ``floor`` and ``rel`` are the tolerance:
+    a difference within max(floor, rel × the larger of the two) is the same."""
     fa, fb = _number(a), _number(b)
-    if fa is None or fb is None or math.isinf(fa) or math.isinf(fb):
-        diff = ""
-    else:
-        diff = fmt(fb - fa) if fmt is not _count else _signed(fb - fa, "{:,.0f}")
-        if fmt in (_ms, _rps):
-            diff = ("+" if fb >= fa else "") + diff + (f" ({_signed(100 * (fb - fa) / fa, '{:.0f}')} %)" if fa else "")
-        elif fmt is _seconds:
-            diff = ("+" if fb >= fa else "") + diff
+    show = FORMATS[unit]
+    diff = ""
+    if fa is not None and fb is not None and not (math.isinf(fa) or math.isinf(fb)):
+        diff = _signed(fb - fa, show)
+        relative = _signed(100 * (fb - fa) / fa, "{:.0f}") if unit in ("ms", "rps") and fa > 0 else "0"
+        if relative != "0":
+            diff += f" (×{fb / fa:.1f})" if fb >= 2 * fa else f" ({relative} %)"
     judgement = _judge(fa, fb, floor=floor, rel=rel, higher_is_better=higher_is_better)
-    return Row(figure, "" if fa is None else fmt(fa), "" if fb is None else fmt(fb), diff, judgement, decides)
+    return Row(figure, _show(fa, show), _show(fb, show), diff, judgement, decides, how)
+
+
+def _show(value: float | None, spec: str) -> str:
+    if value is None:
+        return ""
+    return "never" if math.isinf(value) else spec.format(value)
 
 
 def _judge(a: float | None, b: float | None, *, floor: float = 0.0, rel: float = 0.0,
@@ -199,10 +217,10 @@ def _under_load(data: RunData, column: str) -> float | None:
     if data.samples is None or column not in data.samples:
         return None
     phases = data.phases
-    start = phases.get("load", (None, None))[0]
-    end = phases.get("settle", (None, None))[1] or float(data.samples["t"].iloc[-1]) if len(data.samples) else None
-    if start is None or end is None:
+    if "load" not in phases or not len(data.samples):
         return None
+    start = phases["load"][0]
+    end = phases.get("settle", (start, None))[1] or float(data.samples["t"].iloc[-1])
     window = data.samples.loc[data.samples["t"].between(start, end), column].dropna()
     return float(window.max()) if len(window) else None
 
@@ -231,33 +249,12 @@ def _probe_text(probe: dict[str, Any]) -> str:
     return served + (", target down" if probe.get("target_alive") is False else "")
 
 
-def _failed_text(row: Any) -> str:
-    if row is None or not row["requests"]:
-        return ""
-    return f"{100 * row['failures'] / row['requests']:.1f} % ({row['failures']:,.0f}/{row['requests']:,.0f})"
-
-
 def _signed(value: float, spec: str) -> str:
+    """``+1.2 s``, ``−3``, or ``0`` when the difference rounds to nothing."""
     text = spec.format(abs(value))
-    return "0" if float(text.replace(",", "")) == 0 else ("+" if value > 0 else "−") + text
-
-
-def _count(value: float) -> str:
-    return f"{value:,.0f}"
-
-
-def _seconds(value: float) -> str:
-    if math.isinf(value):
-        return "never"
-    return f"{value:.1f} s" if abs(value) < 60 else f"{value / 60:.1f} min"
-
-
-def _ms(value: float) -> str:
-    return f"{value:,.0f} ms"
-
-
-def _rps(value: float) -> str:
-    return f"{value:,.1f}/s"
+    if not any(c in "123456789" for c in text):
+        return "0"
+    return ("+" if value > 0 else "−") + text
 
 
 def _setup_differences(a: RunData, b: RunData) -> list[str]:
@@ -281,7 +278,8 @@ def render_compare(comparison: Comparison) -> str:
     figure = comparison_figure([(f"A · {_label(a)}", a), (f"B · {_label(b)}", b)])
 
     def table(rows: list[Row]) -> str:
-        cells = [[r.figure, r.a, r.b, r.diff, Raw(f'<span class="{r.judgement.replace("/", "")}">{r.judgement}</span>')]
+        cells = [[Raw(f'<b>{escape(r.figure)}</b><br><span class="muted">{escape(r.how)}</span>'), r.a, r.b, r.diff,
+                  Raw(f'<span class="{SAME if r.judgement == NA else r.judgement}">{r.judgement}</span>')]
                  for r in rows]  # fmt: skip
         classes = ["leak" if r.decides and r.judgement == WORSE else "" for r in rows]
         return _table(["figure", "A", "B", "B − A", "B vs A"], cells, numeric={1, 2, 3}, classes=classes)
@@ -346,27 +344,33 @@ def write_compare(run_a: Path, run_b: Path, out: Path | None = None) -> tuple[Co
 
 
 def terminal_table(comparison: Comparison) -> Table:
-    """The rows for a terminal (rich)."""
+    """The rows for a terminal (rich); text from the run folders is never read as markup."""
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    colour = {BETTER: "green", WORSE: "red", SAME: "dim", NA: "dim"}
-    table = Table(title=f"A {_label(comparison.a)}  →  B {_label(comparison.b)}", title_justify="left")
+    style = {BETTER: "green", WORSE: "red", SAME: "dim", NA: "dim"}
+    table = Table(title=Text(f"A {_label(comparison.a)}  →  B {_label(comparison.b)}"), title_justify="left",
+                  caption="· context: judged, but does not decide the exit code", caption_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
     table.add_column("figure")
     for name in ("A", "B", "B − A"):
         table.add_column(name, justify="right")
     table.add_column("B vs A")
     for row in comparison.rows:
-        style = "bold red" if row.decides and row.judgement == WORSE else colour[row.judgement]
-        table.add_row(row.figure + ("" if row.decides else " ·"), row.a, row.b, row.diff, f"[{style}]{row.judgement}[/]")
-    table.caption = "· context: does not decide the exit code"
+        bold = "bold " if row.decides and row.judgement == WORSE else ""
+        table.add_row(Text(row.figure + ("" if row.decides else " ·")), Text(row.a), Text(row.b), Text(row.diff),
+                      Text(row.judgement, style=bold + style[row.judgement]))  # fmt: skip
     return table
 
 
 def print_comparison(console: Console, comparison: Comparison, page_path: Path) -> None:
     """What a person reads in the terminal: the table, the headline, where the page is."""
+    from rich.text import Text
+
     word, sentence = comparison.headline
     console.print(terminal_table(comparison))
     if comparison.differences:
-        console.print("[yellow]set up differently:[/] " + "; ".join(comparison.differences))
-    console.print(f"[bold {'red' if word == 'WORSE' else 'green'}]{word}[/]  {sentence}")
-    console.print(f"compare: {page_path}")
+        console.print(Text.assemble(("set up differently: ", "yellow"), "; ".join(comparison.differences)))
+    console.print(Text.assemble((word, "bold red" if word == "WORSE" else "bold green"), f"  {sentence}"))
+    console.print(Text(f"compare: {page_path}"))

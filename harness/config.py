@@ -120,6 +120,7 @@ class RunConfig:
     prod_rps: float | None = None  # production figures for the forecast
     prod_shares: dict[str, float] = field(default_factory=dict)
     prod_pool: int | None = None
+    faults: tuple[Any, ...] = ()  # harness.faults.Fault
     locust_env: dict[str, str] = field(default_factory=dict)  # traffic description for scenarios/chaos.py
     config_file: str | None = None
 
@@ -134,6 +135,7 @@ class RunConfig:
             data["dsn"] = redact_dsn(self.dsn)
         data["out"] = str(self.out)
         data["locustfile"] = str(self.locustfile) if self.locustfile else None
+        data["faults"] = [str(fault) for fault in self.faults]
         return data
 
 
@@ -178,6 +180,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             )
     if cfg.metrics_port is not None:
         check_port_free(cfg.metrics_port, "--metrics-port")
+    if cfg.faults:
+        from harness.faults import check_faults
+
+        check_faults(cfg.faults, duration=cfg.duration, embedded=cfg.dsn is None, own_target=cfg.target_url is None)
     check_writable(cfg.out)
     return cfg
 

@@ -10,9 +10,9 @@ import signal
 import socket
 import tempfile
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import psycopg
 
 from harness.config import redact_dsn
 from harness.errors import DatabaseProblem
-from harness.processes import managed_process, tail
+from harness.processes import spawn, stop_process, tail
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class Database:
     max_connections: int
     pid: int | None = None  # the postmaster, when drainwatch started it
     data_dir: Path | None = None  # its data directory, when drainwatch started it
+    restart: Callable[[], Awaitable[int]] | None = field(default=None, compare=False, repr=False)  # → new pid
 
     @property
     def display(self) -> str:
@@ -113,13 +114,26 @@ async def embedded_postgres(log_path: Path, *, max_connections: int = 100) -> As
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", f"max_connections={max_connections}",
         ]  # fmt: skip
-        # SIGINT is PostgreSQL's "fast shutdown": it ends sessions and exits cleanly.
-        async with managed_process(
-            argv, name="postgres", log_path=log_path, stop_signal=signal.SIGINT, grace=10.0, **as_user
-        ) as proc:
-            dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-            db = await _wait_ready(dsn, proc, log_path)
-            yield Database(dsn=dsn, embedded=True, version=db[0], max_connections=db[1], pid=proc.pid, data_dir=pgdata)
+        dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        current: list[asyncio.subprocess.Process] = []
+
+        async def start() -> tuple[str, int]:
+            current[:] = [await spawn(argv, name="postgres", log_path=log_path, **as_user)]
+            return await _wait_ready(dsn, current[0], log_path)
+
+        async def restart() -> int:
+            # SIGINT is PostgreSQL's "fast shutdown": it ends sessions and exits cleanly.
+            await stop_process(current[0], name="postgres", first=signal.SIGINT, grace=10.0)
+            await start()
+            return current[0].pid
+
+        try:
+            version, max_conn = await start()
+            yield Database(dsn=dsn, embedded=True, version=version, max_connections=max_conn,
+                           pid=current[0].pid, data_dir=pgdata, restart=restart)  # fmt: skip
+        finally:
+            if current:
+                await asyncio.shield(stop_process(current[0], name="postgres", first=signal.SIGINT, grace=10.0))
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 

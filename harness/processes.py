@@ -19,18 +19,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-@asynccontextmanager
-async def managed_process(
-    argv: Sequence[str],
-    *,
-    name: str,
-    log_path: Path,
-    env: dict[str, str] | None = None,
-    stop_signal: int = signal.SIGINT,
-    grace: float = 10.0,
-    **popen: Any,
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """Run ``argv`` with stdout and stderr appended to ``log_path``; stop it on exit."""
+async def spawn(
+    argv: Sequence[str], *, name: str, log_path: Path, env: dict[str, str] | None = None, **popen: Any
+) -> asyncio.subprocess.Process:
+    """Start ``argv`` in its own session with stdout and stderr appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as sink:
         proc = await asyncio.create_subprocess_exec(
@@ -42,11 +34,27 @@ async def managed_process(
             start_new_session=True,
             **popen,
         )
-        log.debug("started %s (pid %s): %s", name, proc.pid, " ".join(argv))
-        try:
-            yield proc
-        finally:
-            await asyncio.shield(stop_process(proc, name=name, first=stop_signal, grace=grace))
+    log.debug("started %s (pid %s): %s", name, proc.pid, " ".join(argv))
+    return proc
+
+
+@asynccontextmanager
+async def managed_process(
+    argv: Sequence[str],
+    *,
+    name: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    stop_signal: int = signal.SIGINT,
+    grace: float = 10.0,
+    **popen: Any,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Run ``argv`` (see ``spawn``) and stop it on exit, however the block ends."""
+    proc = await spawn(argv, name=name, log_path=log_path, env=env, **popen)
+    try:
+        yield proc
+    finally:
+        await asyncio.shield(stop_process(proc, name=name, first=stop_signal, grace=grace))
 
 
 async def stop_process(

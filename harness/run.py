@@ -23,6 +23,7 @@ from harness.ci import write_junit, write_summary
 from harness.collector import collector_process, read_last_sample
 from harness.config import RunConfig
 from harness.errors import DrainwatchError
+from harness.faults import inject
 from harness.forecast import Production, from_run_dir
 from harness.live import Display
 from harness.load import LoadPlan, run_load, scenario_file
@@ -103,12 +104,16 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
             with record.phase("load"):
                 locustfile = cfg.locustfile or scenario_file("mixed")
                 display.phase("load", cfg.duration, history=run_dir / f"{LOCUST_PREFIX}_stats_history.csv")
-                await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / LOCUST_PREFIX, logs / "locust.log", env),
-                               on_start=record.started)
+                async with asyncio.TaskGroup() as faults:
+                    if cfg.faults:
+                        faults.create_task(inject(cfg.faults, load_start=time.time(), db=db, target=target, match=match,
+                                                  on_event=lambda event: _fault_event(record, event)))  # fmt: skip
+                    await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / LOCUST_PREFIX, logs / "locust.log", env),
+                                   on_start=record.started)
 
             with record.phase("settle"):
                 display.phase("settle", cfg.settle)
-                await _settle(samples, cfg.settle, cfg.interval)
+                await _settle(samples, cfg.settle, cfg.interval, collector)
             lingering = forensics.classify(await _snapshot(db, match), resetting)
             pool_views["final"] = await read_pool_view(target)
             write_json(run_dir / POOL_VIEW_JSON, pool_views)
@@ -123,7 +128,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                     result.detail = result.detail or "the target process has exited"
 
             verdict = judge(_read_samples(samples), record.phases, lingering, result, tolerance=cfg.tolerance,
-                            pool_view=pool_views["final"])  # fmt: skip
+                            pool_view=pool_views["final"], collector_lost=collector.returncode is not None)  # fmt: skip
             status = "completed"
     except asyncio.CancelledError:
         status = "interrupted"
@@ -159,6 +164,14 @@ async def preflight(cfg: RunConfig) -> None:
     if cfg.target_url:
         async with external_target(cfg.target_url, cfg.pool_limit, cfg.pool_view):
             pass
+
+
+def _fault_event(record: RunRecord, event: dict[str, Any]) -> None:
+    if "postgres_pid" in event:  # a restarted PostgreSQL is a new process to account for
+        record.started("postgres", event["postgres_pid"])
+        return
+    record.data.setdefault("faults", []).append(event)
+    record.save()
 
 
 def _write_outputs(run_dir: Path, record: RunRecord, verdict: Verdict | None, cfg: RunConfig) -> None:
@@ -206,12 +219,12 @@ async def _first_sample(samples: Path, log_path: Path, timeout: float = 15) -> N
         await asyncio.sleep(0.1)
 
 
-async def _settle(samples: Path, longest: float, interval: float) -> None:
+async def _settle(samples: Path, longest: float, interval: float, collector: asyncio.subprocess.Process) -> None:
     """Wait until the counts are still (nothing active, nothing in a transaction) or ``longest`` passes."""
     start = time.monotonic()
     quiet_since: float | None = None
     last_total: str | None = None
-    while (elapsed := time.monotonic() - start) < longest:
+    while (elapsed := time.monotonic() - start) < longest and collector.returncode is None:
         await asyncio.sleep(max(interval, 0.25))
         row = read_last_sample(samples)
         busy = row is None or row["gap"] == "1" or row["active"] != "0" or row["idle_in_transaction"] != "0" \

@@ -66,6 +66,7 @@ class Verdict:
     recovery_s: float | None
     idle_in_transaction: dict[str, Any]
     zombie: dict[str, Any]
+    gaps: dict[str, Any]
     probe: dict[str, Any]
     pool_view: dict[str, Any] | None
     scenarios: dict[str, int]
@@ -113,6 +114,17 @@ def _zombie(tail: Sequence[Mapping[str, Any]], load_end: float) -> dict[str, Any
     }
 
 
+def _gaps(samples: Sequence[Mapping[str, Any]], start: float, end: float) -> dict[str, Any]:
+    """Samples the collector missed because PostgreSQL was unreachable, and how long that lasted."""
+    missed = [float(s["t"]) for s in samples if int(s.get("gap", 0)) and start <= float(s["t"]) <= end]
+    if not missed:
+        return {"count": 0, "seconds": 0.0}
+    times = sorted(float(s["t"]) for s in samples if start <= float(s["t"]) <= end)
+    after = [t for t in times if t > missed[-1]]
+    span = (after[0] if after else missed[-1]) - missed[0]
+    return {"count": len(missed), "seconds": round(span, 2), "first": missed[0]}
+
+
 def judge(
     samples: Sequence[Mapping[str, Any]],
     phases: Mapping[str, tuple[float, float]],
@@ -121,6 +133,7 @@ def judge(
     *,
     tolerance: int = 0,
     pool_view: Mapping[str, Any] | None = None,
+    collector_lost: bool = False,
 ) -> Verdict:
     """Weigh the evidence. ``phases`` maps baseline/load/settle to (start, end) unix times;
     ``pool_view`` is the app's own pool counts after settle (harness.instrument), if any."""
@@ -205,7 +218,12 @@ def judge(
 
     reasons: list[str] = []
     failed = [c for c in checks if not c.passed]
-    if not probe.target_alive:
+    gaps = _gaps(samples, load_start, settle_end)
+    if collector_lost:
+        verdict, evidence = ERROR, ["collector_lost"]
+        reasons.append("the collector stopped before the end of the run: counts after its last sample are unknown "
+                       "(what it wrote is in samples.csv)")  # fmt: skip
+    elif not probe.target_alive:
         verdict, evidence = ERROR, ["target_down"]
         reasons.append(f"the target is down: {probe.detail or 'it does not accept connections'}")
     elif not tail:
@@ -225,6 +243,13 @@ def judge(
             f"connections back to baseline ({baseline['total']:.0f})"
             + (f" {human_seconds(recovery_s)} after traffic stopped" if recovery_s is not None else "")
             + "; no connection left in use; the service still serves"
+        )
+
+    if gaps["count"]:
+        reasons.append(
+            f"PostgreSQL could not be reached for {human_seconds(gaps['seconds'])} during the run ({gaps['count']} "
+            "missed samples): connections from before the gap are gone, so leaks before it show only through the "
+            "probe and the pool view"
         )
 
     invisible = 0
@@ -247,6 +272,7 @@ def judge(
         recovery_s=recovery_s,
         idle_in_transaction={"count": len(iit_rows), "oldest_s": round(oldest_iit, 2)},
         zombie=_zombie(tail, load_end),
+        gaps=gaps,
         probe=asdict(probe) | {"passed": probe.passed},
         pool_view=dict(pool_view) if pool_view is not None else None,
         scenarios=dict(scenarios),

@@ -1,0 +1,85 @@
+"""Faults during a run: PostgreSQL restarts, backends killed, the target paused, the collector killed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FAST, drainwatch, leftovers
+
+pytestmark = pytest.mark.slow
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_restart_and_pause_on_the_fixed_variant(tmp_path: Path) -> None:
+    proc = drainwatch("run", "--variant", "fixed", "--fault", "pg-restart@3s", "--fault", "pause-target@6s+2s",
+                      "--out", str(tmp_path), "--run-id", "f", *FAST)  # fmt: skip
+    summary = _summary(tmp_path / "f")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert summary["verdict"] == "PASS"
+    assert summary["gaps"]["count"] >= 1  # the collector saw PostgreSQL go, and reconnected
+    assert any("could not be reached" in reason for reason in summary["reasons"])
+    record = json.loads((tmp_path / "f" / "run.json").read_text())
+    assert [(f["kind"], "error" in f) for f in record["faults"]] == [("pg-restart", False), ("pause-target", False)]
+    samples = list(csv.DictReader((tmp_path / "f" / "samples.csv").open()))
+    gap_at = next(i for i, s in enumerate(samples) if s["gap"] == "1")
+    assert any(s["gap"] == "0" and int(s["total"]) > 0 for s in samples[gap_at:])  # readings resumed
+    assert leftovers(tmp_path / "f") == {}  # the restarted PostgreSQL too
+
+
+def test_terminated_backends_leave_the_leaky_pool_counting_ghosts(tmp_path: Path) -> None:
+    """The server kills the held connections: PostgreSQL shows nothing, the pool still counts them."""
+    proc = drainwatch("run", "--variant", "leaky", "--fault", "terminate-backends@8s",
+                      "--out", str(tmp_path), "--run-id", "t", *FAST)  # fmt: skip
+    summary = _summary(tmp_path / "t")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert summary["verdict"] == "LEAK" and "pool_view" in summary["evidence"]
+    record = json.loads((tmp_path / "t" / "run.json").read_text())
+    assert record["faults"][0]["detail"].startswith("terminated ")
+
+
+def test_collector_killed_is_an_error_with_what_it_wrote(tmp_path: Path) -> None:
+    run = subprocess.Popen([sys.executable, "-m", "harness", "run", "--variant", "fixed", "--out", str(tmp_path),
+                            "--run-id", "k", *FAST], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    run_json = tmp_path / "k" / "run.json"
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline and run.poll() is None
+        record = json.loads(run_json.read_text()) if run_json.exists() else {}
+        if record.get("current_phase") == "load":
+            break
+        time.sleep(0.1)
+    time.sleep(2)
+    os.kill(record["processes"]["collector"], signal.SIGKILL)
+    output, _ = run.communicate(timeout=120)
+    summary = _summary(tmp_path / "k")
+    assert run.returncode == 2, output
+    assert summary["verdict"] == "ERROR" and summary["evidence"] == ["collector_lost"]
+    rows = list(csv.DictReader((tmp_path / "k" / "samples.csv").open()))
+    assert len(rows) > 20 and all(row["t"] and row["gap"] in ("0", "1") for row in rows)  # parseable to the last line
+    assert (tmp_path / "k" / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fault", "meteor@3s"], "error: --fault 'meteor@3s' is not a fault — hint: write KIND@TIME"),
+        (["--fault", "pg-restart@90s"], "error: --fault pg-restart@90s comes after the load ends (30s)"),
+        (["--fault", "pause-target@3s", "--target-url", "http://127.0.0.1:9", "--dsn", "postgresql://x@127.0.0.1:9/x"],
+         "error: --fault pause-target needs the demo service drainwatch starts — hint: leave out --target-url"),
+    ],
+)
+def test_bad_faults(args: list[str], message: str, tmp_path: Path) -> None:
+    proc = drainwatch("run", "--out", str(tmp_path / "r"), *args)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith(message), proc.stderr
