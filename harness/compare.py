@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -45,7 +44,8 @@ SCENARIO_ORDER = ["steady", "disconnect", "timeout", "error"]
 # Set-up that changes the figures by itself. Not the demo's variant: that is the change under test.
 CONFIG_KEYS = ["target_url", "locustfile", "users", "warmup", "baseline", "duration", "settle",
                "interval", "mix", "tolerance"]  # fmt: skip
-FORMATS = {"count": "{:,.0f}", "s": "{:.1f} s", "ms": "{:,.0f} ms", "rps": "{:,.1f}/s", "pp": "{:.1f} pp", "%": "{:.1f} %"}
+FORMATS = {"count": "{:,.0f}", "s": "{:.1f} s", "ms": "{:,.0f} ms", "rps": "{:,.1f}/s", "pp": "{:.1f} pp",
+           "%": "{:.1f} %"}  # fmt: skip
 RUN_HINT = "pass two run folders written by `drainwatch run`, like reports/<run-id>"
 
 
@@ -91,15 +91,20 @@ def _names(rows: list[Row]) -> str:
     return ", ".join(r.figure for r in rows)
 
 
+def check_run_folder(path: Path) -> None:
+    """Raises UsageError unless ``path`` looks like a run folder (cheap: before anything is read)."""
+    if not path.is_dir():
+        raise UsageError(f"{path} does not exist" if not path.exists() else f"{path} is not a folder", hint=RUN_HINT)
+    if not (path / RUN_JSON).is_file():
+        raise UsageError(f"{path} is not a drainwatch run folder (no run.json)", hint=RUN_HINT)
+
+
 def load_pair(run_a: Path, run_b: Path) -> tuple[RunData, RunData]:
     """Read both run folders. Raises UsageError for a folder that is not a finished run."""
     from harness.report.load import load_run
 
     for path in (run_a, run_b):
-        if not path.is_dir():
-            raise UsageError(f"{path} does not exist" if not path.exists() else f"{path} is not a folder", hint=RUN_HINT)
-        if not (path / RUN_JSON).is_file():
-            raise UsageError(f"{path} is not a drainwatch run folder (no run.json)", hint=RUN_HINT)
+        check_run_folder(path)
     pair = []
     for path in (run_a, run_b):
         data = load_run(path)
@@ -107,8 +112,8 @@ def load_pair(run_a: Path, run_b: Path) -> tuple[RunData, RunData]:
             raise UsageError(f"{path}/{RUN_JSON} cannot be read ({'; '.join(data.notes)})", hint=RUN_HINT)
         if not (data.summary or {}).get("verdict"):
             why = "summary.json is missing" if data.summary is None else f"the run did not finish: {data.status}"
-            raise UsageError(f"{path} has no verdict to compare ({why})",
-                             hint=f"compare finished runs; `drainwatch report {path}` shows what this one collected")  # fmt: skip
+            hint = f"compare finished runs; `drainwatch report {path}` shows what this one collected"
+            raise UsageError(f"{path} has no verdict to compare ({why})", hint=hint)
         pair.append(data)
     return pair[0], pair[1]
 
@@ -154,7 +159,8 @@ def _traffic_rows(a: RunData, b: RunData) -> list[Row]:
     order = {n: i for i, n in enumerate(SCENARIO_ORDER)}
     for name in sorted(names, key=lambda n: (n == "all", order.get(n, len(order)), n)):
         found = [t.loc[name] if t is not None and name in t.index else None for t in tables]
-        share = [None if r is None or not r["requests"] else 100 * float(r["failures"]) / float(r["requests"]) for r in found]
+        share = [None if r is None or not r["requests"] else 100 * float(r["failures"]) / float(r["requests"])
+                 for r in found]  # fmt: skip
         diff = "" if share[0] is None or share[1] is None else _signed(share[1] - share[0], FORMATS["pp"])
         counts = ", ".join(f"{side} {r['failures']:,.0f} of {r['requests']:,.0f}" for side, r in zip("AB", found)
                            if r is not None)  # fmt: skip
@@ -270,12 +276,12 @@ def _setup_differences(a: RunData, b: RunData) -> list[str]:
 
 def render_compare(comparison: Comparison) -> str:
     """compare.html as a string: self-contained like report.html (inline style, base64 image)."""
-    from harness.report.figures import comparison as comparison_figure
+    from harness.report.figures import comparison_timeline
     from harness.report.html import Raw, _figure, _table, _utc, page
 
     a, b = comparison.a, comparison.b
     word, sentence = comparison.headline
-    figure = comparison_figure([(f"A · {_label(a)}", a), (f"B · {_label(b)}", b)])
+    figure = comparison_timeline([(f"A · {_label(a)}", a), (f"B · {_label(b)}", b)])
 
     def table(rows: list[Row]) -> str:
         cells = [[Raw(f'<b>{escape(r.figure)}</b><br><span class="muted">{escape(r.how)}</span>'), r.a, r.b, r.diff,
@@ -328,18 +334,22 @@ def write_compare(run_a: Path, run_b: Path, out: Path | None = None) -> tuple[Co
     """
     from harness.report import write_page
 
-    target = Path(out) if out is not None else Path(run_b) / COMPARE_HTML
+    run_a, run_b = Path(run_a), Path(run_b)
+    for path in (run_a, run_b):  # first: a missing B is named as such, not as a folder --out cannot write to
+        check_run_folder(path)
+    target = Path(out) if out is not None else run_b / COMPARE_HTML
     if target.is_dir():
         target = target / COMPARE_HTML
     if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
         raise UsageError(f"cannot write {target}: {target.parent} is not a writable folder",
                          hint="give --out a file in a folder that exists")  # fmt: skip
-    a, b = load_pair(Path(run_a), Path(run_b))
+    a, b = load_pair(run_a, run_b)
     comparison = compare_runs(a, b)
     try:
         write_page(target, render_compare(comparison))
     except OSError as exc:
-        raise UsageError(f"cannot write {target} ({exc.strerror or exc})", hint="give --out another file") from exc
+        hint = "give --out another file"
+        raise UsageError(f"cannot write {target} ({exc.strerror or exc})", hint=hint) from exc
     return comparison, target
 
 

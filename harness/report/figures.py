@@ -256,7 +256,7 @@ def _empty(ax: Axes, message: str) -> None:
 VERDICT_COLOURS = {"PASS": "#2b8a3e", "LEAK": "#c92a2a", "ERROR": "#d9480f"}
 
 
-def comparison(runs: list[tuple[str, RunData]]) -> Timeline | None:
+def comparison_timeline(runs: list[tuple[str, RunData]]) -> Timeline | None:
     """Each run's connection panel, one above the other, on one x axis and one y scale.
 
     Each run's time zero is the start of its own load, so the panels line up on the moment
@@ -274,7 +274,8 @@ def comparison(runs: list[tuple[str, RunData]]) -> Timeline | None:
     unit, scale = _unit(right - left)
     fig = Figure(figsize=(12, 3.4 * len(runs) + 0.6), dpi=100, layout="constrained")
     axes = fig.subplots(len(runs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
-    notes, top = [], 1.0
+    notes: list[str] = []
+    top = 1.0
     for ax, (title, data), (origin, _, lo, hi) in zip(axes, runs, frames):
 
         def x(unix: Any, origin: float = origin) -> Any:
