@@ -104,12 +104,17 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
             with record.phase("load"):
                 locustfile = cfg.locustfile or scenario_file("mixed")
                 display.phase("load", cfg.duration, history=run_dir / f"{LOCUST_PREFIX}_stats_history.csv")
-                async with asyncio.TaskGroup() as faults:
-                    if cfg.faults:
-                        faults.create_task(inject(cfg.faults, load_start=time.time(), db=db, target=target, match=match,
-                                                  on_event=lambda event: _fault_event(record, event)))  # fmt: skip
-                    await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / LOCUST_PREFIX, logs / "locust.log", env),
-                                   on_start=record.started)
+                checkpoints = asyncio.create_task(_checkpoint_reports(run_dir, cfg.duration))
+                try:
+                    async with asyncio.TaskGroup() as faults:
+                        if cfg.faults:
+                            faults.create_task(inject(cfg.faults, load_start=time.time(), db=db, target=target, match=match,
+                                                      on_event=lambda event: _fault_event(record, event)))  # fmt: skip
+                        await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / LOCUST_PREFIX, logs / "locust.log", env),
+                                       on_start=record.started)
+                finally:
+                    checkpoints.cancel()
+                    await asyncio.wait([checkpoints])  # reaps it without swallowing our own cancellation
 
             with record.phase("settle"):
                 display.phase("settle", cfg.settle)
@@ -127,7 +132,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                     result.target_alive = False
                     result.detail = result.detail or "the target process has exited"
 
-            verdict = judge(_read_samples(samples), record.phases, lingering, result, tolerance=cfg.tolerance,
+            verdict = judge(_read_samples(samples, record.phases), record.phases, lingering, result, tolerance=cfg.tolerance,
                             pool_view=pool_views["final"], collector_lost=collector.returncode is not None)  # fmt: skip
             status = "completed"
     except asyncio.CancelledError:
@@ -164,6 +169,21 @@ async def preflight(cfg: RunConfig) -> None:
     if cfg.target_url:
         async with external_target(cfg.target_url, cfg.pool_limit, cfg.pool_view):
             pass
+
+
+CHECKPOINT_EVERY = 600.0  # seconds between report checkpoints during a long load
+
+
+async def _checkpoint_reports(run_dir: Path, duration: float) -> None:
+    """Render report.html now and then during a long load, so an aborted soak still has one."""
+    from harness.report import render_report
+
+    for _ in range(int(duration // CHECKPOINT_EVERY)):
+        await asyncio.sleep(CHECKPOINT_EVERY)
+        try:
+            await asyncio.to_thread(render_report, run_dir)
+        except Exception:  # a checkpoint is a convenience; the final report is what counts
+            log.warning("report checkpoint failed", exc_info=True)
 
 
 def _fault_event(record: RunRecord, event: dict[str, Any]) -> None:
@@ -254,13 +274,34 @@ def _write_lingering(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def _read_samples(path: Path) -> list[dict[str, str]]:
+def _read_samples(path: Path, phases: dict[str, tuple[float, float]] | None = None) -> list[dict[str, str]]:
+    """The samples the verdict needs. With ``phases``, a long soak stays small in memory: the
+    baseline and settle windows and every gap row in full, the load phase as one row of its
+    per-column maxima (the peak is all the verdict takes from it)."""
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        rows = csv.DictReader(handle)
+        if phases is None:
+            return list(rows)
+        keep_windows = [phases[name] for name in ("baseline", "settle") if name in phases]
+        load_start, load_end = phases.get("load", (0.0, 0.0))
+        kept: list[dict[str, str]] = []
+        peak: dict[str, float] = {}
+        after_gap = False  # the reading that ends a gap tells how long it lasted
+        for row in rows:
+            t = float(row["t"])
+            if row["gap"] == "1" or after_gap or any(start <= t <= end for start, end in keep_windows):
+                kept.append(row)
+                after_gap = row["gap"] == "1"
+            elif load_start <= t <= load_end:
+                for key in ("total", "active", "idle", "idle_in_transaction", "idle_in_transaction_aborted"):
+                    peak[key] = max(peak.get(key, 0.0), float(row[key]))
+        if peak:
+            kept.append({**{k: str(v) for k, v in peak.items()}, "t": str(load_start), "gap": "0"})
+        return sorted(kept, key=lambda row: float(row["t"]))
 
 
 def _median_total(path: Path, start: float, end: float) -> float | None:
-    totals = sorted(float(r["total"]) for r in _read_samples(path) if start <= float(r["t"]) <= end and r["gap"] == "0")
+    totals = sorted(float(r["total"]) for r in _read_samples(path, {"baseline": (start, end)}) if r["gap"] == "0")
     return totals[len(totals) // 2] if totals else None
 
 

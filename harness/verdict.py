@@ -255,6 +255,8 @@ def judge(
     invisible = 0
     if pool_view is not None:
         invisible = max(0, int(pool_view["checked_out"]) - len(leaked_rows) - kinds.get(ACTIVE, 0))
+    if verdict == LEAK:
+        recovery_s = None  # the count may be back, but connections are still held or the service starves
     counted_excess = int(min(max(0.0, excess), not_in_pool)) if not drained else 0
     scenarios = Counter(row.get("scenario") or "unknown" for row in leaked_rows)
     routes = Counter(row.get("route") or "unknown" for row in leaked_rows)

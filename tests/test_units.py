@@ -195,3 +195,25 @@ def test_human_seconds(seconds: float, text: str) -> None:
     from harness.verdict import human_seconds
 
     assert human_seconds(seconds) == text
+
+
+def test_compact_sample_reading_gives_the_same_verdict(tmp_path) -> None:
+    """A long soak's samples are not all held in memory, and the verdict does not change."""
+    import csv as csv_module
+
+    from harness.collector import Sample
+    from harness.run import _read_samples
+
+    path = tmp_path / "samples.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv_module.DictWriter(handle, fieldnames=Sample.columns())
+        writer.writeheader()
+        for i in range(2000):
+            t = i * 0.25
+            total = 5 if t < 5 else (12 + i % 7 if t < 450 else 8)
+            writer.writerow(vars(Sample(t=t, total=total, idle=total, gap=int(i == 1500))))
+    phases = {"baseline": (0.0, 4.0), "load": (5.0, 450.0), "settle": (450.0, 500.0)}
+    full, compact = _read_samples(path), _read_samples(path, phases)
+    assert len(compact) < len(full) / 5
+    args = ([], ProbeResult(3, 3))
+    assert judge(full, phases, *args).to_dict() == judge(compact, phases, *args).to_dict()
