@@ -98,6 +98,9 @@ def _env(name: str) -> str:
               help="Weights of the chaos kinds in the load phase.")
 @click.option("-f", "--locustfile", type=click.Path(path_type=Path), envvar=_env("LOCUSTFILE"),
               help="Your own locustfile for the load phase (drainwatch still does the rest).")
+@click.option("--isolate", is_flag=True, envvar=_env("ISOLATE"),
+              help="Run each chaos kind alone (steady as control), each with its own warm-up, baseline, load, "
+                   "settle and probe, the demo restarted between them: names the kinds that leak, per 1,000 requests.")
 @click.option("--fault", "faults", multiple=True, metavar="KIND@TIME",
               help="Inject a fault during the load (repeatable): pg-restart@20s, terminate-backends@20s, pause-target@20s+5s.")
 @click.option("--workers", type=int, default=0, show_default=True, envvar=_env("WORKERS"),
@@ -178,6 +181,7 @@ def _build_config(opts: dict[str, object]) -> RunConfig:
         prod_shares=_shares(opts),
         prod_pool=opts["prod_pool"],  # type: ignore[arg-type]
         faults=tuple(parse_fault(str(text)) for text in opts["faults"]),  # type: ignore[attr-defined]
+        isolate=bool(opts["isolate"]),
         out=opts["out"],  # type: ignore[arg-type]
         run_id=run_id,
         quiet=bool(opts["quiet"]),

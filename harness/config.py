@@ -121,6 +121,7 @@ class RunConfig:
     prod_shares: dict[str, float] = field(default_factory=dict)
     prod_pool: int | None = None
     faults: tuple[Any, ...] = ()  # harness.faults.Fault
+    isolate: bool = False  # each chaos kind in a cycle of its own
     locust_env: dict[str, str] = field(default_factory=dict)  # traffic description for scenarios/chaos.py
     config_file: str | None = None
 

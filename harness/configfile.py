@@ -24,7 +24,7 @@ OPTION_KEYS = {
     "database.match.datname": "datname", "database.match.client_addr": "client_addr",
     "load.users": "users", "load.spawn_rate": "spawn_rate", "load.warmup": "warmup", "load.baseline": "baseline",
     "load.duration": "duration", "load.settle": "settle", "load.interval": "interval", "load.mix": "mix",
-    "load.locustfile": "locustfile", "load.workers": "workers",
+    "load.locustfile": "locustfile", "load.workers": "workers", "load.isolate": "isolate",
     "probe.path": "probe_path", "probe.timeout": "probe_timeout",
     "verdict.tolerance": "tolerance",
     "output.out": "out",

@@ -15,11 +15,12 @@ import httpx
 from harness.verdict import ProbeResult
 
 
-async def probe(url: str, path: str, *, count: int, timeout: float, out: Path) -> ProbeResult:
+async def probe(url: str, path: str, *, count: int, timeout: float, out: Path, append: bool = False) -> ProbeResult:
     result = ProbeResult()
-    with open(out, "w", newline="") as handle:
+    with open(out, "a" if append else "w", newline="") as handle:
         rows = csv.writer(handle)
-        rows.writerow(["t", "status", "ok", "elapsed_ms", "error"])
+        if not append:
+            rows.writerow(["t", "status", "ok", "elapsed_ms", "error"])
         async with httpx.AsyncClient(timeout=timeout, headers={"X-Drainwatch-Scenario": "probe"}) as client:
             for _ in range(count):
                 started = time.monotonic()

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from contextlib import AsyncExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from harness.load import LoadPlan, run_load, scenario_file
 from harness.postgres import Database, connect, embedded_postgres, external_postgres
 from harness.probe import probe
 from harness.record import RunRecord
-from harness.rundir import BASELINE_CONNECTIONS_CSV, LINGERING_COLUMNS, LINGERING_CSV, LOCUST_PREFIX, LOGS, POOL_VIEW_JSON, PROBE_CSV, SAMPLES_CSV, WARMUP_PREFIX, write_json
+from harness.rundir import BASELINE_CONNECTIONS_CSV, LINGERING_COLUMNS, LINGERING_CSV, LOCUST_PREFIX, LOGS, POOL_VIEW_JSON, PROBE_CSV, SAMPLES_CSV, WARMUP_PREFIX, read_json, write_json
 from harness.target import Target, demo_service, external_target, read_pool_view
 from harness.verdict import ProbeResult, Verdict, judge
 
@@ -84,56 +84,11 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                 display.message(f"PostgreSQL {db.version} at {db.display}; target {target.url}; "
                                 f"watching backends matching {_describe(match)}")  # fmt: skip
 
-            env = _scenario_env(cfg)
-            with record.phase("warmup"):
-                display.phase("warm-up", cfg.warmup, history=run_dir / f"{WARMUP_PREFIX}_stats_history.csv")
-                await run_load(_plan(cfg, target, scenario_file("steady"), cfg.warmup, run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env),
-                               on_start=lambda name, pid: record.started(f"{name}-warmup", pid))
-
-            with record.phase("baseline"):
-                display.phase("baseline", cfg.baseline)
-                await asyncio.sleep(cfg.baseline)
-            baseline_total = _median_total(samples, *record.phases["baseline"])
-            # Every connection is back in its pool now: learn which pools reset what they get back.
-            at_baseline = forensics.classify(await _snapshot(db, match))
-            _write_lingering(run_dir / BASELINE_CONNECTIONS_CSV, at_baseline)
-            resetting = forensics.resetting_apps(at_baseline)
-            pool_views = {"baseline": await read_pool_view(target)}
-            display.baseline = baseline_total
-
-            with record.phase("load"):
-                locustfile = cfg.locustfile or scenario_file("mixed")
-                display.phase("load", cfg.duration, history=run_dir / f"{LOCUST_PREFIX}_stats_history.csv")
-                checkpoints = asyncio.create_task(_checkpoint_reports(run_dir, cfg.duration))
-                try:
-                    async with asyncio.TaskGroup() as faults:
-                        if cfg.faults:
-                            faults.create_task(inject(cfg.faults, load_start=time.time(), db=db, target=target, match=match,
-                                                      on_event=lambda event: _fault_event(record, event)))  # fmt: skip
-                        await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / LOCUST_PREFIX, logs / "locust.log", env),
-                                       on_start=record.started)
-                finally:
-                    checkpoints.cancel()
-                    await asyncio.wait([checkpoints])  # reaps it without swallowing our own cancellation
-
-            with record.phase("settle"):
-                display.phase("settle", cfg.settle)
-                await _settle(samples, cfg.settle, cfg.interval, collector)
-            lingering = forensics.classify(await _snapshot(db, match), resetting)
-            pool_views["final"] = await read_pool_view(target)
-            write_json(run_dir / POOL_VIEW_JSON, pool_views)
-            _write_lingering(run_dir / LINGERING_CSV, lingering)
-
-            with record.phase("probe"):
-                display.phase("probe")
-                result = await probe(target.url, cfg.probe_path, count=cfg.probe_count,
-                                     timeout=cfg.probe_timeout, out=run_dir / PROBE_CSV)  # fmt: skip
-                if target.pid is not None and not _alive(target.pid):
-                    result.target_alive = False
-                    result.detail = result.detail or "the target process has exited"
-
-            verdict = judge(_read_samples(samples, record.phases), record.phases, lingering, result, tolerance=cfg.tolerance,
-                            pool_view=pool_views["final"], collector_lost=collector.returncode is not None)  # fmt: skip
+            run = _Run(cfg, run_dir, record, display, db, target, match, collector)
+            if cfg.isolate:
+                verdict = await _isolated(run)
+            else:
+                verdict = await _cycle(run, "", cfg.mix, LOCUST_PREFIX)
             status = "completed"
     except asyncio.CancelledError:
         status = "interrupted"
@@ -186,6 +141,150 @@ async def _checkpoint_reports(run_dir: Path, duration: float) -> None:
             log.warning("report checkpoint failed", exc_info=True)
 
 
+@dataclass
+class _Run:
+    """What every cycle of a run works with."""
+
+    cfg: RunConfig
+    run_dir: Path
+    record: RunRecord
+    display: Display
+    db: Database
+    target: Target
+    match: Any
+    collector: asyncio.subprocess.Process
+    cycles: int = 0
+
+
+async def _cycle(run: _Run, prefix: str, mix: dict[str, int], csv_name: str) -> Verdict:
+    """warm-up → baseline → load → settle → forensics → probe → verdict, with phases named ``prefix``+phase."""
+    cfg, run_dir, record, display, db, target, match = run.cfg, run.run_dir, run.record, run.display, run.db, run.target, run.match
+    logs, samples = run_dir / LOGS, run_dir / SAMPLES_CSV
+    first = run.cycles == 0
+    run.cycles += 1
+    env = _scenario_env(cfg, mix)
+    with record.phase(f"{prefix}warmup"):
+        display.phase(f"{prefix}warm-up", cfg.warmup, history=run_dir / f"{WARMUP_PREFIX}_stats_history.csv")
+        await run_load(_plan(cfg, target, scenario_file("steady"), cfg.warmup, run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env),
+                       on_start=lambda name, pid: record.started(f"{name}-warmup", pid))
+
+    with record.phase(f"{prefix}baseline"):
+        display.phase(f"{prefix}baseline", cfg.baseline)
+        await asyncio.sleep(cfg.baseline)
+    display.baseline = _median_total(samples, *record.phases[f"{prefix}baseline"])
+    # Every connection is back in its pool now: learn which pools reset what they get back.
+    at_baseline = forensics.classify(await _snapshot(db, match))
+    _write_lingering(run_dir / BASELINE_CONNECTIONS_CSV, at_baseline, append=not first)
+    resetting = forensics.resetting_apps(at_baseline)
+    pool_views = {"baseline": await read_pool_view(target)}
+
+    with record.phase(f"{prefix}load"):
+        locustfile = cfg.locustfile or scenario_file("mixed")
+        display.phase(f"{prefix}load", cfg.duration, history=run_dir / f"{csv_name}_stats_history.csv")
+        checkpoints = asyncio.create_task(_checkpoint_reports(run_dir, cfg.duration))
+        try:
+            async with asyncio.TaskGroup() as faults:
+                if cfg.faults:
+                    faults.create_task(inject(cfg.faults, load_start=time.time(), db=db, target=target, match=match,
+                                              on_event=lambda event: _fault_event(record, event)))  # fmt: skip
+                await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / csv_name, logs / f"{csv_name}.log", env),
+                               on_start=record.started)
+        finally:
+            checkpoints.cancel()
+            await asyncio.wait([checkpoints])  # reaps it without swallowing our own cancellation
+
+    with record.phase(f"{prefix}settle"):
+        display.phase(f"{prefix}settle", cfg.settle)
+        await _settle(samples, cfg.settle, cfg.interval, run.collector)
+    lingering = forensics.classify(await _snapshot(db, match), resetting)
+    pool_views["final"] = await read_pool_view(target)
+    views = read_json(run_dir / POOL_VIEW_JSON) if not first else {}
+    write_json(run_dir / POOL_VIEW_JSON, views | ({prefix.rstrip("/"): pool_views} if prefix else pool_views))
+    _write_lingering(run_dir / LINGERING_CSV, lingering, append=not first)
+
+    with record.phase(f"{prefix}probe"):
+        display.phase(f"{prefix}probe")
+        result = await probe(target.url, cfg.probe_path, count=cfg.probe_count,
+                             timeout=cfg.probe_timeout, out=run_dir / PROBE_CSV, append=not first)  # fmt: skip
+        pid = record.data["processes"].get("target")  # the current one: --isolate restarts it
+        if pid is not None and not _alive(pid):
+            result.target_alive = False
+            result.detail = result.detail or "the target process has exited"
+
+    phases = {name: record.phases[f"{prefix}{name}"] for name in ("baseline", "load", "settle")}
+    return judge(_read_samples(samples, phases), phases, lingering, result, tolerance=cfg.tolerance,
+                 pool_view=pool_views["final"], collector_lost=run.collector.returncode is not None)  # fmt: skip
+
+
+async def _isolated(run: _Run) -> Verdict:
+    """Each chaos kind alone, steady first as the control; the demo restarts between kinds so
+    one kind's exhausted pool cannot spill into the next."""
+    kinds = ["steady"] + [kind for kind in ("disconnect", "timeout", "error") if run.cfg.mix.get(kind)]
+    results: dict[str, dict[str, Any]] = {}
+    verdicts: dict[str, Verdict] = {}
+    for kind in kinds:
+        if verdicts and run.target.restart is not None:
+            run.record.started("target", await run.target.restart())
+        csv_name = f"{LOCUST_PREFIX}-{kind}"
+        verdict = await _cycle(run, f"{kind}/", {kind: 1}, csv_name)
+        verdicts[kind] = verdict
+        results[kind] = _isolation_row(run.run_dir / f"{csv_name}_stats.csv", kind, verdict)
+        run.record.data.setdefault("isolation", {})[kind] = results[kind]
+        run.record.save()
+    return combine_isolated(verdicts, results)
+
+
+def _isolation_row(stats_csv: Path, kind: str, verdict: Verdict) -> dict[str, Any]:
+    try:
+        with open(stats_csv, newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("Name", "").startswith(f"{kind} ")]
+    except OSError:
+        rows = []
+    requests = sum(int(float(row["Request Count"] or 0)) for row in rows)
+    by_endpoint = {}
+    for row in rows:
+        route = row["Name"].split(" ", 2)[-1].strip("/").split("/")[0] or "/"
+        leaked = verdict.routes.get(route, 0)
+        count = int(float(row["Request Count"] or 0))
+        by_endpoint[row["Name"].split(" ", 1)[1]] = {
+            "requests": count, "leaked": leaked, "per_1000": round(1000 * leaked / count, 1) if count else None,
+        }  # fmt: skip
+    # Once its pool is exhausted a service cannot leak any more: the rate is then a floor.
+    exhausted = not verdict.probe.get("passed", True) and verdict.probe.get("target_alive", True)
+    return {
+        "verdict": verdict.verdict, "leaked": verdict.leaked, "requests": requests,
+        "per_1000": round(1000 * verdict.leaked / requests, 1) if requests else None, "lower_bound": exhausted,
+        "evidence": verdict.evidence, "reasons": verdict.reasons, "endpoints": by_endpoint,
+    }  # fmt: skip
+
+
+def combine_isolated(verdicts: dict[str, Verdict], results: dict[str, dict[str, Any]]) -> Verdict:
+    """One verdict for an isolated run: the worst kind's, with reasons naming every kind."""
+    order = {"ERROR": 0, "LEAK": 1, "PASS": 2}
+    worst_kind = min(verdicts, key=lambda kind: order[verdicts[kind].verdict])
+    worst = verdicts[worst_kind]
+    leaking = [k for k, v in verdicts.items() if v.verdict == "LEAK"]
+    clean = [k for k, v in verdicts.items() if v.verdict == "PASS"]
+    reasons = []
+    if leaking:
+        reasons.append("leaked under " + ", ".join(
+            f"{k} ({results[k]['leaked']} connection(s), {'at least ' if results[k]['lower_bound'] else ''}"
+            f"{results[k]['per_1000']} per 1,000 {k} requests)" for k in leaking))  # fmt: skip
+    if clean:
+        reasons.append("clean under " + ", ".join(clean))
+    for kind, verdict in verdicts.items():
+        if verdict.verdict == "ERROR":
+            reasons.append(f"{kind}: " + "; ".join(verdict.reasons))
+    scenarios = {k: results[k]["leaked"] for k in leaking}
+    routes: dict[str, int] = {}
+    for verdict in verdicts.values():
+        for route, count in verdict.routes.items():
+            routes[route] = routes.get(route, 0) + count
+    return replace(worst, reasons=reasons, evidence=[f"{k}:{e}" for k in verdicts for e in verdicts[k].evidence
+                                                     if verdicts[k].verdict == worst.verdict],
+                   leaked=sum(v.leaked for v in verdicts.values()), scenarios=scenarios, routes=routes)  # fmt: skip
+
+
 def _fault_event(record: RunRecord, event: dict[str, Any]) -> None:
     if "postgres_pid" in event:  # a restarted PostgreSQL is a new process to account for
         record.started("postgres", event["postgres_pid"])
@@ -219,8 +318,8 @@ def _plan(cfg: RunConfig, target: Target, locustfile: Path, seconds: float, pref
                     seconds=seconds, csv_prefix=prefix, log_path=log_path, env=env, workers=cfg.workers)  # fmt: skip
 
 
-def _scenario_env(cfg: RunConfig) -> dict[str, str]:
-    mix = ",".join(f"{kind}={weight}" for kind, weight in cfg.mix.items())
+def _scenario_env(cfg: RunConfig, mix_weights: dict[str, int]) -> dict[str, str]:
+    mix = ",".join(f"{kind}={weight}" for kind, weight in mix_weights.items())
     return {**cfg.locust_env, "DRAINWATCH_MIX": mix, "PYTHONUNBUFFERED": "1"}
 
 
@@ -266,10 +365,11 @@ async def _snapshot(db: Database, match: Any) -> list[dict[str, Any]]:
         return [dict(zip(names, row)) for row in await cur.fetchall()]
 
 
-def _write_lingering(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as handle:
+def _write_lingering(path: Path, rows: list[dict[str, Any]], *, append: bool = False) -> None:
+    with open(path, "a" if append else "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LINGERING_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
+        if not append:
+            writer.writeheader()
         for row in rows:
             writer.writerow({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import httpx
 from harness.errors import TargetProblem
 from harness.instrument import POOL_VIEW_PATH
 from harness.postgres import free_port
-from harness.processes import managed_process, tail
+from harness.processes import spawn, stop_process, tail
 
 DEMO_POOL_LIMIT = 20 + 10 + 10  # SQLAlchemy 20 + 10 overflow, asyncpg pool 10
 
@@ -27,6 +28,7 @@ class Target:
     app_name: str | None  # application_name pattern of its backends, when known
     pool_limit: int | None
     pool_view_path: str | None = None  # where it exposes harness.instrument's pool view
+    restart: Callable[[], Awaitable[int]] | None = field(default=None, compare=False, repr=False)  # → new pid
 
 
 async def read_pool_view(target: Target) -> dict[str, Any] | None:
@@ -54,13 +56,26 @@ async def demo_service(variant: str, dsn: str, log_path: Path) -> AsyncIterator[
     port = free_port()
     argv = [sys.executable, "-m", "demo_service", "--variant", variant, "--port", str(port)]
     # The DSN goes through the environment, not argv: argv is world-readable in ps.
-    async with managed_process(
-        argv, name="target", log_path=log_path, env={"DRAINWATCH_DEMO_DSN": dsn}, grace=8.0
-    ) as proc:
-        url = f"http://127.0.0.1:{port}"
-        await wait_until_serving(url, proc=proc, log_path=log_path)
-        yield Target(url=url, pid=proc.pid, app_name=demo_app_pattern(variant), pool_limit=DEMO_POOL_LIMIT,
-                     pool_view_path=POOL_VIEW_PATH)  # fmt: skip
+    env = {"DRAINWATCH_DEMO_DSN": dsn}
+    url = f"http://127.0.0.1:{port}"
+    current: list[asyncio.subprocess.Process] = []
+
+    async def start() -> int:
+        current[:] = [await spawn(argv, name="target", log_path=log_path, env=env)]
+        await wait_until_serving(url, proc=current[0], log_path=log_path)
+        return current[0].pid
+
+    async def restart() -> int:
+        await stop_process(current[0], name="target", first=signal.SIGINT, grace=8.0)
+        return await start()
+
+    try:
+        await start()
+        yield Target(url=url, pid=current[0].pid, app_name=demo_app_pattern(variant), pool_limit=DEMO_POOL_LIMIT,
+                     pool_view_path=POOL_VIEW_PATH, restart=restart)  # fmt: skip
+    finally:
+        if current:
+            await asyncio.shield(stop_process(current[0], name="target", first=signal.SIGINT, grace=8.0))
 
 
 async def wait_until_serving(

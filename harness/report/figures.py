@@ -137,13 +137,13 @@ def _phases(ax: Axes, data: RunData, x: ToX, *, labels: bool, right: float) -> N
     top = blended_transform_factory(ax.transData, ax.transAxes)
     for name, (start, end) in data.phases.items():
         a, b = x(start), x(end if end is not None else right)
-        ax.axvspan(a, b, color=PHASE_COLOURS.get(name, "#adb5bd"), alpha=0.07, lw=0)
-        ax.axvline(a, color=PHASE_COLOURS.get(name, "#adb5bd"), lw=0.6, alpha=0.5)
+        ax.axvspan(a, b, color=PHASE_COLOURS.get(name.rsplit("/", 1)[-1], "#adb5bd"), alpha=0.07, lw=0)
+        ax.axvline(a, color=PHASE_COLOURS.get(name.rsplit("/", 1)[-1], "#adb5bd"), lw=0.6, alpha=0.5)
         text = name if end is not None else f"{name} (unfinished)"
         # A label only where it fits: a 10 s warm-up is a sliver of a 24 h soak.
         if labels and (b - a) / full > 0.0075 * len(text) + 0.01:
             ax.text((a + b) / 2, 0.985, text, transform=top, ha="center", va="top", fontsize=9,
-                    color=PHASE_COLOURS.get(name, "#495057"), fontweight="bold",
+                    color=PHASE_COLOURS.get(name.rsplit("/", 1)[-1], "#495057"), fontweight="bold",
                     bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1.5})  # fmt: skip
 
 
