@@ -21,7 +21,10 @@ def summary(record: dict[str, Any], verdict: Verdict | None, extra: dict[str, An
     if verdict is None:
         data.update(verdict=None, reasons=[f"the run did not reach a verdict ({record['status']})"], checks=[])
     else:
+        from harness.diagnosis import diagnose
+
         data.update(verdict.to_dict())
+        data["diagnosis"] = diagnose(verdict)
     data.update(extra)
     return data
 

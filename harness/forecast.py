@@ -124,10 +124,16 @@ def from_run_dir(run_dir: Path, prod: Production) -> Forecast:
     Raises UsageError when the folder has no verdict to forecast from.
     """
     from harness.errors import UsageError
-    from harness.rundir import LOCUST_PREFIX, SUMMARY_JSON, read_json
+    from harness.rundir import LOCUST_PREFIX, RUN_JSON, SUMMARY_JSON, read_json
 
     try:
         summary = read_json(run_dir / SUMMARY_JSON)
+        isolation = read_json(run_dir / RUN_JSON).get("isolation")
+        if isolation:  # --isolate: each kind measured alone, the cleanest rates there are
+            requests = {kind: row["requests"] for kind, row in isolation.items()}
+            leaked = {kind: row["leaked"] for kind, row in isolation.items()}
+            exhausted = any(row.get("lower_bound") for row in isolation.values())
+            return forecast(requests, leaked, prod, pool_exhausted=exhausted)
         with open(run_dir / f"{LOCUST_PREFIX}_stats.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, ValueError):

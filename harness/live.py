@@ -158,6 +158,13 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         by = ", ".join(f"{k} {v}" for k, v in sorted(verdict.scenarios.items(), key=lambda kv: -kv[1]))
         where = ", ".join(f"{k} {v}" for k, v in sorted(verdict.routes.items(), key=lambda kv: -kv[1]))
         lines.append(f"left open by  {by}   (routes: {where})")
+    from harness.diagnosis import diagnose
+
+    for item in diagnose(verdict):
+        if item["cause"]:
+            lines.append(f"diagnosis    {item['pattern']}: likely {item['cause']}. Fix: {item['fix']}.")
+        else:
+            lines.append(f"             {item['fix']}.")
     forecast = _read_forecast(run_dir)
     if forecast:
         lines.append(f"forecast     {forecast}")

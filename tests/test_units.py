@@ -217,3 +217,17 @@ def test_compact_sample_reading_gives_the_same_verdict(tmp_path) -> None:
     assert len(compact) < len(full) / 5
     args = ([], ProbeResult(3, 3))
     assert judge(full, phases, *args).to_dict() == judge(compact, phases, *args).to_dict()
+
+
+def test_diagnosis_names_cause_and_fix_per_pattern() -> None:
+    from harness.diagnosis import diagnose
+
+    samples = _samples([5] * 5 + [9] * 10)
+    lingering = [_conn("a", "idle in transaction", "INSERT", 12.0) | {"kind": "in_transaction", "route": "orders"}] * 2
+    lingering += [_conn("a", "idle", "SELECT 1 FROM t") | {"kind": "held", "route": "chat"}] * 2
+    verdict = judge(samples, PHASES, lingering, ProbeResult(1, 0, True, "no answer within 5s"))
+    patterns = [item["pattern"] for item in diagnose(verdict)]
+    assert patterns == ["idle in transaction after traffic stopped", "idle connections still checked out", "guardrails"]
+    first = diagnose(verdict)[0]
+    assert "left by orders (2)" in first["evidence"] and "finally" in first["fix"]
+    assert diagnose(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3))) == []

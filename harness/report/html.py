@@ -91,7 +91,7 @@ def render_html(data: RunData, figure: Timeline | None) -> str:
     rendered = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     body = "\n".join([
         f"<h1>drainwatch report <small>{escape(str(run_id))}</small></h1>",
-        f'<p class="meta">{_meta(data)}</p>', _banner(data), _verdict(data),
+        f'<p class="meta">{_meta(data)}</p>', _banner(data), _verdict(data), _findings(data),
         "<h2>Timeline</h2>", _figure(figure),
         "<h2>Connections still open after settle</h2>", _lingering(data),
         "<h2>Traffic</h2>", _traffic(data),
@@ -274,6 +274,38 @@ def _traffic(data: RunData) -> str:
         out.append("<h3>Exceptions in the Locust users</h3>" + _table(["count", "exception"], rows, numeric={0}))
     out.append("<h3>Probe after settle</h3>" + _probe(data))
     return "\n".join(out)
+
+
+def _findings(data: RunData) -> str:
+    """Diagnosis, per-kind isolation, forecast and injected faults: shown only when the run has them."""
+    summary, parts = data.summary or {}, []
+    diagnosis = summary.get("diagnosis") or []
+    if diagnosis:
+        rows = [[d["pattern"], d.get("evidence", ""), d.get("cause", ""), d["fix"]] for d in diagnosis]
+        parts.append("<h2>Diagnosis</h2>" + _table(["pattern", "evidence", "likely cause", "fix"], rows))
+    isolation = data.run.get("isolation") or {}
+    if isolation:
+        rows = [[kind, Raw(f'<span class="{"ok" if r["verdict"] == "PASS" else "fail"}">{escape(r["verdict"])}</span>'),
+                 r["leaked"], r["requests"],
+                 ("≥ " if r.get("lower_bound") else "") + ("—" if r["per_1000"] is None else f"{r['per_1000']:g}"),
+                 "; ".join(f"{name}: {e['leaked']}/{e['requests']}" for name, e in r.get("endpoints", {}).items())]
+                for kind, r in isolation.items()]  # fmt: skip
+        parts.append("<h2>Each chaos kind alone (--isolate)</h2>"
+                     + _table(["kind", "verdict", "leaked", "requests", "leaked per 1,000", "by endpoint (leaked/requests)"],
+                              rows, numeric={2, 3, 4}))  # fmt: skip
+    forecast = summary.get("forecast")
+    if forecast:
+        assumptions = "".join(f"<li>{escape(a)}</li>" for a in forecast.get("assumptions", []))
+        rates = [[kind, r["leaked"], r["requests"], f"{r['rate'] * 1000:.1f}", f"{r['low'] * 1000:.1f}–{r['high'] * 1000:.1f}"]
+                 for kind, r in forecast.get("rates", {}).items()]  # fmt: skip
+        parts.append(f"<h2>Forecast</h2><p><b>{escape(forecast['sentence'])}</b>.</p>"
+                     + _table(["kind", "leaked", "requests", "per 1,000", "95 % range"], rates, numeric={1, 2, 3})
+                     + f'<p class="muted">Assumptions:</p><ul class="muted">{assumptions}</ul>')  # fmt: skip
+    faults = data.run.get("faults") or []
+    if faults:
+        rows = [[f["fault"], _utc(f.get("start")), f.get("detail") or "", f.get("error") or ""] for f in faults]
+        parts.append("<h2>Injected faults</h2>" + _table(["fault", "at (UTC)", "what happened", "error"], rows))
+    return "\n".join(parts)
 
 
 def _probe(data: RunData) -> str:

@@ -1,0 +1,71 @@
+"""From the verdict's evidence to the likely cause and the fix, one sentence each (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.verdict import LEAK, Verdict, human_seconds
+
+GUARDRAILS = (
+    "server-side guardrails while you fix it: idle_in_transaction_session_timeout on the role, a pool timeout "
+    "(SQLAlchemy pool_timeout, asyncpg acquire(timeout=...)) so requests fail fast instead of hanging"
+)
+
+
+def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
+    """One entry per pattern seen: ``pattern``, ``evidence``, ``cause``, ``fix``."""
+    found: list[dict[str, Any]] = []
+    checks = {check.name: check for check in verdict.checks}
+    by_routes = ", ".join(f"{route} ({n})" for route, n in sorted(verdict.routes.items(), key=lambda kv: -kv[1]))
+    where = f"; left by {by_routes}" if by_routes else ""
+    iit = verdict.idle_in_transaction
+    if iit["count"]:
+        found.append({
+            "pattern": "idle in transaction after traffic stopped",
+            "evidence": f"{iit['count']} connection(s) idle in transaction, oldest {human_seconds(iit['oldest_s'])}{where}",
+            "cause": "a commit or rollback missing on an error path: a session closed after the work instead of in "
+                     "finally, or a yield dependency without try/finally",
+            "fix": "async with session_factory() as session, session.begin(): ...; put the yield of a dependency "
+                   "inside try/finally",
+        })  # fmt: skip
+    held = verdict.leaked_by_kind.get("held", 0)
+    if held:
+        found.append({
+            "pattern": "idle connections still checked out",
+            "evidence": f"{held} idle connection(s) whose last statement is the app's SQL, not the pool's reset{where}",
+            "cause": "a release that never happened: cleanup that awaits in finally while the task is being "
+                     "cancelled (client disconnect, deadline), a CancelledError caught and swallowed, or a release "
+                     "written after the work instead of in finally",
+            "fix": "async with pool.acquire() as conn: ...; no other await before the release in cleanup; "
+                   "re-raise CancelledError",
+        })  # fmt: skip
+    invisible = verdict.leaked_by_kind.get("invisible", 0)
+    if invisible:
+        found.append({
+            "pattern": "the pool counts connections PostgreSQL no longer has",
+            "evidence": checks["pool_view"].detail if "pool_view" in checks else f"{invisible} invisible",
+            "cause": "connections checked out and dropped: the garbage collector or the server closed them, "
+                     "the pool still waits for them to come back",
+            "fix": "give every checkout back in finally or async with; never let a checked-out connection go out of scope",
+        })  # fmt: skip
+    probe = checks.get("probe")
+    if probe is not None and not probe.passed and verdict.probe.get("target_alive", True) and not (iit["count"] or held or invisible):
+        found.append({
+            "pattern": "the service starves with no extra connections visible",
+            "evidence": probe.detail,
+            "cause": "pool waiters: connections held across a slow await (an LLM call, a stream), or leaked "
+                     "connections closed behind the pool's back",
+            "fix": "hold a connection only for the queries, not across slow non-database work; expose the pool's "
+                   "own counts (harness.instrument) so drainwatch can tell which",
+        })  # fmt: skip
+    zombie = verdict.zombie
+    if zombie.get("peak_active") and zombie.get("lasted_s", 0) >= 1:
+        found.append({
+            "pattern": "work for clients that have gone",
+            "evidence": f"{zombie['peak_active']} backend(s) still active {human_seconds(zombie['lasted_s'])} after traffic stopped",
+            "cause": "plain endpoints are not cancelled when the client hangs up: the abandoned work runs to the end",
+            "fix": "stream the reply, cancel on disconnect while the response is in flight, or enforce server-side deadlines",
+        })  # fmt: skip
+    if verdict.verdict == LEAK:
+        found.append({"pattern": "guardrails", "evidence": "", "cause": "", "fix": GUARDRAILS})
+    return found
