@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from demo_service import fixed, leaky
 from harness.instrument import mount_pool_view
 from demo_service.agent import PaymentDeclined
+from demo_service.cancel import CancelOnDisconnect
 from demo_service.context import request_id_middleware, tag
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,13 @@ def app_name(variant: str) -> str:
     return f"drainwatch-demo-{variant}"
 
 
-def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
-    """The demo service. ``dsn`` defaults to the ``DRAINWATCH_DEMO_DSN`` environment variable."""
+CANCEL_ENV = "DRAINWATCH_DEMO_CANCEL_ON_DISCONNECT"
+
+
+def create_app(variant: str = "leaky", dsn: str | None = None, cancel_on_disconnect: bool | None = None) -> FastAPI:
+    """The demo service. ``dsn`` defaults to the ``DRAINWATCH_DEMO_DSN`` environment variable;
+    ``cancel_on_disconnect`` (default: ``DRAINWATCH_DEMO_CANCEL_ON_DISCONNECT=1``) adds the
+    middleware that cancels plain handlers when their client hangs up."""
     if variant not in ("leaky", "fixed"):
         raise ValueError(f"unknown variant {variant!r}")
     dsn = dsn or os.environ[DSN_ENV]
@@ -78,6 +84,8 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
 
     app = FastAPI(title=f"drainwatch demo service ({variant})", lifespan=lifespan)
     app.middleware("http")(request_id_middleware)
+    if cancel_on_disconnect if cancel_on_disconnect is not None else os.environ.get(CANCEL_ENV) == "1":
+        app.add_middleware(CancelOnDisconnect)
     app.include_router(leaky.router if variant == "leaky" else fixed.router)
 
     @app.exception_handler(PaymentDeclined)
@@ -125,6 +133,25 @@ def create_app(variant: str = "leaky", dsn: str | None = None) -> FastAPI:
         await conn.fetchval(tag("SELECT 1 AS leak_one", "leak-one"))
         request.app.state.kept.append(conn)  # referenced, so no garbage collector rescues it
         return {"leaked": len(request.app.state.kept)}
+
+    @app.get("/work")
+    async def work(request: Request, ms: int = 2000) -> dict[str, str]:
+        """Plain endpoint doing slow database work: a hang-up does not stop it (zombie work)."""
+        async with request.app.state.pool.acquire() as conn:
+            await conn.execute(tag(f"SELECT pg_sleep({ms / 1000:.3f})", "work"))
+        return {"worked_ms": str(ms)}
+
+    @app.get("/work-stream")
+    async def work_stream(request: Request, ms: int = 2000) -> StreamingResponse:
+        """The same work behind a streaming reply: a hang-up cancels it, and asyncpg cancels the query."""
+
+        async def body() -> AsyncIterator[str]:
+            yield "working\n"
+            async with request.app.state.pool.acquire() as conn:
+                await conn.execute(tag(f"SELECT pg_sleep({ms / 1000:.3f})", "work-stream"))
+            yield "done\n"
+
+        return StreamingResponse(body(), media_type="text/plain")
 
     @app.get("/stats")
     async def stats(request: Request) -> dict[str, object]:

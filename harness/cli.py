@@ -15,7 +15,7 @@ from click.core import ParameterSource
 from rich.console import Console
 
 from harness import __version__
-from harness.config import DEFAULT_MIX, Match, RunConfig, check_dsn, parse_duration, parse_mix, validate
+from harness.config import DEFAULT_MIX, Match, RunConfig, check_dsn, parse_delays, parse_duration, parse_mix, validate
 from harness.faults import parse_fault
 from harness.errors import EXIT_USAGE, DrainwatchError, Interrupted, UsageError
 from harness.rundir import read_json
@@ -101,6 +101,9 @@ def _env(name: str) -> str:
 @click.option("--isolate", is_flag=True, envvar=_env("ISOLATE"),
               help="Run each chaos kind alone (steady as control), each with its own warm-up, baseline, load, "
                    "settle and probe, the demo restarted between them: names the kinds that leak, per 1,000 requests.")
+@click.option("--sweep-disconnect", metavar="MS,MS,…", envvar=_env("SWEEP_DISCONNECT"),
+              help="Run the disconnect kind alone at each hang-up delay (e.g. 0,100,300,600,1000) and report leak "
+                   "probability against delay: race windows show up there.")
 @click.option("--fault", "faults", multiple=True, metavar="KIND@TIME",
               help="Inject a fault during the load (repeatable): pg-restart@20s, terminate-backends@20s, pause-target@20s+5s.")
 @click.option("--workers", type=int, default=0, show_default=True, envvar=_env("WORKERS"),
@@ -182,6 +185,7 @@ def _build_config(opts: dict[str, object]) -> RunConfig:
         prod_pool=opts["prod_pool"],  # type: ignore[arg-type]
         faults=tuple(parse_fault(str(text)) for text in opts["faults"]),  # type: ignore[attr-defined]
         isolate=bool(opts["isolate"]),
+        sweep_disconnect=parse_delays(str(opts["sweep_disconnect"])) if opts["sweep_disconnect"] else (),
         out=opts["out"],  # type: ignore[arg-type]
         run_id=run_id,
         quiet=bool(opts["quiet"]),
@@ -378,14 +382,16 @@ def worker(master_host: str, master_port: int, locustfile: Path | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--dsn", envvar="DRAINWATCH_DEMO_DSN", required=True, help="PostgreSQL for the demo (or DRAINWATCH_DEMO_DSN).")
-def demo_service_cmd(variant: str, host: str, port: int, dsn: str) -> None:
+@click.option("--cancel-on-disconnect", is_flag=True, default=None, envvar="DRAINWATCH_DEMO_CANCEL_ON_DISCONNECT",
+              help="Cancel plain handlers when their client hangs up (only while the response is in flight).")
+def demo_service_cmd(variant: str, host: str, port: int, dsn: str, cancel_on_disconnect: bool | None) -> None:
     """Serve the bundled demo service alone (uvicorn)."""
     from demo_service.__main__ import serve
     from harness.config import check_port_free
 
     check_dsn(dsn)
     check_port_free(port, "--port", host)
-    serve(variant, dsn, host, port)
+    serve(variant, dsn, host, port, cancel_on_disconnect)
 
 
 def main() -> None:

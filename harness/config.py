@@ -75,6 +75,21 @@ def parse_mix(text: str) -> dict[str, int]:
     return mix
 
 
+def parse_delays(text: str) -> tuple[float, ...]:
+    """``0,100,300ms,1s`` → hang-up delays in milliseconds (a bare number is milliseconds)."""
+    delays = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            delays.append(float(part))
+        except ValueError:
+            delays.append(parse_duration(part, name="--sweep-disconnect delay") * 1000)
+        if delays[-1] < 0:
+            raise UsageError(f"--sweep-disconnect delay {part!r} is negative", hint="write delays like 0,100,300,600")
+    if not delays:
+        raise UsageError("--sweep-disconnect names no delay", hint="write delays like 0,100,300,600")
+    return tuple(delays)
+
+
 def redact_dsn(dsn: str) -> str:
     """The DSN with any password replaced by ``***`` (URL and key=value forms)."""
     dsn = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", dsn)
@@ -122,6 +137,7 @@ class RunConfig:
     prod_pool: int | None = None
     faults: tuple[Any, ...] = ()  # harness.faults.Fault
     isolate: bool = False  # each chaos kind in a cycle of its own
+    sweep_disconnect: tuple[float, ...] = ()  # hang-up delays (ms), one disconnect-only cycle each
     locust_env: dict[str, str] = field(default_factory=dict)  # traffic description for scenarios/chaos.py
     config_file: str | None = None
 
@@ -181,6 +197,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             )
     if cfg.metrics_port is not None:
         check_port_free(cfg.metrics_port, "--metrics-port")
+    if cfg.sweep_disconnect and cfg.isolate:
+        raise UsageError("--isolate and --sweep-disconnect cannot be combined", hint="run them one after the other")
     if cfg.faults:
         from harness.faults import check_faults
 

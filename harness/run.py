@@ -85,7 +85,9 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                                 f"watching backends matching {_describe(match)}")  # fmt: skip
 
             run = _Run(cfg, run_dir, record, display, db, target, match, collector)
-            if cfg.isolate:
+            if cfg.sweep_disconnect:
+                verdict = await _swept(run)
+            elif cfg.isolate:
                 verdict = await _isolated(run)
             else:
                 verdict = await _cycle(run, "", cfg.mix, LOCUST_PREFIX)
@@ -156,13 +158,13 @@ class _Run:
     cycles: int = 0
 
 
-async def _cycle(run: _Run, prefix: str, mix: dict[str, int], csv_name: str) -> Verdict:
+async def _cycle(run: _Run, prefix: str, mix: dict[str, int], csv_name: str, extra_env: dict[str, str] | None = None) -> Verdict:
     """warm-up → baseline → load → settle → forensics → probe → verdict, with phases named ``prefix``+phase."""
     cfg, run_dir, record, display, db, target, match = run.cfg, run.run_dir, run.record, run.display, run.db, run.target, run.match
     logs, samples = run_dir / LOGS, run_dir / SAMPLES_CSV
     first = run.cycles == 0
     run.cycles += 1
-    env = _scenario_env(cfg, mix)
+    env = _scenario_env(cfg, mix) | (extra_env or {})
     with record.phase(f"{prefix}warmup"):
         display.phase(f"{prefix}warm-up", cfg.warmup, history=run_dir / f"{WARMUP_PREFIX}_stats_history.csv")
         await run_load(_plan(cfg, target, scenario_file("steady"), cfg.warmup, run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env),
@@ -230,6 +232,27 @@ async def _isolated(run: _Run) -> Verdict:
         verdicts[kind] = verdict
         results[kind] = _isolation_row(run.run_dir / f"{csv_name}_stats.csv", kind, verdict)
         run.record.data.setdefault("isolation", {})[kind] = results[kind]
+        run.record.save()
+    return combine_isolated(verdicts, results)
+
+
+async def _swept(run: _Run) -> Verdict:
+    """The disconnect kind alone at each hang-up delay, the demo restarted between delays:
+    leak probability against delay shows the race window."""
+    verdicts: dict[str, Verdict] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for after_ms in run.cfg.sweep_disconnect:
+        if verdicts and run.target.restart is not None:
+            run.record.started("target", await run.target.restart())
+        key = f"disconnect@{after_ms:g}ms"
+        csv_name = f"{LOCUST_PREFIX}-{key.replace('@', '-')}"
+        verdict = await _cycle(run, f"{key}/", {"disconnect": 1}, csv_name, {"DRAINWATCH_DISCONNECT_AFTER_MS": f"{after_ms:g}"})
+        verdicts[key] = verdict
+        row = _isolation_row(run.run_dir / f"{csv_name}_stats.csv", "disconnect", verdict)
+        row["after_ms"] = after_ms
+        row["probability"] = round(verdict.leaked / row["requests"], 4) if row["requests"] else None
+        results[key] = row
+        run.record.data.setdefault("sweep", []).append(row)
         run.record.save()
     return combine_isolated(verdicts, results)
 

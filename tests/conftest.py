@@ -42,11 +42,11 @@ def fresh_database(pg: Database, name: str) -> str:
 
 
 @contextmanager
-def demo_service(dsn: str, variant: str, log_path: Path) -> Iterator[str]:
+def demo_service(dsn: str, variant: str, log_path: Path, *extra: str) -> Iterator[str]:
     port = free_port()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "demo_service", "--variant", variant, "--port", str(port)],
+            [sys.executable, "-m", "demo_service", "--variant", variant, "--port", str(port), *extra],
             env={**os.environ, "DRAINWATCH_DEMO_DSN": dsn}, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -149,3 +149,37 @@ def test_double_release_in_a_retry_loop(demo: Variant) -> None:
         assert resp.status_code == 500  # the next attempt used a connection it had given back
     else:
         assert resp.status_code == 200 and resp.json()["attempts"] == 2
+
+
+@pytest.fixture(scope="module")
+def cancelling(pg: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Variant]:
+    """The fixed variant behind the cancel-on-disconnect middleware."""
+    dsn = fresh_database(pg, "demo_cancelling")
+    log = tmp_path_factory.mktemp("cancelling") / "target.log"
+    with demo_service(dsn, "fixed", log, "--cancel-on-disconnect") as url:
+        yield "fixed", url, dsn
+
+
+def test_middleware_cancels_a_plain_endpoint_on_hang_up(cancelling: Variant) -> None:
+    _, url, _ = cancelling
+    before = httpx.get(url + "/stats").json()["handlers"]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(url + "/slow?ms=600", timeout=0.1)
+    time.sleep(1.0)
+    after = httpx.get(url + "/stats").json()["handlers"]
+    assert after.get("slow:cancelled", 0) == before.get("slow:cancelled", 0) + 1
+    assert after.get("slow:completed", 0) == before.get("slow:completed", 0)
+
+
+def test_middleware_spares_completed_responses(cancelling: Variant) -> None:
+    """Clients that hang up after their response (the normal end) cancel nothing and leak nothing."""
+    variant, url, dsn = cancelling
+    cancelled_before = httpx.get(url + "/stats").json()["handlers"].get("slow:cancelled", 0)
+    for _ in range(20):
+        with httpx.Client(base_url=url) as client:  # a new connection each time, closed after the response
+            assert client.get("/items").status_code == 200
+            assert client.get("/slow?ms=10").status_code == 200
+    settle()
+    assert left_by(dsn, variant, "items") == []
+    assert httpx.get(url + POOL_VIEW_PATH).json()["checked_out"] == 0
+    assert httpx.get(url + "/stats").json()["handlers"].get("slow:cancelled", 0) == cancelled_before

@@ -293,6 +293,15 @@ def _findings(data: RunData) -> str:
         parts.append("<h2>Each chaos kind alone (--isolate)</h2>"
                      + _table(["kind", "verdict", "leaked", "requests", "leaked per 1,000", "by endpoint (leaked/requests)"],
                               rows, numeric={2, 3, 4}))  # fmt: skip
+    sweep = data.run.get("sweep") or []
+    if sweep:
+        rows = [[f"{r['after_ms']:g} ms", Raw(f'<span class="{"ok" if r["verdict"] == "PASS" else "fail"}">{escape(r["verdict"])}</span>'),
+                 r["leaked"], r["requests"],
+                 ("≥ " if r.get("lower_bound") else "") + ("—" if r.get("probability") is None else f"{r['probability'] * 100:.2f} %")]
+                for r in sweep]  # fmt: skip
+        parts.append("<h2>Disconnect sweep: leak probability against hang-up delay</h2>"
+                     + _table(["client hangs up after", "verdict", "leaked", "requests", "leaked per request"], rows, numeric={2, 3, 4})
+                     + '<p class="muted">≥: the pool ran dry during that cycle, so fewer leaks could happen than would have.</p>')  # fmt: skip
     forecast = summary.get("forecast")
     if forecast:
         assumptions = "".join(f"<li>{escape(a)}</li>" for a in forecast.get("assumptions", []))
