@@ -122,7 +122,8 @@ class ChaosUser(HttpUser):
 
     def disconnect(self, endpoint: Endpoint | None = None, after_ms: float | None = None) -> None:
         """Start a request and hang up ``after_ms`` later, before the response has ended."""
-        after = (after_ms if after_ms is not None else self.disconnect_after_ms) / 1000
+        # 0 means "before the response starts": the shortest read timeout there is.
+        after = max((after_ms if after_ms is not None else self.disconnect_after_ms) / 1000, 0.001)
         started = time.monotonic()
         # The read timeout is the hang-up for a server that sends nothing in time;
         # the loop below hangs up on one that streams.

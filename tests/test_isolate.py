@@ -31,3 +31,15 @@ def test_isolate_names_the_leaking_kinds(variant: str, code: int, tmp_path: Path
     else:
         assert set(verdicts.values()) == {"PASS"}
     assert leftovers(tmp_path / "i") == {}  # every restarted target too
+
+
+def test_sweep_disconnect_shows_the_race_window(tmp_path: Path) -> None:
+    """Hanging up mid-stream leaks on the leaky /chat; hanging up after the stream has ended cannot."""
+    proc = drainwatch("run", "--sweep-disconnect", "0,150,1500", "--users", "4", "--out", str(tmp_path),
+                      "--run-id", "s", *TINY, timeout=400)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    sweep = {row["after_ms"]: row for row in json.loads((tmp_path / "s" / "run.json").read_text())["sweep"]}
+    assert sweep[0.0]["requests"] > 0
+    assert sweep[150.0]["verdict"] == "LEAK" and sweep[150.0]["probability"] > 0
+    assert sweep[1500.0]["verdict"] == "PASS" and sweep[1500.0]["leaked"] == 0
+    assert "Disconnect sweep" in (tmp_path / "s" / "report.html").read_text()
