@@ -122,7 +122,7 @@ class Display:
             elif time.monotonic() - self._last_log >= LOG_EVERY:
                 self._last_log = time.monotonic()
                 left, conns, traffic = self._status()
-                self.console.print(f"[{self._phase}{' ' + left if left else ''}] {conns}" + (f" | {traffic}" if traffic else ""), highlight=False, markup=False)
+                self.console.print(f"[{self._phase}{' ' + left if left else ''}] {conns}" + (f" | {traffic}" if traffic else ""), highlight=False, markup=False, soft_wrap=True)
 
 
 def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> None:
