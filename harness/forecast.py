@@ -16,8 +16,8 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.verdict import human_seconds

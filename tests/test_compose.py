@@ -27,6 +27,7 @@ import psycopg.conninfo
 import pytest
 
 from harness import cli as cli_module
+from harness import cli_run
 from harness.config import validate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -199,7 +200,7 @@ def test_drainwatch_command_parses_with_the_real_cli(service: Service, monkeypat
         monkeypatch.setenv(name, value)
     ctx = command.make_context(f"drainwatch {sub}", list(args))  # raises on a missing or bad option
     if sub == "run":  # the checks `drainwatch run` makes before starting anything (out: /reports is not here)
-        validate(replace(cli_module._build_config(ctx.params), out=REPO / "reports"))
+        validate(replace(cli_run.build_config(ctx.params), out=REPO / "reports"))
 
 
 def test_drainwatch_is_the_installed_command() -> None:
