@@ -32,7 +32,7 @@ OPTION_KEYS = {
 PATH_OPTIONS = {"locustfile", "out"}
 ENDPOINT_KEYS = {"method", "path", "headers", "json", "weight"}
 CHAOS_KEYS = {
-    "disconnect": {"request", "headers", "json", "after_ms"},
+    "disconnect": {"request", "headers", "json", "after_ms", "after_chunks"},
     "timeout": {"request", "headers", "json", "expect"},
     "error": {"request", "headers", "json", "expect"},
 }
@@ -137,6 +137,8 @@ def _chaos(path: Path, key: str, value: Any) -> dict[str, str]:
                                 **({"json": value["json"]} if "json" in value else {})})  # fmt: skip
     if "after_ms" in value:
         env["DRAINWATCH_DISCONNECT_AFTER_MS"] = str(value["after_ms"])
+    if "after_chunks" in value:
+        env["DRAINWATCH_DISCONNECT_AFTER_CHUNKS"] = str(value["after_chunks"])
     if "expect" in value:
         env[f"{name}_EXPECT"] = ",".join(str(code) for code in value["expect"])
     return env
@@ -190,7 +192,7 @@ client_timeout = 5                    # seconds before any plain request counts 
 [chaos.disconnect]                    # a slow or streaming request the client hangs up on
 request = "POST /chat"
 json = { prompt = "hello" }
-after_ms = 150
+after_ms = 150                        # or after_chunks = 3: hang up mid-stream after 3 chunks
 
 [chaos.timeout]                       # a request whose server-side deadline fires
 request = "GET /report?deadline_ms=300"

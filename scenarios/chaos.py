@@ -17,7 +17,9 @@ of such objects with a ``weight`` each (``drainwatch run --config`` writes these
     DRAINWATCH_MIX                 steady=4,disconnect=2,timeout=2,error=1 (mixed.py)
     DRAINWATCH_STEADY              GET /items
     DRAINWATCH_DISCONNECT          POST /chat            (a streaming or slow request)
-    DRAINWATCH_DISCONNECT_AFTER_MS 150                   (the client hangs up after this)
+    DRAINWATCH_DISCONNECT_AFTER_MS 150                   (the client hangs up after this;
+                                                          0: before the response starts)
+    DRAINWATCH_DISCONNECT_AFTER_CHUNKS                   (or after this many chunks of a stream)
     DRAINWATCH_TIMEOUT             GET /report?deadline_ms=300&work_ms=1000
     DRAINWATCH_TIMEOUT_EXPECT      504,200
     DRAINWATCH_ERROR               POST /orders?fail=1
@@ -86,6 +88,7 @@ class ChaosUser(HttpUser):
     steady_endpoints = _endpoints("STEADY", "GET /items")
     disconnect_endpoint = _endpoints("DISCONNECT", "POST /chat")[0]
     disconnect_after_ms = float(_env("DISCONNECT_AFTER_MS", "150"))
+    disconnect_after_chunks = int(_env("DISCONNECT_AFTER_CHUNKS", "0") or 0)
     timeout_endpoint = _endpoints("TIMEOUT", "GET /report?deadline_ms=300&work_ms=1000")[0]
     timeout_expect = _statuses("TIMEOUT_EXPECT", "504,200")
     error_endpoint = _endpoints("ERROR", "POST /orders?fail=1")[0]
@@ -120,10 +123,17 @@ class ChaosUser(HttpUser):
             if resp.status_code >= 400:
                 resp.failure(f"HTTP {resp.status_code}: {resp.text[:120]}")
 
-    def disconnect(self, endpoint: Endpoint | None = None, after_ms: float | None = None) -> None:
-        """Start a request and hang up ``after_ms`` later, before the response has ended."""
-        # 0 means "before the response starts": the shortest read timeout there is.
+    def disconnect(
+        self, endpoint: Endpoint | None = None, after_ms: float | None = None, after_chunks: int | None = None
+    ) -> None:
+        """Start a request and hang up ``after_ms`` later, or after ``after_chunks`` chunks of
+        its streamed body, before the response has ended."""
+        chunks_wanted = after_chunks if after_chunks is not None else self.disconnect_after_chunks
+        # 0 means "before the response starts": the shortest read timeout there is. Counting
+        # chunks, the read timeout only guards against a server that sends nothing.
         after = max((after_ms if after_ms is not None else self.disconnect_after_ms) / 1000, 0.001)
+        if chunks_wanted:
+            after = max(after, self.request_timeout)
         started = time.monotonic()
         # The read timeout is the hang-up for a server that sends nothing in time;
         # the loop below hangs up on one that streams.
@@ -132,8 +142,8 @@ class ChaosUser(HttpUser):
                 if resp.status_code >= 400:
                     resp.failure(f"HTTP {resp.status_code} before the hang-up")
                     return
-                for _ in resp.iter_content(chunk_size=None):
-                    if time.monotonic() - started >= after:
+                for seen, _ in enumerate(resp.iter_content(chunk_size=None), start=1):
+                    if (chunks_wanted and seen >= chunks_wanted) or (not chunks_wanted and time.monotonic() - started >= after):
                         resp.success()
                         return
                 resp.failure(f"the response ended before the client hung up at {after * 1000:.0f} ms")

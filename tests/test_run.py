@@ -76,3 +76,31 @@ def test_no_process_left_behind(leaky_run: tuple[int, str, Path], fixed_run: tup
         started = json.loads((run_dir / "run.json").read_text())["processes"]
         assert set(started) == {"postgres", "target", "collector", "locust-warmup", "locust"}
         assert leftovers(run_dir) == {}
+
+
+def test_pool_warmed_to_its_maximum_is_still_a_leak(leaky_run: tuple[int, str, Path]) -> None:
+    """The warm-up fills the raw pool to its maximum, so counts never rise above baseline:
+    the verdict rests on last-statement forensics, the pool view and the probe, and says so."""
+    _, _, run_dir = leaky_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    baseline = list(csv.DictReader((run_dir / "baseline_connections.csv").open()))
+    raw_at_baseline = [row for row in baseline if row["application_name"].endswith(":raw")]
+    assert len(raw_at_baseline) == 10  # asyncpg's max_size: full before any chaos
+    assert summary["peak"]["total"] <= summary["baseline"]["total"] + 1
+    assert {"held_connections", "probe"} <= set(summary["evidence"])
+    assert "drain" not in summary["evidence"]  # the counts alone would have passed it
+
+
+def test_junit_xml_is_read_by_a_junit_library(leaky_run: tuple[int, str, Path], fixed_run: tuple[int, str, Path]) -> None:
+    from junitparser import Failure, JUnitXml
+
+    leaky = {case.name: case for suite in JUnitXml.fromfile(str(leaky_run[2] / "junit.xml")) for case in suite}
+    assert {"drain", "idle_in_transaction", "held_connections", "pool_view", "probe"} <= set(leaky)
+    failed = {name for name, case in leaky.items() if any(isinstance(r, Failure) for r in case.result)}
+    assert {"held_connections", "probe"} <= failed
+    assert any(name.startswith("scenario:") for name in failed)  # per scenario that left connections open
+    probe_failure = next(r for r in leaky["probe"].result if isinstance(r, Failure))
+    assert "attempts=" in probe_failure.message and "ok=0" in probe_failure.message  # the numbers travel with it
+
+    fixed = [case for suite in JUnitXml.fromfile(str(fixed_run[2] / "junit.xml")) for case in suite]
+    assert fixed and all(case.is_passed for case in fixed)
