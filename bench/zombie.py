@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 
-def run(endpoint: str, work_ms: int, users: int, duration: str, out: Path) -> dict:
+def run(endpoint: str, work_ms: int, users: int, duration: str, settle: str, out: Path) -> dict:
     env_updates = {
         "DRAINWATCH_DISCONNECT": f"GET {endpoint}?ms={work_ms}",
         "DRAINWATCH_DISCONNECT_AFTER_MS": "200",
@@ -28,7 +28,7 @@ def run(endpoint: str, work_ms: int, users: int, duration: str, out: Path) -> di
     name = endpoint.strip("/")
     subprocess.run(
         [sys.executable, "-m", "harness", "run", "--variant", "fixed", "--mix", "disconnect=1", "--users", str(users),
-         "--warmup", "3s", "--baseline", "2s", "--duration", duration, "--settle", f"{work_ms / 1000 + 5:.0f}s",
+         "--warmup", "3s", "--baseline", "2s", "--duration", duration, "--settle", settle,
          "--out", str(out), "--run-id", name, "-q"],
         env={**os.environ, **env_updates}, check=False, capture_output=True,
     )  # fmt: skip
@@ -38,13 +38,16 @@ def run(endpoint: str, work_ms: int, users: int, duration: str, out: Path) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-ms", type=int, default=3000)
-    parser.add_argument("--users", type=int, default=10)
-    parser.add_argument("--duration", default="10s")
+    # Few users and a short load: each hang-up leaves 3 s of work behind, and a plain endpoint
+    # queues it all; the settle must be long enough to watch that backlog drain.
+    parser.add_argument("--users", type=int, default=3)
+    parser.add_argument("--duration", default="5s")
+    parser.add_argument("--settle", default="60s")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="drainwatch-bench-zombie-") as tmp:
         rows = []
         for endpoint in ("/work", "/work-stream"):
-            summary = run(endpoint, args.work_ms, args.users, args.duration, Path(tmp))
+            summary = run(endpoint, args.work_ms, args.users, args.duration, args.settle, Path(tmp))
             zombie = summary.get("zombie") or {}
             rows.append((endpoint, summary.get("verdict"), zombie.get("peak_active", 0), zombie.get("lasted_s", 0.0)))
     print(f"zombie work after a disconnect storm ({args.users} users hanging up after 200 ms on {args.work_ms} ms of pg_sleep)")

@@ -231,8 +231,15 @@ def judge(
         reasons.append("the collector recorded nothing after the load: connection counts cannot be judged")
     elif failed:
         verdict, evidence = LEAK, [c.name for c in failed]
+        still_working = final["active"] > 0 and not leaked_rows
         for check in failed:
-            if check.name == "probe":
+            if check.name == "probe" and still_working:
+                reasons.append(
+                    f"the service does not serve yet: {final['active']:.0f} backend(s) are still working for clients "
+                    "that have gone (zombie work holds the pool, no connection is leaked); a longer --settle shows "
+                    "whether it drains"
+                )
+            elif check.name == "probe":
                 reasons.append("the service no longer serves after traffic stopped (the probe failed while the "
                                "process is up): its pool is exhausted")  # fmt: skip
             else:

@@ -231,3 +231,12 @@ def test_diagnosis_names_cause_and_fix_per_pattern() -> None:
     first = diagnose(verdict)[0]
     assert "left by orders (2)" in first["evidence"] and "finally" in first["fix"]
     assert diagnose(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3))) == []
+
+
+def test_zombie_work_holding_the_pool_is_said_plainly() -> None:
+    samples = _samples([5] * 15)
+    for sample in samples[10:]:
+        sample["active"] = 5
+    verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
+    assert verdict.verdict == LEAK
+    assert "still working for clients that have gone" in verdict.reasons[0]
