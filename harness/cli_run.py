@@ -102,6 +102,10 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
                    "probability against delay: race windows show up there.")
 @click.option("--fault", "faults", multiple=True, metavar="KIND@TIME",
               help="Inject a fault during the load (repeatable): pg-restart@20s, terminate-backends@20s, pause-target@20s+5s.")
+@click.option("--docker-postgres", metavar="CONTAINER", envvar=_env("DOCKER_POSTGRES"),
+              help="With the compose stack: --fault pg-restart restarts this container (Docker SDK).")
+@click.option("--docker-target", metavar="CONTAINER", envvar=_env("DOCKER_TARGET"),
+              help="With the compose stack: --fault pause-target pauses this container (Docker SDK).")
 @click.option("--workers", type=int, default=0, show_default=True, envvar=_env("WORKERS"),
               help="Run Locust as a master with this many local worker processes.")
 @click.option("--metrics-port", type=int, envvar=_env("METRICS_PORT"),
@@ -177,6 +181,8 @@ def build_config(opts: dict[str, object]) -> RunConfig:
         prod_pool=opts["prod_pool"],  # type: ignore[arg-type]
         faults=tuple(parse_fault(str(text)) for text in opts["faults"]),  # type: ignore[attr-defined]
         isolate=bool(opts["isolate"]),
+        docker_postgres=opts["docker_postgres"],  # type: ignore[arg-type]
+        docker_target=opts["docker_target"],  # type: ignore[arg-type]
         sweep_disconnect=parse_delays(str(opts["sweep_disconnect"])) if opts["sweep_disconnect"] else (),
         out=opts["out"],  # type: ignore[arg-type]
         run_id=run_id,

@@ -137,6 +137,8 @@ class RunConfig:
     prod_pool: int | None = None
     faults: tuple[Any, ...] = ()  # harness.faults.Fault
     isolate: bool = False  # each chaos kind in a cycle of its own
+    docker_postgres: str | None = None  # compose container names for faults through the Docker SDK
+    docker_target: str | None = None
     sweep_disconnect: tuple[float, ...] = ()  # hang-up delays (ms), one disconnect-only cycle each
     locust_env: dict[str, str] = field(default_factory=dict)  # traffic description for scenarios/chaos.py
     config_file: str | None = None
@@ -202,7 +204,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.faults:
         from harness.faults import check_faults
 
-        check_faults(cfg.faults, duration=cfg.duration, embedded=cfg.dsn is None, own_target=cfg.target_url is None)
+        check_faults(cfg.faults, duration=cfg.duration, embedded=cfg.dsn is None, own_target=cfg.target_url is None,
+                     docker_postgres=cfg.docker_postgres, docker_target=cfg.docker_target)  # fmt: skip
     check_writable(cfg.out)
     return cfg
 

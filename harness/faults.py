@@ -6,6 +6,12 @@
 
 Times count from the start of the load phase. A fault that fails is recorded in run.json
 with its error, like the system under test failing: data, not a crash.
+
+Against the compose stack (``compose/``) the same faults go through the Docker SDK:
+``--docker-postgres CONTAINER`` restarts that container for ``pg-restart``,
+``--docker-target CONTAINER`` pauses and unpauses it for ``pause-target``. This machine has
+no Docker engine: that path is tested up to the engine (a stand-in client at the
+``DockerControl`` seam, and the real SDK's refusal), not against real containers.
 """
 
 from __future__ import annotations
@@ -51,27 +57,78 @@ def parse_fault(text: str) -> Fault:
     return Fault(found["kind"], at, length)
 
 
-def check_faults(faults: tuple[Fault, ...], *, duration: float, embedded: bool, own_target: bool) -> None:
+def check_faults(
+    faults: tuple[Fault, ...], *, duration: float, embedded: bool, own_target: bool,
+    docker_postgres: str | None = None, docker_target: str | None = None,
+) -> None:  # fmt: skip
     """Raise UsageError for a fault this run cannot inject."""
     for fault in faults:
         if fault.at >= duration:
             raise UsageError(f"--fault {fault} comes after the load ends ({duration:g}s)", hint="give a time inside --duration")
-        if fault.kind == "pg-restart" and not embedded:
-            raise UsageError("--fault pg-restart needs the embedded PostgreSQL", hint="leave out --dsn, or use terminate-backends")
-        if fault.kind == "pause-target" and not own_target:
-            raise UsageError("--fault pause-target needs the demo service drainwatch starts", hint="leave out --target-url")
+        if fault.kind == "pg-restart" and not (embedded or docker_postgres):
+            raise UsageError("--fault pg-restart needs the embedded PostgreSQL or --docker-postgres CONTAINER",
+                             hint="leave out --dsn, name the container, or use terminate-backends")  # fmt: skip
+        if fault.kind == "pause-target" and not (own_target or docker_target):
+            raise UsageError("--fault pause-target needs the demo service drainwatch starts or --docker-target CONTAINER",
+                             hint="leave out --target-url, or name the target's container")  # fmt: skip
+
+
+class DockerControl:
+    """Faults on compose containers through the Docker SDK. ``client`` is a ``docker.DockerClient``
+    (or anything with ``containers.get(name)`` returning objects with ``restart/pause/unpause``)."""
+
+    def __init__(self, client: Any, postgres: str | None, target: str | None) -> None:
+        self.client, self.postgres, self.target = client, postgres, target
+
+    @classmethod
+    def connect(cls, postgres: str | None, target: str | None) -> DockerControl:
+        """Reach the engine and both containers now, so a bad name fails before the run starts.
+
+        Raises UsageError naming the fix.
+        """
+        try:
+            import docker
+        except ImportError:
+            raise UsageError("the docker package is missing", hint="pip install 'drainwatch[compose]'") from None
+        try:
+            client = docker.from_env()
+            client.ping()
+        except docker.errors.DockerException as exc:
+            raise UsageError(f"cannot reach the Docker engine ({str(exc).splitlines()[0][:120]})",
+                             hint="start Docker, or leave out --docker-postgres/--docker-target") from None  # fmt: skip
+        control = cls(client, postgres, target)
+        for name in filter(None, (postgres, target)):
+            try:
+                client.containers.get(name)
+            except docker.errors.NotFound:
+                raise UsageError(f"no Docker container named {name!r}", hint="see `docker compose ps` for the names") from None
+        return control
+
+    async def restart_postgres(self) -> str:
+        container = self.client.containers.get(self.postgres)
+        await asyncio.to_thread(container.restart, timeout=10)
+        return f"container {self.postgres} restarted"
+
+    async def pause_target(self, seconds: float) -> str:
+        container = self.client.containers.get(self.target)
+        await asyncio.to_thread(container.pause)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            await asyncio.shield(asyncio.to_thread(container.unpause))  # never leave it paused
+        return f"container {self.target} paused {seconds:g}s"
 
 
 async def inject(
     faults: tuple[Fault, ...], *, load_start: float, db: Any, target: Any, match: Match,
-    on_event: Callable[[dict[str, Any]], None],
+    on_event: Callable[[dict[str, Any]], None], docker: DockerControl | None = None,
 ) -> None:  # fmt: skip
     """Inject each fault at its time; report each as an event (kind, at, start, end, detail)."""
     for fault in sorted(faults, key=lambda f: f.at):
         await asyncio.sleep(max(0.0, load_start + fault.at - time.time()))
         event: dict[str, Any] = {"fault": str(fault), "kind": fault.kind, "start": time.time()}
         try:
-            event["detail"] = await _perform(fault, db, target, match, on_event)
+            event["detail"] = await _perform(fault, db, target, match, on_event, docker)
         except Exception as exc:  # a fault that cannot be delivered is data, not a crash
             log.warning("fault %s failed: %s", fault, exc)
             event["error"] = f"{type(exc).__name__}: {exc}"
@@ -79,7 +136,14 @@ async def inject(
         on_event(event)
 
 
-async def _perform(fault: Fault, db: Any, target: Any, match: Match, on_event: Callable[[dict[str, Any]], None]) -> str:
+async def _perform(
+    fault: Fault, db: Any, target: Any, match: Match, on_event: Callable[[dict[str, Any]], None],
+    docker: DockerControl | None = None,
+) -> str:  # fmt: skip
+    if fault.kind == "pg-restart" and docker is not None and docker.postgres:
+        return await docker.restart_postgres()
+    if fault.kind == "pause-target" and docker is not None and docker.target:
+        return await docker.pause_target(fault.length)
     if fault.kind == "pg-restart":
         pid = await db.restart()
         on_event({"postgres_pid": pid})

@@ -23,7 +23,7 @@ from harness.ci import write_junit, write_summary
 from harness.collector import collector_process, read_last_sample
 from harness.config import RunConfig
 from harness.errors import DrainwatchError
-from harness.faults import inject
+from harness.faults import DockerControl, inject
 from harness.forecast import Production, from_run_dir
 from harness.isolation import isolated, swept
 from harness.live import Display
@@ -59,7 +59,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
     Raises DrainwatchError for environment problems and CancelledError on interrupt,
     after writing what was collected.
     """
-    await preflight(cfg)
+    docker = await preflight(cfg)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=False)
     logs = run_dir / LOGS
@@ -97,7 +97,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                 display.message(f"PostgreSQL {db.version} at {db.display}; target {target.url}; "
                                 f"watching backends matching {_describe(match)}")  # fmt: skip
 
-            run = _Run(cfg, run_dir, record, display, db, target, match, collector)
+            run = _Run(cfg, run_dir, record, display, db, target, match, collector, docker)
             if cfg.sweep_disconnect:
                 verdict = await swept(run, _cycle)
             elif cfg.isolate:
@@ -128,10 +128,11 @@ def _forecast(run_dir: Path, record: RunRecord, cfg: RunConfig) -> dict[str, Any
     return from_run_dir(run_dir, Production(cfg.prod_rps, cfg.prod_shares, int(pool))).to_dict()
 
 
-async def preflight(cfg: RunConfig) -> None:
-    """Check what was given from outside (database, target) before anything is written.
+async def preflight(cfg: RunConfig) -> DockerControl | None:
+    """Check what was given from outside (database, target, Docker) before anything is written.
 
-    Raises DatabaseProblem or TargetProblem naming the fix.
+    Returns the Docker control for faults on compose containers, if asked for. Raises
+    DatabaseProblem, TargetProblem or UsageError naming the fix.
     """
     if cfg.dsn:
         async with external_postgres(cfg.dsn):
@@ -139,6 +140,9 @@ async def preflight(cfg: RunConfig) -> None:
     if cfg.target_url:
         async with external_target(cfg.target_url, cfg.pool_limit, cfg.pool_view):
             pass
+    if cfg.docker_postgres or cfg.docker_target:
+        return await asyncio.to_thread(DockerControl.connect, cfg.docker_postgres, cfg.docker_target)
+    return None
 
 
 CHECKPOINT_EVERY = 600.0  # seconds between report checkpoints during a long load
@@ -168,6 +172,7 @@ class _Run:
     target: Target
     match: Any
     collector: asyncio.subprocess.Process
+    docker: DockerControl | None = None
     cycles: int = 0
 
 
@@ -201,7 +206,7 @@ async def _cycle(run: _Run, prefix: str, mix: dict[str, int], csv_name: str, ext
             async with asyncio.TaskGroup() as faults:
                 if cfg.faults:
                     faults.create_task(inject(cfg.faults, load_start=time.time(), db=db, target=target, match=match,
-                                              on_event=lambda event: _fault_event(record, event)))  # fmt: skip
+                                              on_event=lambda event: _fault_event(record, event), docker=run.docker))  # fmt: skip
                 await run_load(_plan(cfg, target, locustfile, cfg.duration, run_dir / csv_name, logs / f"{csv_name}.log", env),
                                on_start=record.started)
         finally:

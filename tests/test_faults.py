@@ -83,3 +83,52 @@ def test_collector_killed_is_an_error_with_what_it_wrote(tmp_path: Path) -> None
 def test_bad_faults(args: list[str], message: str, tmp_path: Path) -> None:
     proc = drainwatch("run", "--out", str(tmp_path / "r"), *args)
     assert proc.returncode == 2 and proc.stderr.strip().startswith(message), proc.stderr
+
+
+def test_docker_faults_without_an_engine_fail_before_the_run(tmp_path: Path) -> None:
+    """The Docker SDK path, as far as a machine without an engine allows: a clear refusal."""
+    proc = drainwatch("run", "--fault", "pg-restart@3s", "--docker-postgres", "compose-postgres-1",
+                      "--out", str(tmp_path / "r"), env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith("error: cannot reach the Docker engine (") and "Traceback" not in proc.stderr
+    assert line.endswith("hint: start Docker, or leave out --docker-postgres/--docker-target")
+    assert not (tmp_path / "r").exists()
+
+
+def test_docker_faults_reach_the_containers() -> None:
+    """The fault dispatch against a stand-in client at the DockerControl seam (no engine here)."""
+    import asyncio
+
+    from harness.config import Match
+    from harness.faults import DockerControl, Fault, inject
+
+    calls: list[str] = []
+
+    class Container:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def restart(self, timeout: int) -> None:
+            calls.append(f"restart {self.name} {timeout}")
+
+        def pause(self) -> None:
+            calls.append(f"pause {self.name}")
+
+        def unpause(self) -> None:
+            calls.append(f"unpause {self.name}")
+
+    class Containers:
+        def get(self, name: str) -> Container:
+            return Container(name)
+
+    class Client:
+        containers = Containers()
+
+    events: list[dict] = []
+    control = DockerControl(Client(), postgres="pg", target="demo")
+    faults = (Fault("pg-restart", 0.0), Fault("pause-target", 0.05, 0.1))
+    asyncio.run(inject(faults, load_start=time.time(), db=None, target=None, match=Match(),
+                       on_event=events.append, docker=control))  # fmt: skip
+    assert calls == ["restart pg 10", "pause demo", "unpause demo"]
+    assert [e["detail"] for e in events] == ["container pg restarted", "container demo paused 0.1s"]
