@@ -17,6 +17,7 @@ from rich.console import Console
 from harness.config import DEFAULT_MIX, Match, RunConfig, parse_delays, parse_duration, parse_mix, validate
 from harness.errors import EXIT_USAGE, Interrupted, UsageError
 from harness.faults import parse_fault
+from harness.processes import hurry
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -221,7 +222,8 @@ def _run_with_boundary(ctx: click.Context, cfg: RunConfig) -> None:
 def run_interruptible(coro):  # type: ignore[no-untyped-def]
     """Run ``coro``; SIGINT/SIGTERM cancel it (so every context manager unwinds) and raise Interrupted.
 
-    A second signal while unwinding is left to the default handler: a fast, hard stop.
+    A second signal while unwinding kills every child at once instead of waiting out
+    their grace periods; the unwinding still writes what was collected.
     """
     received: list[int] = []
 
@@ -231,10 +233,9 @@ def run_interruptible(coro):  # type: ignore[no-untyped-def]
         assert task is not None
 
         def on_signal(signum: int) -> None:
-            if received:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-                signal.raise_signal(signum)
+            if received:  # the second one: no more grace periods
+                err_console.print(f"\n{signal.Signals(signum).name} again: killing every process now…")
+                hurry()
                 return
             received.append(signum)
             err_console.print(f"\n{signal.Signals(signum).name}: stopping, writing what was collected… (again to force)")

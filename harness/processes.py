@@ -18,6 +18,22 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+_live: set[asyncio.subprocess.Process] = set()  # every child still running, for hurry()
+_hurry = False
+
+
+def hurry() -> None:
+    """Stop everything now: SIGKILL every live child, and make later stops skip the grace periods
+    (a second Ctrl-C). Nothing is orphaned, and the run still writes what it collected."""
+    global _hurry
+    _hurry = True
+    for proc in list(_live):
+        if proc.returncode is None:
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+
 
 async def spawn(
     argv: Sequence[str], *, name: str, log_path: Path, env: dict[str, str] | None = None, **popen: Any
@@ -35,6 +51,7 @@ async def spawn(
             **popen,
         )
     log.debug("started %s (pid %s): %s", name, proc.pid, " ".join(argv))
+    _live.add(proc)
     return proc
 
 
@@ -61,7 +78,8 @@ async def stop_process(
     proc: asyncio.subprocess.Process, *, name: str, first: int = signal.SIGINT, grace: float = 10.0
 ) -> int | None:
     """End ``proc``: ``first``, then SIGTERM, then SIGKILL. Returns its exit code."""
-    for sig, wait in ((first, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+    steps = ((first, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
+    for sig, wait in steps[2:] if _hurry else steps:
         if proc.returncode is not None:
             break
         try:
@@ -72,6 +90,7 @@ async def stop_process(
             await asyncio.wait_for(proc.wait(), wait)
         except TimeoutError:
             log.warning("%s (pid %s) ignored %s", name, proc.pid, signal.Signals(sig).name)
+    _live.discard(proc)
     return proc.returncode
 
 

@@ -58,3 +58,28 @@ def test_interrupt_at_each_phase(phase: str, signum: int, tmp_path: Path) -> Non
     assert summary["status"] == "interrupted" and summary["verdict"] is None
     time.sleep(0.5)
     assert leftovers(tmp_path / "r") == {}
+
+
+def test_second_interrupt_kills_everything_and_still_reports(tmp_path: Path) -> None:
+    """Ctrl-C twice while unwinding a leaky run (its target ignores the polite stop): every
+    child is killed at once, nothing is left behind, and the partial report is written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "--variant", "leaky", "--out", str(tmp_path), "--run-id", "r", "-q",
+         "--warmup", "3s", "--baseline", "2s", "--duration", "10s", "--settle", "10s"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ,
+    )  # fmt: skip
+    run_json = tmp_path / "r" / "run.json"
+    deadline = time.monotonic() + 90
+    while _current_phase(run_json) != "settle":
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "SIGINT again: killing every process now" in output and "Traceback" not in output
+    assert json.loads(run_json.read_text())["status"] == "interrupted"
+    assert (tmp_path / "r" / "report.html").is_file()
+    time.sleep(0.5)
+    assert leftovers(tmp_path / "r") == {}
