@@ -145,7 +145,8 @@ async def preflight(cfg: RunConfig) -> DockerControl | None:
     return None
 
 
-CHECKPOINT_EVERY = 600.0  # seconds between report checkpoints during a long load
+# Seconds between report checkpoints during a long load (an aborted soak still has a report).
+CHECKPOINT_EVERY = float(os.environ.get("DRAINWATCH_CHECKPOINT_EVERY", "600"))
 
 
 async def _checkpoint_reports(run_dir: Path, duration: float) -> None:

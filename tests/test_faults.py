@@ -132,3 +132,22 @@ def test_docker_faults_reach_the_containers() -> None:
                        on_event=events.append, docker=control))  # fmt: skip
     assert calls == ["restart pg 10", "pause demo", "unpause demo"]
     assert [e["detail"] for e in events] == ["container pg restarted", "container demo paused 0.1s"]
+
+
+def test_report_is_checkpointed_during_a_long_load(tmp_path: Path) -> None:
+    """A soak killed mid-load still has a report: it is rendered now and then while the load runs."""
+    run = subprocess.Popen([sys.executable, "-m", "harness", "run", "--variant", "fixed", "--out", str(tmp_path),
+                            "--run-id", "c", "--warmup", "2s", "--baseline", "2s", "--duration", "12s", "--settle", "3s", "-q"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "DRAINWATCH_CHECKPOINT_EVERY": "3"})  # fmt: skip
+    run_json, report = tmp_path / "c" / "run.json", tmp_path / "c" / "report.html"
+    seen_during_load = False
+    deadline = time.monotonic() + 90
+    while run.poll() is None and time.monotonic() < deadline:
+        phase = json.loads(run_json.read_text()).get("current_phase") if run_json.exists() else None
+        if phase == "load" and report.exists():
+            seen_during_load = True
+            break
+        time.sleep(0.2)
+    run.wait(120)
+    assert seen_during_load
