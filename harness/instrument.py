@@ -27,7 +27,7 @@ def describe_pool(pool: Any) -> dict[str, Any]:
     pool = getattr(pool, "pool", pool)  # Engine → its Pool
     if hasattr(pool, "checkedout") and hasattr(pool, "checkedin"):  # SQLAlchemy QueuePool
         limit = pool.size() + max(0, getattr(pool, "_max_overflow", 0))
-        return {"kind": "sqlalchemy", "checked_out": pool.checkedout(), "idle": pool.checkedin(),
+        return {"kind": "sqlalchemy", "checked_out": pool.checkedout(), "idle": _sqlalchemy_idle(pool),
                 "min_size": 0, "limit": limit, "max_idle_s": None}  # fmt: skip
     if hasattr(pool, "get_idle_size") and hasattr(pool, "get_max_size"):  # asyncpg Pool
         size, idle = pool.get_size(), pool.get_idle_size()
@@ -39,6 +39,16 @@ def describe_pool(pool: Any) -> dict[str, Any]:
         return {"kind": "psycopg_pool", "checked_out": size - idle, "idle": idle, "min_size": pool.min_size,
                 "limit": pool.max_size, "max_idle_s": pool.max_idle, "waiting": stats.get("requests_waiting", 0)}  # fmt: skip
     return {"kind": "unknown"}
+
+
+def _sqlalchemy_idle(pool: Any) -> int:
+    """Idle connections that are really open. ``checkedin()`` counts slots, and a slot whose
+    connection the garbage collector or an invalidation closed stays in the pool empty,
+    to be reconnected on its next checkout: it holds nothing on the server."""
+    queue = getattr(getattr(pool, "_pool", None), "queue", None)
+    if queue is None:
+        return int(pool.checkedin())
+    return sum(1 for record in list(queue) if getattr(record, "dbapi_connection", None) is not None)
 
 
 def pool_view(pools: Mapping[str, Any]) -> dict[str, Any]:

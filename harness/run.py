@@ -234,7 +234,23 @@ async def _cycle(run: _Run, prefix: str, mix: dict[str, int], csv_name: str, ext
 
     phases = {name: record.phases[f"{prefix}{name}"] for name in ("baseline", "load", "settle")}
     return judge(_read_samples(samples, phases), phases, lingering, result, tolerance=cfg.tolerance,
-                 pool_view=pool_views["final"], collector_lost=run.collector.returncode is not None)  # fmt: skip
+                 pool_view=pool_views["final"], collector_lost=run.collector.returncode is not None,
+                 load=_load_counts(run_dir / csv_name))  # fmt: skip
+
+
+def _load_counts(prefix: Path) -> dict[str, int]:
+    """Requests Locust sent and exceptions its users raised, from its CSVs (empty if it wrote none)."""
+    counts: dict[str, int] = {}
+    try:
+        with open(f"{prefix}_stats.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("Name") == "Aggregated":
+                    counts["requests"] = int(float(row.get("Request Count") or 0))
+        with open(f"{prefix}_exceptions.csv", newline="") as handle:
+            counts["exceptions"] = sum(int(float(row.get("Count") or 0)) for row in csv.DictReader(handle))
+    except (OSError, ValueError):
+        pass
+    return counts
 
 
 def _fault_event(record: RunRecord, event: dict[str, Any]) -> None:

@@ -134,6 +134,7 @@ def judge(
     tolerance: int = 0,
     pool_view: Mapping[str, Any] | None = None,
     collector_lost: bool = False,
+    load: Mapping[str, int] | None = None,
 ) -> Verdict:
     """Weigh the evidence. ``phases`` maps baseline/load/settle to (start, end) unix times;
     ``pool_view`` is the app's own pool counts after settle (harness.instrument), if any."""
@@ -219,7 +220,12 @@ def judge(
     reasons: list[str] = []
     failed = [c for c in checks if not c.passed]
     gaps = _gaps(samples, load_start, settle_end)
-    if collector_lost:
+    load = load or {}
+    if load.get("requests") == 0:
+        verdict, evidence = ERROR, ["no_load"]
+        reasons.append("the load phase sent no request, so nothing was tested: check the locustfile "
+                       f"({load.get('exceptions', 0)} exception(s) in locust_exceptions.csv)")  # fmt: skip
+    elif collector_lost:
         verdict, evidence = ERROR, ["collector_lost"]
         reasons.append("the collector stopped before the end of the run: counts after its last sample are unknown "
                        "(what it wrote is in samples.csv)")  # fmt: skip
@@ -252,6 +258,9 @@ def judge(
             + "; no connection left in use; the service still serves"
         )
 
+    if load.get("exceptions") and verdict != ERROR:
+        reasons.append(f"Locust's users raised {load['exceptions']} exception(s) (locust_exceptions.csv): the load may "
+                       "not be the one you meant")  # fmt: skip
     if gaps["count"]:
         reasons.append(
             f"PostgreSQL could not be reached for {human_seconds(gaps['seconds'])} during the run ({gaps['count']} "

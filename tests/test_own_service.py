@@ -102,3 +102,19 @@ def test_workers_and_prometheus_endpoint(tmp_path: Path) -> None:
     senders = {name: n for name, n in clients.items() if name.startswith("locust-")}
     assert len(senders) == 2 and all(n > 10 for n in senders.values()), clients
     assert "Aggregated" in (tmp_path / "w" / "locust_stats.csv").read_text()
+
+
+def test_a_locustfile_that_sends_nothing_is_an_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text(
+        "from locust import task\nfrom scenarios.chaos import ChaosUser\n\n\n"
+        "class Broken(ChaosUser):\n"
+        "    @task\n"
+        "    def oops(self):\n"
+        "        raise RuntimeError('a typo in the locustfile')\n"
+    )
+    proc = drainwatch("run", "--locustfile", str(broken), "--variant", "fixed", "--out", str(tmp_path), "--run-id", "b", *FAST)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["verdict"] == "ERROR" and summary["evidence"] == ["no_load"]
+    assert "sent no request" in summary["reasons"][0]

@@ -240,3 +240,12 @@ def test_zombie_work_holding_the_pool_is_said_plainly() -> None:
     verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
     assert verdict.verdict == LEAK
     assert "still working for clients that have gone" in verdict.reasons[0]
+
+
+def test_a_load_that_sent_nothing_is_an_error_not_a_pass() -> None:
+    samples = _samples([5] * 15)
+    verdict = judge(samples, PHASES, [], ProbeResult(3, 3), load={"requests": 0, "exceptions": 40})
+    assert verdict.verdict == ERROR and verdict.evidence == ["no_load"]
+    assert "40 exception(s)" in verdict.reasons[0]
+    noisy = judge(samples, PHASES, [], ProbeResult(3, 3), load={"requests": 900, "exceptions": 3})
+    assert noisy.verdict == PASS and any("raised 3 exception(s)" in r for r in noisy.reasons)
