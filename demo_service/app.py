@@ -17,10 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from demo_service import fixed, leaky
-from harness.instrument import mount_pool_view
 from demo_service.agent import PaymentDeclined
 from demo_service.cancel import CancelOnDisconnect
 from demo_service.context import request_id_middleware, tag
+from harness.instrument import mount_pool_view
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,13 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from demo_service.agent import PaymentDeclined, UpstreamHiccup, counted, llm_summary, llm_tokens, record_usage
+from demo_service.agent import (
+    PaymentDeclined,
+    counted,
+    llm_summary,
+    llm_tokens,
+    record_usage,
+)
 from demo_service.context import tag
 
 router = APIRouter()
