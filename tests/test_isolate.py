@@ -31,6 +31,8 @@ def test_isolate_names_the_leaking_kinds(variant: str, code: int, tmp_path: Path
     else:
         assert set(verdicts.values()) == {"PASS"}
     assert leftovers(tmp_path / "i") == {}  # every restarted target too
+    report = (tmp_path / "i" / "report.html").read_text()
+    assert "Each chaos kind alone" in report and "locust_stats_history.csv is missing" not in report
 
 
 def test_sweep_disconnect_shows_the_race_window(tmp_path: Path) -> None:

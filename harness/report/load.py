@@ -124,16 +124,34 @@ def load_run(run_dir: Path) -> RunData:
     data.probe = _read_csv(run_dir / PROBE_CSV, {"t": "float64", "status": "str", "ok": "str",
                                                  "elapsed_ms": "float64", "error": "str"}, data.notes)  # fmt: skip
     history = {c: "float32" for c in HISTORY_COLUMNS} | {"Timestamp": "float64", "Name": "category"}
-    data.history = _read_csv(run_dir / f"{LOCUST_PREFIX}_stats_history.csv", history, data.notes)
+    data.history = _read_locust(run_dir, "stats_history", history, data.notes)
     data.warmup_history = _read_csv(run_dir / f"{WARMUP_PREFIX}_stats_history.csv", history, [])
     stats = {c: "float64" for c in STATS_COLUMNS} | {"Name": "str"}
-    data.stats = _read_csv(run_dir / f"{LOCUST_PREFIX}_stats.csv", stats, data.notes)
+    data.stats = _read_locust(run_dir, "stats", stats, data.notes)
     failures = {"Method": "str", "Name": "str", "Error": "str", "Occurrences": "float64", "First Seen": "str",
                 "Last Seen": "str"}  # fmt: skip
-    data.failures = _read_csv(run_dir / f"{LOCUST_PREFIX}_failures.csv", failures, data.notes)
+    data.failures = _read_locust(run_dir, "failures", failures, data.notes)
     exceptions = {"Count": "float64", "Message": "str", "Traceback": "str", "Nodes": "str"}
-    data.exceptions = _read_csv(run_dir / f"{LOCUST_PREFIX}_exceptions.csv", exceptions, data.notes)
+    data.exceptions = _read_locust(run_dir, "exceptions", exceptions, data.notes)
     return data
+
+
+def _read_locust(run_dir: Path, part: str, columns: dict[str, str], notes: list[str]) -> pd.DataFrame | None:
+    """Locust's ``locust_<part>.csv``; for runs made of cycles (``--isolate``, ``--sweep-disconnect``),
+    each cycle's ``locust-<cycle>_<part>.csv`` together, with one Aggregated row of their sums."""
+    single = run_dir / f"{LOCUST_PREFIX}_{part}.csv"
+    cycles = sorted(run_dir.glob(f"{LOCUST_PREFIX}-*_{part}.csv"))
+    if single.is_file() or not cycles:
+        return _read_csv(single, columns, notes)
+    frames = [frame for path in cycles if (frame := _read_csv(path, columns, notes)) is not None]
+    if not frames:
+        return None
+    joined = pd.concat(frames, ignore_index=True)
+    if part == "stats" and "Name" in joined:
+        rows = joined[joined["Name"] != "Aggregated"]
+        total = {c: rows[c].sum() for c in ("Request Count", "Failure Count") if c in rows}
+        joined = pd.concat([rows, pd.DataFrame([{"Name": "Aggregated", **total}])], ignore_index=True)
+    return joined
 
 
 def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
