@@ -6,7 +6,6 @@ Every process a helper starts is stopped by the helper (context managers), by it
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import math
@@ -16,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import httpx
 import psutil
 
-from harness.postgres import Database, embedded_postgres, free_port
+from harness.postgres import Database, embedded_postgres_sync, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -48,17 +47,9 @@ def command(name: str) -> list[str]:
 # ---------------------------------------------------------------- processes
 
 
-@contextmanager
-def embedded_pg(log_path: Path) -> Iterator[Database]:
-    """harness.postgres.embedded_postgres, held open from synchronous code (as tests/conftest.py does)."""
-    runner = asyncio.Runner()
-    manager = embedded_postgres(log_path)
-    db = runner.run(manager.__aenter__())
-    try:
-        yield db
-    finally:
-        runner.run(manager.__aexit__(None, None, None))
-        runner.close()
+def embedded_pg(log_path: Path) -> AbstractContextManager[Database]:
+    """The embedded PostgreSQL, held open from synchronous code."""
+    return embedded_postgres_sync(log_path)
 
 
 def postgres_cpu(postmaster_pid: int) -> float:

