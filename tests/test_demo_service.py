@@ -40,6 +40,17 @@ def hang_up_mid_stream(url: str, path: str) -> None:
         next(resp.iter_bytes())  # the reply has started streaming; now the client goes away
 
 
+def hang_up_on_slow(url: str) -> dict[str, int]:
+    """Call the plain GET /slow, hang up after 100 ms, and return how its handler ended:
+    ``{"completed": n, "cancelled": m}`` counted by the service while the client was gone."""
+    before = httpx.get(url + "/stats").json()["handlers"]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(url + "/slow?ms=600", timeout=0.1)
+    time.sleep(1.0)
+    after = httpx.get(url + "/stats").json()["handlers"]
+    return {end: after.get(f"slow:{end}", 0) - before.get(f"slow:{end}", 0) for end in ("completed", "cancelled")}
+
+
 def settle() -> None:
     time.sleep(1.0)
 
@@ -104,13 +115,7 @@ def test_yield_dependency_without_finally(demo: Variant) -> None:
 def test_plain_endpoint_is_not_cancelled_by_a_disconnect(demo: Variant) -> None:
     """Why the demo streams: a plain endpoint runs to completion after the client hangs up."""
     _, url, _ = demo
-    before = httpx.get(url + "/stats").json()["handlers"]
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.get(url + "/slow?ms=600", timeout=0.1)
-    time.sleep(1.0)
-    after = httpx.get(url + "/stats").json()["handlers"]
-    assert after.get("slow:completed", 0) == before.get("slow:completed", 0) + 1
-    assert after.get("slow:cancelled", 0) == before.get("slow:cancelled", 0)
+    assert hang_up_on_slow(url) == {"completed": 1, "cancelled": 0}
 
 
 def test_leak_one_leaks_exactly_one(demo: Variant) -> None:
@@ -161,13 +166,7 @@ def cancelling(pg: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def test_middleware_cancels_a_plain_endpoint_on_hang_up(cancelling: Variant) -> None:
     _, url, _ = cancelling
-    before = httpx.get(url + "/stats").json()["handlers"]
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.get(url + "/slow?ms=600", timeout=0.1)
-    time.sleep(1.0)
-    after = httpx.get(url + "/stats").json()["handlers"]
-    assert after.get("slow:cancelled", 0) == before.get("slow:cancelled", 0) + 1
-    assert after.get("slow:completed", 0) == before.get("slow:completed", 0)
+    assert hang_up_on_slow(url) == {"completed": 0, "cancelled": 1}
 
 
 def test_middleware_spares_completed_responses(cancelling: Variant) -> None:
