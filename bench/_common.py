@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 import psutil
-
-from harness.postgres import Database, embedded_postgres_sync, free_port
+from drainwatch.provision.postgres import Database, embedded_postgres_sync
+from drainwatch.provision.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -11,7 +11,7 @@ The child also reports the time inside render_report() alone.
 Reference, same invocation: a run folder the size of the default run (90 s at 4 Hz), so
 the ratio shows what the 24 h of data costs over the fixed cost of a render.
 Targets (DESIGN.md): under 5 s and under 400 MB. A compare of two 24 h runs is timed too
-when the CLI has a `compare` command (harness.compare); otherwise the table says so.
+when the CLI has a `compare` command (drainwatch.report.compare); otherwise the table says so.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ RENDER = """
 import json, time
 t0 = time.perf_counter()
 from pathlib import Path
-from harness.report import render_report
-from harness.report import figures, html, load  # what render_report imports lazily
+from drainwatch.report import render_report
+from drainwatch.report import figures, html, load  # what render_report imports lazily
 t1 = time.perf_counter()
 render_report(Path(sys.argv[1]))
 t2 = time.perf_counter()
@@ -55,7 +55,7 @@ print(json.dumps({"imports": t1 - t0, "render": t2 - t1}))
 
 # `drainwatch compare A B`, through the CLI's own entry point.
 COMPARE = """
-from harness.cli import main
+from drainwatch.cli import main
 sys.argv = ["drainwatch", "compare", *sys.argv[1:]]
 main()
 """
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in measured.items()}
     peak = {k: max(r["rss"] for r in v) for k, v in measured.items()}
 
-    compare = ["compare of two soaks", "not measured: harness.compare does not exist", "", "-"]
-    if importlib.util.find_spec("harness.compare") is not None:
+    compare = ["compare of two soaks", "not measured: drainwatch.report.compare does not exist", "", "-"]
+    if importlib.util.find_spec("drainwatch.report.compare") is not None:
         other = make_rundir(work / "soak-pass", args.hours, args.hz, "PASS", seed=1)
         wall, rss, _, code = in_child(COMPARE, str(soak), str(other))
         # No target of its own in DESIGN.md: held to the report's.

@@ -39,7 +39,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="drainwatch-bench-soak-") as tmp:
         out = Path(tmp)
         run = subprocess.Popen(
-            [sys.executable, "-m", "harness", "run", "--variant", "fixed", "--users", "10", "--interval", args.interval,
+            [sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--users", "10", "--interval", args.interval,
              "--warmup", "3s", "--baseline", "2s", "--duration", f"{args.minutes * 60:.0f}s", "--settle", "5s",
              "--out", str(out), "--run-id", "soak", "-q"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -3,8 +3,8 @@
     make_rundir(path, hours=24, hz=1)                     # a 24 h soak sampled at 1 Hz
     python bench/synthetic_rundir.py OUT_DIR --hours 24 --hz 1 [--verdict LEAK] [--render]
 
-The files follow harness.rundir and Locust 2.x's ``--csv --csv-full-history`` output; the
-summary is produced by the real ``harness.verdict.judge`` from the synthetic samples, so it
+The files follow drainwatch.rundir and Locust 2.x's ``--csv --csv-full-history`` output; the
+summary is produced by the real ``drainwatch.judge.verdict.judge`` from the synthetic samples, so it
 cannot drift from what a real run would write. Everything is vectorised with numpy: the
 24 h soak is about half a million Locust history rows.
 """
@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from harness.ci import summary
-from harness.collector import Sample
-from harness.lingering import classify
-from harness.rundir import (
+from drainwatch.judge.forensics import classify
+from drainwatch.judge.probe import ProbeResult
+from drainwatch.judge.verdict import judge
+from drainwatch.report.outputs import summary
+from drainwatch.rundir import (
     LINGERING_COLUMNS,
     LINGERING_CSV,
     LOCUST_PREFIX,
@@ -36,7 +36,7 @@ from harness.rundir import (
     WARMUP_PREFIX,
     write_json,
 )
-from harness.verdict import ProbeResult, judge
+from drainwatch.sample.collector import Sample
 
 T0 = 1_760_000_000.0  # a fixed start keeps generated files reproducible
 POOL_LIMIT, MAX_CONNECTIONS, BASELINE_IDLE, USERS = 30, 100, 10, 40
@@ -61,7 +61,7 @@ SPREAD = np.array([1.0, 1.2, 1.35, 1.45, 1.8, 2.3, 3.0, 3.6, 5.0, 6.0, 7.0])
 RENDER = """
 import re, sys
 from pathlib import Path
-from harness.report import render_report
+from drainwatch.report import render_report
 render_report(Path(sys.argv[1]))
 status = Path("/proc/self/status")
 found = re.search(r"VmHWM:\\s+(\\d+)", status.read_text()) if status.exists() else None
@@ -117,7 +117,7 @@ def make_rundir(
     probe = ProbeResult(attempts=3, ok=0 if verdict == "ERROR" else 3, target_alive=verdict != "ERROR")
     refused = "connection refused ([Errno 111] Connection refused)"
     with open(run_dir / PROBE_CSV, "w", newline="") as handle:
-        writer = csv.writer(handle)  # the columns and values harness.probe writes
+        writer = csv.writer(handle)  # the columns and values drainwatch.judge.probe writes
         writer.writerow(["t", "status", "ok", "elapsed_ms", "error"])
         for i in range(probe.attempts if probe.target_alive else 1):  # the probe stops at a dead target
             ok = i < probe.ok
@@ -128,8 +128,8 @@ def make_rundir(
 
     spans = {n: (float(s or 0), float(e)) for n, (s, e) in phases.items() if e is not None}
     result = judge(samples.to_dict("records"), spans, lingering, probe, tolerance=0)
-    if result.verdict != verdict:
-        raise AssertionError(f"synthetic data judged {result.verdict}, wanted {verdict}: {result.reasons}")
+    if result.outcome != verdict:
+        raise AssertionError(f"synthetic data judged {result.outcome}, wanted {verdict}: {result.reasons}")
     write_json(run_dir / SUMMARY_JSON, summary(record, result, extra))
     return run_dir
 
@@ -283,7 +283,7 @@ def _conn(pid: int, state: str, query: str, *, backend_age: float, state_age: fl
 def _run_json(
     run_id: str, status: str, phases: dict[str, list[float | None]], load_s: float, *, finished: float
 ) -> dict[str, Any]:
-    """run.json as harness.record.RunRecord leaves it."""
+    """run.json as drainwatch.run.record.RunRecord leaves it."""
     dsn = "postgresql://postgres:***@127.0.0.1:54329/postgres"
     return {
         "run_id": run_id,

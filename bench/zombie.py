@@ -27,7 +27,7 @@ def run(endpoint: str, work_ms: int, users: int, duration: str, settle: str, out
     }
     name = endpoint.strip("/")
     subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--variant", "fixed", "--mix", "disconnect=1", "--users", str(users),
+        [sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--mix", "disconnect=1", "--users", str(users),
          "--warmup", "3s", "--baseline", "2s", "--duration", duration, "--settle", settle,
          "--out", str(out), "--run-id", name, "-q"],
         env={**os.environ, **env_updates}, check=False, capture_output=True,

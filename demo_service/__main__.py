@@ -6,8 +6,8 @@ import argparse
 import os
 
 import uvicorn
-
-from demo_service.app import DSN_ENV, create_app
+from drainwatch.demo_service import DSN_ENV
+from drainwatch.demo_service.app import create_app
 
 
 def main(argv: list[str] | None = None) -> None:

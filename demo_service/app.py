@@ -10,32 +10,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from drainwatch.demo_service import CANCEL_ENV, DSN_ENV, MAX_OVERFLOW, POOL_SIZE, RAW_POOL_MAX, app_name, fixed, leaky
+from drainwatch.demo_service.agent import PaymentDeclined
+from drainwatch.demo_service.cancel import CancelOnDisconnect
+from drainwatch.demo_service.context import request_id_middleware, tag
+from drainwatch.instrument import mount_pool_view
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from demo_service import fixed, leaky
-from demo_service.agent import PaymentDeclined
-from demo_service.cancel import CancelOnDisconnect
-from demo_service.context import request_id_middleware, tag
-from harness.instrument import mount_pool_view
-
 log = logging.getLogger(__name__)
 
-POOL_SIZE, MAX_OVERFLOW = 20, 10  # the pool of the seed's error message
-RAW_POOL_MAX = 10
 POOL_TIMEOUT = 5.0  # SQLAlchemy's wait for a free connection before "QueuePool limit ... reached"
-DSN_ENV = "DRAINWATCH_DEMO_DSN"
-
-
-def app_name(variant: str) -> str:
-    """The application_name prefix of the demo's backends (``:sa`` or ``:raw`` follows)."""
-    return f"drainwatch-demo-{variant}"
-
-
-CANCEL_ENV = "DRAINWATCH_DEMO_CANCEL_ON_DISCONNECT"
 
 
 def create_app(variant: str = "leaky", dsn: str | None = None, cancel_on_disconnect: bool | None = None) -> FastAPI:

@@ -9,19 +9,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from demo_service.agent import (
+from drainwatch.demo_service.agent import (
     PaymentDeclined,
     counted,
     llm_summary,
     llm_tokens,
     record_usage,
 )
-from demo_service.context import tag
+from drainwatch.demo_service.context import tag
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 router = APIRouter()
 

@@ -1,3 +1,3 @@
-from harness.cli import main
+from drainwatch.cli import main
 
 main()

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UsageError
+from drainwatch.errors import UsageError
 
 # "section.key" in the file → option name of `drainwatch run`
 OPTION_KEYS = {
@@ -150,7 +150,7 @@ STARTER = '''\
 
 [target]
 url = "http://127.0.0.1:8000"        # your running service (leave out to run the bundled demo)
-# pool_view = "/_drainwatch/pool"    # if your app mounts harness.instrument's pool view
+# pool_view = "/_drainwatch/pool"    # if your app mounts drainwatch.instrument's pool view
 # pool_limit = 30                     # pool_size + max_overflow, drawn on the chart
 
 [database]

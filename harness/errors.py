@@ -6,6 +6,7 @@
         ├── DatabaseProblem    PostgreSQL cannot be started, reached or watched
         └── TargetProblem      the service under test cannot be started or reached
 
+Any other exception is a drainwatch malfunction: exit 3, its traceback kept in a file.
 Every error carries a one-line ``hint`` that names the fix. The CLI is the only place
 that turns them into output and an exit code. The system under test failing (a leak, a
 500 storm, a pool exhausted) is never an exception: it is data in the verdict.
@@ -16,6 +17,7 @@ from __future__ import annotations
 EXIT_PASS = 0
 EXIT_LEAK = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3  # drainwatch itself broke: never a verdict
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 

@@ -4,7 +4,7 @@
 one the server killed, vanishes there while the pool still counts it as checked out, and
 the service starves with nothing extra visible. Two lines in your app fix that::
 
-    from harness.instrument import mount_pool_view
+    from drainwatch.instrument import mount_pool_view
     mount_pool_view(app, lambda: {"db": app.state.engine, "raw": app.state.pool})
 
 ``GET /_drainwatch/pool`` then answers with each pool's checked-out, idle and limit counts,

@@ -3,14 +3,14 @@
 Everything a report, a compare or a CI job needs is in here; nothing else is read later.
 
     run.json            config (no password), phases with unix start/end, versions, status
-    samples.csv         the collector's time series (columns: harness.collector.Sample)
+    samples.csv         the collector's time series (columns: drainwatch.sample.collector.Sample)
     lingering.csv       the target's connections still open at the end (LINGERING_COLUMNS)
     baseline_connections.csv  the same, taken at the end of the baseline (what healthy looks like)
     warmup_*.csv        Locust's CSVs for the warm-up
     locust_*.csv        Locust's CSVs for the load phase (stats, stats_history, failures, exceptions)
     probe.csv           each probe request after settle
     pool_view.json      the app's own pool counts at baseline and after settle, if it exposes them
-    summary.json        the verdict (schema SUMMARY_SCHEMA, see harness.verdict)
+    summary.json        the verdict (schema SUMMARY_SCHEMA, see drainwatch.judge.verdict)
     junit.xml           one test case per check
     report.html         self-contained report
     logs/               postgres.log, target.log, collector.log, locust-*.log
@@ -23,6 +23,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from drainwatch.errors import UsageError
 
 RUN_JSON = "run.json"
 SAMPLES_CSV = "samples.csv"
@@ -38,6 +40,8 @@ WARMUP_PREFIX = "warmup"
 LOGS = "logs"
 
 SUMMARY_SCHEMA = "drainwatch.summary/1"
+# Noted on an exception that escapes a run, so the error boundary keeps its traceback there.
+RUN_DIR_NOTE = "drainwatch run folder: "
 
 LINGERING_COLUMNS = [
     "pid", "application_name", "state", "kind", "backend_age_s", "xact_age_s", "state_age_s",
@@ -57,3 +61,14 @@ def write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run folder (and its parents). Raises UsageError naming the fix for any OSError."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError as exc:
+        raise UsageError(f"run folder {run_dir} already exists", hint="choose another --run-id") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot create the run folder {run_dir} ({exc.strerror or exc})",
+                         hint="choose a writable folder with --out DIR") from exc  # fmt: skip

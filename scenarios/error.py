@@ -1,8 +1,7 @@
 """Only error traffic: `locust -f scenarios/error.py --host http://127.0.0.1:8000`."""
 
+from drainwatch.scenarios.chaos import ChaosUser
 from locust import task
-
-from scenarios.chaos import ChaosUser
 
 
 class ErrorUser(ChaosUser):

@@ -5,7 +5,7 @@ Weights come from ``DRAINWATCH_MIX`` (``steady=4,disconnect=2,timeout=2,error=1`
 
 import os
 
-from scenarios.chaos import ChaosUser, parse_mix
+from drainwatch.scenarios.chaos import ChaosUser, parse_mix
 
 _MIX = parse_mix(os.environ.get("DRAINWATCH_MIX", "steady=4,disconnect=2,timeout=2,error=1"))
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-
-from harness.postgres import Database, embedded_postgres_sync, free_port
+from drainwatch.provision.postgres import Database, embedded_postgres_sync
+from drainwatch.provision.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ def demo_service(dsn: str, variant: str, log_path: Path, *extra: str) -> Iterato
     port = free_port()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "demo_service", "--variant", variant, "--port", str(port), *extra],
+            [sys.executable, "-m", "drainwatch.demo_service", "--variant", variant, "--port", str(port), *extra],
             env={**os.environ, "DRAINWATCH_DEMO_DSN": dsn}, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -17,7 +17,7 @@ FAST = [*SHORT_PHASES, "--users", "20", "-q"]
 
 def drainwatch(*args: str, timeout: float = 180, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "drainwatch", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})}, cwd=cwd,
     )  # fmt: skip
 

@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 import psycopg
-
-from harness.collector import run_collector
-from harness.config import Match
-from harness.postgres import Database
+from drainwatch.plan import Match
+from drainwatch.provision.postgres import Database
+from drainwatch.sample.collector import run_collector
 
 
 def test_collector_sees_a_connection_come_and_go(pg: Database, tmp_path: Path) -> None:

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import psycopg.conninfo
 import pytest
-
-from harness import cli as cli_module
-from harness import cli_run
-from harness.config import validate
+from drainwatch import cli as cli_module
+from drainwatch import cli_run
+from drainwatch.plan import validate
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = REPO / "compose"
@@ -204,13 +203,13 @@ def test_drainwatch_command_parses_with_the_real_cli(service: Service, monkeypat
 
 
 def test_drainwatch_is_the_installed_command() -> None:
-    assert pyproject()["project"]["scripts"]["drainwatch"] == "harness.cli:main"
+    assert pyproject()["project"]["scripts"]["drainwatch"] == "drainwatch.cli:main"
     assert {"demo-service", "collect", "run"} <= {s.command[1] for s in DRAINWATCH_SERVICES}
 
 
 def test_the_demo_serves_where_everyone_looks() -> None:
     """One port for the demo's command, its healthcheck, the published port and every URL to it."""
-    from demo_service.app import create_app
+    from drainwatch.demo_service.app import create_app
 
     demo = SERVICES["demo"]
     port = demo.option("--port")
@@ -226,7 +225,7 @@ def test_the_demo_serves_where_everyone_looks() -> None:
 
 
 def test_the_app_name_pattern_selects_the_demo() -> None:
-    from demo_service.app import app_name
+    from drainwatch.demo_service import app_name
 
     for service in DRAINWATCH_SERVICES:
         if "--app-name" in service.command:

@@ -50,7 +50,7 @@ def test_terminated_backends_leave_the_leaky_pool_counting_ghosts(tmp_path: Path
 
 
 def test_collector_killed_is_an_error_with_what_it_wrote(tmp_path: Path) -> None:
-    run = subprocess.Popen([sys.executable, "-m", "harness", "run", "--variant", "fixed", "--out", str(tmp_path),
+    run = subprocess.Popen([sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--out", str(tmp_path),
                             "--run-id", "k", *FAST], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     run_json = tmp_path / "k" / "run.json"
     deadline = time.monotonic() + 60
@@ -101,8 +101,8 @@ def test_docker_faults_reach_the_containers() -> None:
     """The fault dispatch against a stand-in client at the DockerControl seam (no engine here)."""
     import asyncio
 
-    from harness.config import Match
-    from harness.faults import DockerControl, Fault, inject
+    from drainwatch.plan import Fault, Match
+    from drainwatch.run.faults import DockerControl, inject
 
     calls: list[str] = []
 
@@ -137,7 +137,7 @@ def test_docker_faults_reach_the_containers() -> None:
 
 def test_report_is_checkpointed_during_a_long_load(tmp_path: Path) -> None:
     """A soak killed mid-load still has a report: it is rendered now and then while the load runs."""
-    run = subprocess.Popen([sys.executable, "-m", "harness", "run", "--variant", "fixed", "--out", str(tmp_path),
+    run = subprocess.Popen([sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--out", str(tmp_path),
                             "--run-id", "c", "--warmup", "2s", "--baseline", "2s", "--duration", "12s", "--settle", "3s", "-q"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            env={**os.environ, "DRAINWATCH_CHECKPOINT_EVERY": "3"})  # fmt: skip

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from harness.forecast import Production, forecast, parse_share, poisson_interval, requests_by_kind
+from drainwatch.report.forecast import Production, forecast, parse_share, poisson_interval, requests_by_kind
 
 
 def test_poisson_interval_matches_tables() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from drainwatch.provision.processes import free_port
 
-from harness.postgres import free_port
 from tests.conftest import REPO, demo_service
 from tests.helpers import FAST, SHORT_PHASES, drainwatch
 from tests.test_external_dsn import SYSTEM_DSN, _listening
@@ -45,7 +45,7 @@ def test_unknown_config_key_names_the_nearest(tmp_path: Path) -> None:
 
 def test_init_writes_a_starter_that_loads(tmp_path: Path) -> None:
     assert drainwatch("init", cwd=tmp_path).returncode == 0
-    from harness.configfile import load
+    from drainwatch.configfile import load
 
     options, env = load(tmp_path / "drainwatch.toml")
     assert options["users"] == 20 and "DRAINWATCH_DISCONNECT" in env
@@ -74,7 +74,7 @@ def test_workers_and_prometheus_endpoint(tmp_path: Path) -> None:
     """--workers 2: both workers send traffic, the master merges their stats; /metrics answers during the run."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", "--variant", "fixed", "--workers", "2", "--metrics-port", str(port),
+        [sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--workers", "2", "--metrics-port", str(port),
          "--out", str(tmp_path), "--run-id", "w", *SHORT_PHASES, "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ,
     )  # fmt: skip

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from harness.report import render_report
-from harness.report.load import connection_series, gap_spans, load_run, scenario_of, scenario_rates
+from drainwatch.report import render_report
+from drainwatch.report.rundata import connection_series, gap_spans, load_run, scenario_of, scenario_rates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from synthetic_rundir import make_rundir
@@ -251,7 +250,7 @@ def test_unsure_connections_zombie_work_and_the_pools_own_view(tmp_path: Path) -
     summary["pool_view"] = {"checked_out": 2, "idle": 8, "limit": 30}
     (run_dir / "summary.json").write_text(json.dumps(summary))
     page = render_report(run_dir).read_text()
-    assert "<b>4 active</b><span>after the load, for 12.5 s</span>" in page
+    assert "<b>4 active</b><span>after the load, for 12.5s</span>" in page
     assert '<div class="tile bad"><b>2 checked out</b><span>as the app&#x27;s own pools count them</span>' in page
     table = section(page, "Connections still open after settle")
     assert re.findall(r'<tr class="(maybe|leak|)">', table) == ["maybe"] + [""] * 9

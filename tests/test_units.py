@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
-from harness.collector import Sample, to_sample
-from harness.config import parse_duration, parse_mix, redact_dsn
-from harness.errors import UsageError
-from harness.lingering import classify, is_reset_statement, parse_tag, resetting_apps
-from harness.verdict import ERROR, LEAK, PASS, ProbeResult, judge
+from drainwatch.errors import UsageError
+from drainwatch.judge.forensics import classify, is_reset_statement, parse_tag, resetting_apps
+from drainwatch.judge.probe import ProbeResult
+from drainwatch.judge.verdict import ERROR, LEAK, PASS, judge
+from drainwatch.plan import parse_mix, redact_dsn
+from drainwatch.sample.collector import Sample, to_sample
+from drainwatch.units import parse_duration
 
 ASYNCPG_RESET = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"
 
@@ -109,14 +110,14 @@ PHASES = {"baseline": (0.0, 4.0), "load": (5.0, 9.0), "settle": (10.0, 14.0)}
 def test_warm_pool_that_drains_passes() -> None:
     samples = _samples([5] * 5 + [20] * 5 + [20, 12, 5, 5, 5])
     verdict = judge(samples, PHASES, [_conn("a", "idle", "ROLLBACK", 1) | {"kind": "pooled"}] * 5, ProbeResult(3, 3))
-    assert verdict.verdict == PASS and verdict.recovery_s == 3.0 and verdict.exit_code == 0
+    assert verdict.outcome == PASS and verdict.recovery_s == 3.0 and verdict.exit_code == 0
 
 
 def test_grown_pool_of_reset_connections_is_not_a_leak() -> None:
     samples = _samples([5] * 5 + [20] * 10)
     lingering = [_conn("a", "idle", "ROLLBACK") | {"kind": "pooled"}] * 20
     verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
-    assert verdict.verdict == PASS
+    assert verdict.outcome == PASS
     assert "warm pool" in verdict.checks[0].detail
 
 
@@ -124,7 +125,7 @@ def test_pool_filled_at_baseline_still_leaks_by_forensics_and_probe() -> None:
     samples = _samples([30] * 15)  # baseline is already the maximum: counts show nothing
     lingering = [_conn("a", "idle", "SELECT 1 FROM t") | {"kind": "held", "scenario": "disconnect"}] * 30
     verdict = judge(samples, PHASES, lingering, ProbeResult(1, 0, True, "no answer within 5s"))
-    assert verdict.verdict == LEAK and verdict.exit_code == 1
+    assert verdict.outcome == LEAK and verdict.exit_code == 1
     assert verdict.leaked == 30 and verdict.scenarios == {"disconnect": 30}
     assert any("pool is exhausted" in reason for reason in verdict.reasons)
 
@@ -132,7 +133,7 @@ def test_pool_filled_at_baseline_still_leaks_by_forensics_and_probe() -> None:
 def test_gc_closed_leak_with_nothing_visible_is_decided_by_the_probe() -> None:
     samples = _samples([5] * 15)
     verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
-    assert verdict.verdict == LEAK
+    assert verdict.outcome == LEAK
     assert verdict.evidence == ["probe"]
 
 
@@ -140,7 +141,7 @@ def test_pool_view_reconciles_what_postgres_cannot_see() -> None:
     samples = _samples([5] * 15)
     view = {"checked_out": 8, "idle": 0, "limit": 8}
     verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"), pool_view=view)
-    assert verdict.verdict == LEAK and verdict.evidence == ["pool_view", "probe"]
+    assert verdict.outcome == LEAK and verdict.evidence == ["pool_view", "probe"]
     assert "count 8 checked out, PostgreSQL shows 0 of them" in verdict.reasons[0]
     assert verdict.leaked == 8 and verdict.leaked_by_kind["invisible"] == 8
 
@@ -148,10 +149,10 @@ def test_pool_view_reconciles_what_postgres_cannot_see() -> None:
 def test_unsure_idle_connections_do_not_excuse_an_excess() -> None:
     samples = _samples([5] * 5 + [9] * 10)
     lingering = [_conn("a", "idle", "SELECT * FROM t") | {"kind": "unsure"}] * 9
-    assert judge(samples, PHASES, lingering, ProbeResult(3, 3)).verdict == LEAK
+    assert judge(samples, PHASES, lingering, ProbeResult(3, 3)).outcome == LEAK
     # ...but the pool's own view can: it counts them idle in the pool.
     view = {"checked_out": 0, "idle": 9, "limit": 10}
-    assert judge(samples, PHASES, lingering, ProbeResult(3, 3), pool_view=view).verdict == PASS
+    assert judge(samples, PHASES, lingering, ProbeResult(3, 3), pool_view=view).outcome == PASS
 
 
 def test_zombie_work_after_traffic_stopped() -> None:
@@ -165,14 +166,14 @@ def test_zombie_work_after_traffic_stopped() -> None:
 def test_dead_target_is_error_not_leak() -> None:
     samples = _samples([5] * 5 + [20] * 10)
     verdict = judge(samples, PHASES, [], ProbeResult(1, 0, False, "connection refused"))
-    assert verdict.verdict == ERROR and verdict.exit_code == 2
+    assert verdict.outcome == ERROR and verdict.exit_code == 2
 
 
 def test_idle_in_transaction_leak() -> None:
     samples = _samples([5] * 5 + [7] * 10)
     lingering = [_conn("a", "idle in transaction", "INSERT", 12.0) | {"kind": "in_transaction", "scenario": "error"}] * 2
     verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
-    assert verdict.verdict == LEAK
+    assert verdict.outcome == LEAK
     assert verdict.idle_in_transaction == {"count": 2, "oldest_s": 12.0}
 
 
@@ -186,13 +187,13 @@ def test_pooled_connections_from_baseline_do_not_excuse_new_ones() -> None:
     lingering = [_conn("a", "idle", "ROLLBACK") | {"kind": "pooled"}] * 10
     lingering += [_conn("a", "active", "SELECT pg_sleep(60)") | {"kind": "active"}] * 5
     verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
-    assert verdict.verdict == LEAK and verdict.evidence == ["drain"]
+    assert verdict.outcome == LEAK and verdict.evidence == ["drain"]
     assert verdict.leaked == 5
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(4.25, "4.2s"), (185, "3m 05s"), (34552, "9h 35m")])
 def test_human_seconds(seconds: float, text: str) -> None:
-    from harness.verdict import human_seconds
+    from drainwatch.units import human_seconds
 
     assert human_seconds(seconds) == text
 
@@ -201,8 +202,8 @@ def test_compact_sample_reading_gives_the_same_verdict(tmp_path) -> None:
     """A long soak's samples are not all held in memory, and the verdict does not change."""
     import csv as csv_module
 
-    from harness.collector import Sample
-    from harness.run import _read_samples
+    from drainwatch.run.execute import _read_samples
+    from drainwatch.sample.collector import Sample
 
     path = tmp_path / "samples.csv"
     with path.open("w", newline="") as handle:
@@ -220,7 +221,7 @@ def test_compact_sample_reading_gives_the_same_verdict(tmp_path) -> None:
 
 
 def test_diagnosis_names_cause_and_fix_per_pattern() -> None:
-    from harness.diagnosis import diagnose
+    from drainwatch.judge.diagnosis import diagnose
 
     samples = _samples([5] * 5 + [9] * 10)
     lingering = [_conn("a", "idle in transaction", "INSERT", 12.0) | {"kind": "in_transaction", "route": "orders"}] * 2
@@ -238,14 +239,14 @@ def test_zombie_work_holding_the_pool_is_said_plainly() -> None:
     for sample in samples[10:]:
         sample["active"] = 5
     verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
-    assert verdict.verdict == LEAK
+    assert verdict.outcome == LEAK
     assert "still working for clients that have gone" in verdict.reasons[0]
 
 
 def test_a_load_that_sent_nothing_is_an_error_not_a_pass() -> None:
     samples = _samples([5] * 15)
     verdict = judge(samples, PHASES, [], ProbeResult(3, 3), load={"requests": 0, "exceptions": 40})
-    assert verdict.verdict == ERROR and verdict.evidence == ["no_load"]
+    assert verdict.outcome == ERROR and verdict.evidence == ["no_load"]
     assert "40 exception(s)" in verdict.reasons[0]
     noisy = judge(samples, PHASES, [], ProbeResult(3, 3), load={"requests": 900, "exceptions": 3})
-    assert noisy.verdict == PASS and any("raised 3 exception(s)" in r for r in noisy.reasons)
+    assert noisy.outcome == PASS and any("raised 3 exception(s)" in r for r in noisy.reasons)

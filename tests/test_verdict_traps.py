@@ -14,9 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from drainwatch.instrument import POOL_VIEW_PATH
+from drainwatch.provision.postgres import Database
+from drainwatch.provision.processes import free_port
 
-from harness.instrument import POOL_VIEW_PATH
-from harness.postgres import Database, free_port
 from tests.conftest import demo_service, fresh_database
 from tests.helpers import FAST, SHORT_PHASES, drainwatch
 
@@ -83,7 +84,7 @@ def test_dead_target_is_error_not_leak(pg: Database, tmp_path: Path) -> None:
     dsn = fresh_database(pg, "trap_dead")
     with demo_service(dsn, "fixed", tmp_path / "target.log") as url:
         run = subprocess.Popen(
-            [sys.executable, "-m", "harness", "run", "--target-url", url, "--dsn", dsn,
+            [sys.executable, "-m", "drainwatch", "run", "--target-url", url, "--dsn", dsn,
              "--app-name", "drainwatch-demo-fixed:%", "--out", str(tmp_path), "--run-id", "dead", *FAST],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip

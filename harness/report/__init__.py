@@ -1,10 +1,14 @@
-"""The report: ``report.html`` rendered from a run directory alone.
+"""Report: everything written from a run directory alone, so it can be re-rendered, compared and attached to CI.
 
-    load.py     run directory → pandas (every file optional, problems become notes)
-    figures.py  pandas → the timeline PNG (matplotlib, Agg)
-    html.py     both → one self-contained page (inline style, base64 image)
+    rundata     run directory → pandas (every file optional, problems become notes)
+    figures     pandas → the timeline PNG (matplotlib, Agg)
+    html, page  both → one self-contained page (inline style, base64 image)
+    outputs     summary.json and junit.xml
+    compare     two runs side by side (drainwatch compare)
+    forecast    when production's pool runs out, from a run's leak rates
 
 A report can be re-rendered at any time from the folder: ``render_report(run_dir)``.
+May import judge, sample, provision and the leaf modules; nothing from run or cli.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness.rundir import REPORT_HTML
+from drainwatch.rundir import REPORT_HTML
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +34,9 @@ def render_report(run_dir: Path) -> Path:
     """
     # Imported here, not at the top: pandas and matplotlib cost most of a second, and the
     # CLI imports this package on every start, report or not.
-    from harness.report.figures import timeline
-    from harness.report.html import render_html
-    from harness.report.load import load_run
+    from drainwatch.report.figures import timeline
+    from drainwatch.report.html import render_html
+    from drainwatch.report.rundata import load_run
 
     run_dir = Path(run_dir)
     data = load_run(run_dir)

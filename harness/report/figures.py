@@ -1,7 +1,7 @@
 """The timeline figure: connections by state, traffic per scenario and latency on one time axis.
 
 Plotted from ``RunData`` with matplotlib's Agg backend into PNG bytes; the HTML step embeds
-them. Long series arrive here already downsampled by ``harness.report.load``.
+them. Long series arrive here already downsampled by ``drainwatch.report.rundata``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pandas as pd
+from drainwatch.report.rundata import RunData, connection_series, gap_spans, latency, scenario_rates
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
-
-from harness.report.load import RunData, connection_series, gap_spans, latency, scenario_rates
 
 STATE_STYLE = [  # bottom to top of the stack: healthy first, suspicious on top where the eye lands
     ("idle", "idle (in the pool)", "#a5d8ff"),

@@ -14,11 +14,12 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
-from harness import __version__
-from harness.config import redact_dsn
-from harness.report.figures import Timeline
-from harness.report.load import RunData, scenario_table
-from harness.report.page import MONO, PAGE
+from drainwatch import __version__
+from drainwatch.plan import redact_dsn
+from drainwatch.report.figures import Timeline
+from drainwatch.report.page import MONO, PAGE
+from drainwatch.report.rundata import RunData, scenario_table
+from drainwatch.units import human_seconds
 
 MAX_ROWS = 300  # a longer table is read by no one; the CSV is beside the report
 VERDICT_CLASS = {"PASS": "pass", "LEAK": "leak", "ERROR": "error"}
@@ -42,7 +43,7 @@ def render_html(data: RunData, figure: Timeline | None) -> str:
     body = "\n".join([
         f"<h1>drainwatch report <small>{escape(str(run_id))}</small></h1>",
         f'<p class="meta">{_meta(data)}</p>', _banner(data), _verdict(data), _findings(data),
-        "<h2>Timeline</h2>", _figure(figure),
+        "<h2>Timeline</h2>", figure_html(figure),
         "<h2>Connections still open after settle</h2>", _lingering(data),
         "<h2>Traffic</h2>", _traffic(data),
         "<h2>Run</h2>", _run(data),
@@ -64,7 +65,7 @@ def _meta(data: RunData) -> str:
     if config.get("users"):
         parts.append(f"<b>{escape(str(config['users']))}</b> users")
     if span:
-        parts.append(f"started <b>{_utc(span[0])}</b>, ran <b>{_duration(span[1] - span[0])}</b>")
+        parts.append(f"started <b>{utc(span[0])}</b>, ran <b>{human_seconds(span[1] - span[0])}</b>")
     return " · ".join(parts)
 
 
@@ -107,17 +108,17 @@ def _verdict(data: RunData) -> str:
     tiles = [
         _tile(leaked, "leaked connections" + (f" ({kinds})" if kinds else ""), bad=leaked > 0),
         # Only "never" is coloured: a pool that shrank below baseline is back to it while still leaking.
-        _tile(f"after {_duration(recovery)}" if recovery is not None else "never", "back to baseline after the load",
+        _tile(f"after {human_seconds(recovery)}" if recovery is not None else "never", "back to baseline after the load",
               bad=True if recovery is None else None),
         _tile(served + (", target down" if probe.get("target_alive") is False else ""), "probe after settle",
               bad=not probe.get("passed", False)),
         _tile(" → ".join("?" if v is None else f"{v:g}" for v in levels), "connections baseline → peak → final"),
-        _tile(iit.get("count", 0), f"idle in transaction, oldest {_duration(iit.get('oldest_s') or 0)}",
+        _tile(iit.get("count", 0), f"idle in transaction, oldest {human_seconds(iit.get('oldest_s') or 0)}",
               bad=bool(iit.get("count"))),
     ]  # fmt: skip
     zombie, pools = s.get("zombie") or {}, s.get("pool_view")
     if zombie.get("peak_active"):  # work the database kept doing for clients that had gone
-        tiles.append(_tile(f"{zombie['peak_active']} active", f"after the load, for {_duration(zombie['lasted_s'])}"))
+        tiles.append(_tile(f"{zombie['peak_active']} active", f"after the load, for {human_seconds(zombie['lasted_s'])}"))
     if pools:
         tiles.append(_tile(f"{pools.get('checked_out', '?')} checked out", "as the app's own pools count them",
                            bad=bool(pools.get("checked_out"))))  # fmt: skip
@@ -137,7 +138,7 @@ def _verdict(data: RunData) -> str:
         f'<div><div class="word">{escape(word)}</div><ul class="reasons">{reasons}</ul></div>'
         f'<div><div class="tiles">{"".join(tiles)}</div>'
         + (f'<p class="where">Leaks {where}.</p>' if where else "")
-        + _table(["result", "check", "what was seen"], checks)
+        + table_html(["result", "check", "what was seen"], checks)
         + f'<p class="muted">Tolerance {escape(str(s.get("tolerance", 0)))} connection(s) over baseline.</p>'
         + "</div></section>"
     )
@@ -148,7 +149,7 @@ def _tile(value: object, label: str, *, bad: bool | None = None) -> str:
     return f'<div class="tile{cls}"><b>{escape(str(value))}</b><span>{escape(label)}</span></div>'
 
 
-def _figure(figure: Timeline | None,
+def figure_html(figure: Timeline | None,
             alt: str = "Timeline: connections by state, requests and failures per scenario, latency") -> str:  # fmt: skip
     if figure is None:
         return '<p class="muted">No time series was recorded (no samples.csv, no Locust history).</p>'
@@ -187,7 +188,7 @@ def _lingering(data: RunData) -> str:
         f"<p>{len(rows)} connection(s) still open: {said}. Held and in-transaction connections are leaks "
         "(red); unsure ones ran application SQL last in a pool that does not reset, so they may be (amber); "
         "pooled ones were reset by their pool and are a warm pool.</p>"
-        + f'<div class="scroll">{_table(head, table, numeric={0, 3, 4, 5}, classes=classes, cells={8: "id", 10: "q"})}'
+        + f'<div class="scroll">{table_html(head, table, numeric={0, 3, 4, 5}, classes=classes, cells={8: "id", 10: "q"})}'
         + "</div>" + (f'<p class="muted">… and {more} more in lingering.csv.</p>' if more > 0 else "")
     )  # fmt: skip
 
@@ -200,12 +201,12 @@ def _traffic(data: RunData) -> str:
                  _fmt(r.fps, "{:,.1f}"), _fmt(r.p95), leaks.get(name, "")] for name, r in table.iterrows()]  # fmt: skip
         classes = ["leak" if leaks.get(name) else "total" if name == "all" else "" for name in table.index]
         head = ["scenario", "requests", "failures", "failed", "req/s", "fail/s", "p95 ms", "leaked"]
-        out.append("<h3>By scenario</h3>" + _table(head, rows, numeric=range(1, 8), classes=classes))
+        out.append("<h3>By scenario</h3>" + table_html(head, rows, numeric=range(1, 8), classes=classes))
         columns = ["Name", "Request Count", "Failure Count", "Median Response Time", "95%", "99%", "Max Response Time"]
         rows = [[r[0], *(_fmt(v) for v in r[1:-1]), _fmt(r[-1], "{:,.1f}")]
                 for r in stats.loc[stats["Name"] != "Aggregated", [*columns, "Requests/s"]].head(MAX_ROWS).to_numpy()]  # fmt: skip
         head = ["request", "requests", "failures", "median ms", "p95 ms", "p99 ms", "max ms", "req/s"]
-        out.append("<h3>By request</h3>" + _table(head, rows, numeric=range(1, 8)))
+        out.append("<h3>By request</h3>" + table_html(head, rows, numeric=range(1, 8)))
     else:
         out.append(f'<p class="muted">{_file("locust_stats.csv")} is missing: Locust wrote no totals.</p>')
     out.append("<h3>Failures Locust recorded</h3>")
@@ -216,12 +217,12 @@ def _traffic(data: RunData) -> str:
     else:
         failures = data.failures.sort_values("Occurrences", ascending=False).head(MAX_ROWS)
         rows = [[_fmt(r.Occurrences), r.Method, r.Name, _clip(str(r.Error), 300)] for r in failures.itertuples()]
-        out.append(_table(["count", "method", "request", "error"], rows, numeric={0}, cells={3: "q"}))
+        out.append(table_html(["count", "method", "request", "error"], rows, numeric={0}, cells={3: "q"}))
     if data.exceptions is not None and not data.exceptions.empty:
         rows = [[_fmt(r.Count), Raw(f"{escape(str(r.Message))}<details><summary>traceback</summary>"
                                     f"<pre>{escape(str(r.Traceback))}</pre></details>")]
                 for r in data.exceptions.head(50).itertuples()]  # fmt: skip
-        out.append("<h3>Exceptions in the Locust users</h3>" + _table(["count", "exception"], rows, numeric={0}))
+        out.append("<h3>Exceptions in the Locust users</h3>" + table_html(["count", "exception"], rows, numeric={0}))
     out.append("<h3>Probe after settle</h3>" + _probe(data))
     return "\n".join(out)
 
@@ -232,7 +233,7 @@ def _findings(data: RunData) -> str:
     diagnosis = summary.get("diagnosis") or []
     if diagnosis:
         rows = [[d["pattern"], d.get("evidence", ""), d.get("cause", ""), d["fix"]] for d in diagnosis]
-        parts.append("<h2>Diagnosis</h2>" + _table(["pattern", "evidence", "likely cause", "fix"], rows))
+        parts.append("<h2>Diagnosis</h2>" + table_html(["pattern", "evidence", "likely cause", "fix"], rows))
     isolation = data.run.get("isolation") or {}
     if isolation:
         rows = [[kind, Raw(f'<span class="{"ok" if r["verdict"] == "PASS" else "fail"}">{escape(r["verdict"])}</span>'),
@@ -241,7 +242,7 @@ def _findings(data: RunData) -> str:
                  "; ".join(f"{name}: {e['leaked']}/{e['requests']}" for name, e in r.get("endpoints", {}).items())]
                 for kind, r in isolation.items()]  # fmt: skip
         parts.append("<h2>Each chaos kind alone (--isolate)</h2>"
-                     + _table(["kind", "verdict", "leaked", "requests", "leaked per 1,000", "by endpoint (leaked/requests)"],
+                     + table_html(["kind", "verdict", "leaked", "requests", "leaked per 1,000", "by endpoint (leaked/requests)"],
                               rows, numeric={2, 3, 4}))  # fmt: skip
     sweep = data.run.get("sweep") or []
     if sweep:
@@ -250,7 +251,7 @@ def _findings(data: RunData) -> str:
                  ("≥ " if r.get("lower_bound") else "") + ("—" if r.get("probability") is None else f"{r['probability'] * 100:.2f} %")]
                 for r in sweep]  # fmt: skip
         parts.append("<h2>Disconnect sweep: leak probability against hang-up delay</h2>"
-                     + _table(["client hangs up after", "verdict", "leaked", "requests", "leaked per request"], rows, numeric={2, 3, 4})
+                     + table_html(["client hangs up after", "verdict", "leaked", "requests", "leaked per request"], rows, numeric={2, 3, 4})
                      + '<p class="muted">≥: the pool ran dry during that cycle, so fewer leaks could happen than would have.</p>')  # fmt: skip
     forecast = summary.get("forecast")
     if forecast:
@@ -258,12 +259,12 @@ def _findings(data: RunData) -> str:
         rates = [[kind, r["leaked"], r["requests"], f"{r['rate'] * 1000:.1f}", f"{r['low'] * 1000:.1f}–{r['high'] * 1000:.1f}"]
                  for kind, r in forecast.get("rates", {}).items()]  # fmt: skip
         parts.append(f"<h2>Forecast</h2><p><b>{escape(forecast['sentence'])}</b>.</p>"
-                     + _table(["kind", "leaked", "requests", "per 1,000", "95 % range"], rates, numeric={1, 2, 3})
+                     + table_html(["kind", "leaked", "requests", "per 1,000", "95 % range"], rates, numeric={1, 2, 3})
                      + f'<p class="muted">Assumptions:</p><ul class="muted">{assumptions}</ul>')  # fmt: skip
     faults = data.run.get("faults") or []
     if faults:
-        rows = [[f["fault"], _utc(f.get("start")), f.get("detail") or "", f.get("error") or ""] for f in faults]
-        parts.append("<h2>Injected faults</h2>" + _table(["fault", "at (UTC)", "what happened", "error"], rows))
+        rows = [[f["fault"], utc(f.get("start")), f.get("detail") or "", f.get("error") or ""] for f in faults]
+        parts.append("<h2>Injected faults</h2>" + table_html(["fault", "at (UTC)", "what happened", "error"], rows))
     return "\n".join(parts)
 
 
@@ -272,14 +273,14 @@ def _probe(data: RunData) -> str:
         return f'<p class="muted">{_file("probe.csv")} is missing: the run never reached the probe.</p>'
     if data.probe.empty:
         return "<p>No probe request was made.</p>"
-    ok = [str(v).strip().lower() in ("1", "1.0", "true") for v in data.probe["ok"]]  # harness.probe writes 1/0
-    rows = [[_utc(r.t), r.status, Raw(f'<span class="{"ok" if good else "fail"}">{"yes" if good else "no"}</span>'),
+    ok = [str(v).strip().lower() in ("1", "1.0", "true") for v in data.probe["ok"]]  # drainwatch.judge.probe writes 1/0
+    rows = [[utc(r.t), r.status, Raw(f'<span class="{"ok" if good else "fail"}">{"yes" if good else "no"}</span>'),
              _fmt(r.elapsed_ms, "{:,.1f}"), r.error] for r, good in zip(data.probe.itertuples(), ok)]  # fmt: skip
-    return _table(["time (UTC)", "status", "ok", "ms", "error"], rows[:MAX_ROWS], numeric={3})
+    return table_html(["time (UTC)", "status", "ok", "ms", "error"], rows[:MAX_ROWS], numeric={3})
 
 
 def _run(data: RunData) -> str:
-    phases = [[name, _utc(start), _utc(end) if end else "unfinished", _duration(end - start) if end else ""]
+    phases = [[name, utc(start), utc(end) if end else "unfinished", human_seconds(end - start) if end else ""]
               for name, (start, end) in data.phases.items()]  # fmt: skip
     config = _flatten(data.run.get("config") or {})
     where = _flatten({"target": data.run.get("target") or {}, "database": data.run.get("database") or {}})
@@ -287,7 +288,7 @@ def _run(data: RunData) -> str:
     return (
         '<div class="cols"><div><h3>Configuration</h3>' + _pairs(config)
         + "<h3>Target and database</h3>" + _pairs(where) + "</div><div><h3>Phases</h3>"
-        + _table(["phase", "start (UTC)", "end (UTC)", "length"], phases, numeric={3})
+        + table_html(["phase", "start (UTC)", "end (UTC)", "length"], phases, numeric={3})
         + "<h3>Versions</h3>" + _pairs(data.run.get("versions") or {})
         + f'<h3>Files</h3><p class="muted">{escape(", ".join(files))}</p></div></div>'
     )  # fmt: skip
@@ -314,7 +315,7 @@ def _pairs(pairs: Mapping[str, Any]) -> str:
     return f"<table>{rows}</table>"
 
 
-def _table(
+def table_html(
     head: Sequence[str], rows: Iterable[Sequence[object]], *, numeric: Collection[int] = (),
     classes: Sequence[str] = (), cells: Mapping[int, str] | None = None,
 ) -> str:  # fmt: skip
@@ -353,16 +354,8 @@ def _fmt(value: Any, spec: str = "{:,.0f}") -> str:
 
 
 def _age(value: Any) -> str:
-    return "" if _missing(value) else _duration(float(value))
+    return "" if _missing(value) else human_seconds(float(value))
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-
-
-def _utc(unix: Any) -> str:
+def utc(unix: Any) -> str:
     return "" if _missing(unix) else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(unix)))

@@ -1,7 +1,7 @@
 """Runs made of several cycles: each chaos kind alone (``--isolate``), or the disconnect kind
 at several hang-up delays (``--sweep-disconnect``). Each cycle is a whole warm-up → baseline →
 load → settle → probe of its own; the demo restarts between cycles so one cycle's exhausted
-pool cannot spill into the next. The cycle itself is ``harness.run``'s, passed in.
+pool cannot spill into the next. The cycle itself is ``drainwatch.run.execute``'s, passed in.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness.rundir import LOCUST_PREFIX
-from harness.verdict import Verdict
+from drainwatch.judge.verdict import Verdict
+from drainwatch.rundir import LOCUST_PREFIX
 
 # (run, phase prefix, mix, Locust CSV name, extra environment) → the cycle's verdict
 Cycle = Callable[..., Awaitable[Verdict]]
@@ -76,7 +76,7 @@ def isolation_row(stats_csv: Path, kind: str, verdict: Verdict) -> dict[str, Any
     # Once its pool is exhausted a service cannot leak any more: the rate is then a floor.
     exhausted = not verdict.probe.get("passed", True) and verdict.probe.get("target_alive", True)
     return {
-        "verdict": verdict.verdict, "leaked": verdict.leaked, "requests": requests,
+        "verdict": verdict.outcome, "leaked": verdict.leaked, "requests": requests,
         "per_1000": round(1000 * verdict.leaked / requests, 1) if requests else None, "lower_bound": exhausted,
         "evidence": verdict.evidence, "reasons": verdict.reasons, "endpoints": by_endpoint,
     }  # fmt: skip
@@ -85,10 +85,10 @@ def isolation_row(stats_csv: Path, kind: str, verdict: Verdict) -> dict[str, Any
 def combine_isolated(verdicts: dict[str, Verdict], results: dict[str, dict[str, Any]]) -> Verdict:
     """One verdict for an isolated run: the worst kind's, with reasons naming every kind."""
     order = {"ERROR": 0, "LEAK": 1, "PASS": 2}
-    worst_kind = min(verdicts, key=lambda kind: order[verdicts[kind].verdict])
+    worst_kind = min(verdicts, key=lambda kind: order[verdicts[kind].outcome])
     worst = verdicts[worst_kind]
-    leaking = [k for k, v in verdicts.items() if v.verdict == "LEAK"]
-    clean = [k for k, v in verdicts.items() if v.verdict == "PASS"]
+    leaking = [k for k, v in verdicts.items() if v.outcome == "LEAK"]
+    clean = [k for k, v in verdicts.items() if v.outcome == "PASS"]
     reasons = []
     if leaking:
         reasons.append("leaked under " + ", ".join(
@@ -97,7 +97,7 @@ def combine_isolated(verdicts: dict[str, Verdict], results: dict[str, dict[str, 
     if clean:
         reasons.append("clean under " + ", ".join(clean))
     for kind, verdict in verdicts.items():
-        if verdict.verdict == "ERROR":
+        if verdict.outcome == "ERROR":
             reasons.append(f"{kind}: " + "; ".join(verdict.reasons))
     scenarios = {k: results[k]["leaked"] for k in leaking}
     routes: dict[str, int] = {}
@@ -105,5 +105,5 @@ def combine_isolated(verdicts: dict[str, Verdict], results: dict[str, dict[str, 
         for route, count in verdict.routes.items():
             routes[route] = routes.get(route, 0) + count
     return replace(worst, reasons=reasons, evidence=[f"{k}:{e}" for k in verdicts for e in verdicts[k].evidence
-                                                     if verdicts[k].verdict == worst.verdict],
+                                                     if verdicts[k].outcome == worst.outcome],
                    leaked=sum(v.leaked for v in verdicts.values()), scenarios=scenarios, routes=routes)  # fmt: skip

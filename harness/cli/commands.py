@@ -1,20 +1,16 @@
-"""The ``drainwatch`` command: parse, build one plan, call the library, map errors to exit codes."""
+"""The ``drainwatch`` command group and its small commands; ``run`` has a module of its own."""
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import click
-
-from harness import __version__
-from harness.cli_run import DURATION, console, err_console, prod_options, run, shares
-from harness.config import Match, check_dsn
-from harness.errors import EXIT_USAGE, DrainwatchError, Interrupted, UsageError
-from harness.rundir import read_json
-
-log = logging.getLogger("drainwatch")
+from drainwatch import __version__
+from drainwatch.cli.run_options import DURATION, console, prod_options, run, shares
+from drainwatch.errors import UsageError
+from drainwatch.plan import Match, check_dsn
+from drainwatch.rundir import read_json
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -59,7 +55,7 @@ def collect(dsn: str, out: Path, interval: float, duration: float | None, app_na
     One connection of its own, in autocommit, excluded from the counts; one line per
     sample, flushed as it is taken; reconnects with backoff if PostgreSQL restarts.
     """
-    from harness.collector import run_collector
+    from drainwatch.sample.collector import run_collector
 
     check_dsn(dsn)
     if not 0.05 <= interval <= 60:
@@ -68,7 +64,7 @@ def collect(dsn: str, out: Path, interval: float, duration: float | None, app_na
     if metrics_port is None:
         run_collector(dsn, match, out, interval=interval, duration=duration)
         return
-    from harness.metrics import MetricsServer
+    from drainwatch.sample.metrics import MetricsServer
 
     with MetricsServer(metrics_host, metrics_port) as server:
         run_collector(dsn, match, out, interval=interval, duration=duration, on_sample=server.publish)
@@ -78,7 +74,7 @@ def collect(dsn: str, out: Path, interval: float, duration: float | None, app_na
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 def report(run_dir: Path) -> None:
     """Render RUN_DIR/report.html again from the run folder alone."""
-    from harness.report import render_report
+    from drainwatch.report import render_report
 
     if not (run_dir / "run.json").is_file():
         raise UsageError(f"{run_dir} is not a drainwatch run folder (no run.json)", hint="pass a folder under reports/")
@@ -97,7 +93,7 @@ def compare_cmd(ctx: click.Context, run_a: Path, run_b: Path, out: Path | None) 
     Exit code 1 when B is worse than A on a leak figure (verdict, leaked connections, time
     back to baseline, idle in transaction, the probe), 0 otherwise, 2 for bad input.
     """
-    from harness.compare import print_comparison, write_compare
+    from drainwatch.report.compare import print_comparison, write_compare
 
     comparison, page = write_compare(run_a, run_b, out)
     print_comparison(console, comparison, page)
@@ -113,7 +109,7 @@ def forecast_cmd(run_dir: Path, **opts: object) -> None:
     \b
     drainwatch forecast reports/RUN --prod-rps 40 --prod-disconnect 0.5% --prod-pool 30
     """
-    from harness.forecast import Production, from_run_dir
+    from drainwatch.report.forecast import Production, from_run_dir
 
     if not opts["prod_pool"]:
         target = (read_json(run_dir / "run.json").get("target") or {}) if (run_dir / "run.json").is_file() else {}
@@ -132,7 +128,7 @@ def forecast_cmd(run_dir: Path, **opts: object) -> None:
 @click.argument("path", type=click.Path(path_type=Path), default="drainwatch.toml")
 def init(path: Path) -> None:
     """Write a commented starter config to PATH (drainwatch.toml)."""
-    from harness.configfile import STARTER
+    from drainwatch.configfile import STARTER
 
     if path.exists():
         raise UsageError(f"{path} already exists", hint="edit it, or give another file name")
@@ -148,7 +144,7 @@ def worker(master_host: str, master_port: int, locustfile: Path | None) -> None:
     """Join a Locust master as a worker (Locust's own distribution; nothing home-made)."""
     import os
 
-    from harness.load import scenario_file, worker_argv
+    from drainwatch.provision.locust import scenario_file, worker_argv
 
     argv = worker_argv(locustfile or scenario_file("mixed"), master_host, master_port)
     os.execv(argv[0], argv)
@@ -163,32 +159,9 @@ def worker(master_host: str, master_port: int, locustfile: Path | None) -> None:
               help="Cancel plain handlers when their client hangs up (only while the response is in flight).")
 def demo_service_cmd(variant: str, host: str, port: int, dsn: str, cancel_on_disconnect: bool | None) -> None:
     """Serve the bundled demo service alone (uvicorn)."""
-    from demo_service.__main__ import serve
-    from harness.config import check_port_free
+    from drainwatch.demo_service.__main__ import serve
+    from drainwatch.plan import check_port_free
 
     check_dsn(dsn)
     check_port_free(port, "--port", host)
     serve(variant, dsn, host, port, cancel_on_disconnect)
-
-
-def main() -> None:
-    """Entry point: the one error boundary."""
-    verbose = "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]
-    try:
-        code = cli.main(prog_name="drainwatch", standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.UsageError as exc:
-        command = exc.ctx.command_path if exc.ctx else "drainwatch"
-        err_console.print(f"error: {exc.format_message()} — hint: see `{command} --help`", soft_wrap=True)
-        sys.exit(EXIT_USAGE)
-    except click.Abort:
-        sys.exit(130)
-    except DrainwatchError as exc:
-        if verbose:
-            log.exception("details")
-        err_console.print(f"error: {exc}" + (f" — hint: {exc.hint}" if exc.hint else ""), soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except Interrupted as exc:
-        sys.exit(exc.exit_code)

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from harness.verdict import ProbeResult
+
+@dataclass
+class ProbeResult:
+    attempts: int = 0
+    ok: int = 0
+    target_alive: bool = True  # False: connection refused or the process is gone
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.attempts > 0 and self.ok == self.attempts
 
 
 async def probe(url: str, path: str, *, count: int, timeout: float, out: Path, append: bool = False) -> ProbeResult:

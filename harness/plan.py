@@ -4,52 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness.errors import UsageError
+from drainwatch.errors import UsageError
+from drainwatch.units import parse_duration
 
-SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 CHAOS_KINDS = ("steady", "disconnect", "timeout", "error")
 DEFAULT_MIX = {"steady": 4, "disconnect": 2, "timeout": 2, "error": 1}
 VARIANTS = ("leaky", "fixed")
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str, *, name: str = "duration") -> float:
-    """Seconds in ``text``: ``90``, ``90s``, ``1m30s``, ``500ms``, ``2h``.
-
-    Raises UsageError when the text is not a positive duration.
-    """
-    raw = str(text).strip().lower()
-    sign = -1.0 if raw.startswith("-") else 1.0
-    raw = raw.lstrip("+-")
-    seconds: float | None = None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        pos, total = 0, 0.0
-        for match in _DURATION.finditer(raw):
-            if match.start() != pos:
-                break
-            total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-            pos = match.end()
-        if pos == len(raw) and raw:
-            seconds = total
-    if seconds is None:
-        raise UsageError(
-            f"{name} {text!r} is not a duration",
-            hint="write it like 30s, 2m, 1m30s or 500ms",
-        )
-    seconds *= sign
-    if seconds <= 0:
-        raise UsageError(f"{name} must be positive, got {text!r}", hint="give it a value above zero")
-    return seconds
-
 
 def parse_mix(text: str) -> dict[str, int]:
     """``steady=4,disconnect=2`` → weights; unknown kinds are a UsageError."""
@@ -96,6 +62,48 @@ def redact_dsn(dsn: str) -> str:
     return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn, flags=re.I)
 
 
+_FAULT = re.compile(r"^(?P<kind>[a-z-]+)@(?P<at>[^+]+)(?:\+(?P<length>.+))?$")
+FAULT_KINDS = ("pg-restart", "terminate-backends", "pause-target")
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    at: float  # seconds after the load phase starts
+    length: float = 0.0  # pause-target only
+
+    def __str__(self) -> str:
+        return f"{self.kind}@{self.at:g}s" + (f"+{self.length:g}s" if self.length else "")
+
+
+def parse_fault(text: str) -> Fault:
+    """``pause-target@10s+3s`` → Fault; UsageError naming the form otherwise."""
+    found = _FAULT.match(text.strip())
+    if not found or found["kind"] not in FAULT_KINDS:
+        raise UsageError(f"--fault {text!r} is not a fault", hint=f"write KIND@TIME, KIND one of {', '.join(FAULT_KINDS)}, like pg-restart@20s")
+    at = parse_duration(found["at"], name=f"--fault {text!r} time")
+    length = parse_duration(found["length"], name=f"--fault {text!r} length") if found["length"] else 0.0
+    if found["kind"] == "pause-target" and not length:
+        length = 5.0
+    return Fault(found["kind"], at, length)
+
+
+def check_faults(
+    faults: tuple[Fault, ...], *, duration: float, embedded: bool, own_target: bool,
+    docker_postgres: str | None = None, docker_target: str | None = None,
+) -> None:  # fmt: skip
+    """Raise UsageError for a fault this run cannot inject."""
+    for fault in faults:
+        if fault.at >= duration:
+            raise UsageError(f"--fault {fault} comes after the load ends ({duration:g}s)", hint="give a time inside --duration")
+        if fault.kind == "pg-restart" and not (embedded or docker_postgres):
+            raise UsageError("--fault pg-restart needs the embedded PostgreSQL or --docker-postgres CONTAINER",
+                             hint="leave out --dsn, name the container, or use terminate-backends")  # fmt: skip
+        if fault.kind == "pause-target" and not (own_target or docker_target):
+            raise UsageError("--fault pause-target needs the demo service drainwatch starts or --docker-target CONTAINER",
+                             hint="leave out --target-url, or name the target's container")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Match:
     """Which client backends belong to the target (every given field must match)."""
@@ -129,13 +137,13 @@ class RunConfig:
     run_id: str = ""
     quiet: bool = False
     pool_limit: int | None = None
-    pool_view: str | None = None  # path where an external target serves harness.instrument's view
+    pool_view: str | None = None  # path where an external target serves drainwatch.instrument's view
     workers: int = 0
     metrics_port: int | None = None
     prod_rps: float | None = None  # production figures for the forecast
     prod_shares: dict[str, float] = field(default_factory=dict)
     prod_pool: int | None = None
-    faults: tuple[Any, ...] = ()  # harness.faults.Fault
+    faults: tuple[Fault, ...] = ()
     isolate: bool = False  # each chaos kind in a cycle of its own
     docker_postgres: str | None = None  # compose container names for faults through the Docker SDK
     docker_target: str | None = None
@@ -202,8 +210,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.sweep_disconnect and cfg.isolate:
         raise UsageError("--isolate and --sweep-disconnect cannot be combined", hint="run them one after the other")
     if cfg.faults:
-        from harness.faults import check_faults
-
         check_faults(cfg.faults, duration=cfg.duration, embedded=cfg.dsn is None, own_target=cfg.target_url is None,
                      docker_postgres=cfg.docker_postgres, docker_target=cfg.docker_target)  # fmt: skip
     check_writable(cfg.out)
@@ -245,9 +251,19 @@ def check_dsn(dsn: str) -> None:
 
 
 def check_writable(out: Path) -> None:
-    """Raise UsageError unless ``out`` (or the folder that would hold it) is writable."""
-    probe = out.resolve()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {out} is not writable", hint="choose another with --out DIR")
+    """Raise UsageError unless a file can really be created in ``out`` (or the folder that would hold it).
+
+    Permission bits are not enough: root writes through them, and /proc or /sys refuse
+    whatever they say. So a probe file is created and removed.
+    """
+    try:
+        probe = out.resolve()
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is not a folder")
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".drainwatch-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise UsageError(f"output folder {out} is not writable", hint="choose another with --out DIR") from exc

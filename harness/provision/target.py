@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from harness.errors import TargetProblem
-from harness.instrument import POOL_VIEW_PATH
-from harness.postgres import free_port
-from harness.processes import spawn, stop_process, tail
-
-DEMO_POOL_LIMIT = 20 + 10 + 10  # SQLAlchemy 20 + 10 overflow, asyncpg pool 10
+from drainwatch import demo_service as demo
+from drainwatch.errors import TargetProblem
+from drainwatch.instrument import POOL_VIEW_PATH
+from drainwatch.provision.processes import free_port, spawn, stop_process, tail
 
 
 @dataclass(frozen=True)
@@ -27,7 +24,7 @@ class Target:
     pid: int | None  # the process, when drainwatch started it
     app_name: str | None  # application_name pattern of its backends, when known
     pool_limit: int | None
-    pool_view_path: str | None = None  # where it exposes harness.instrument's pool view
+    pool_view_path: str | None = None  # where it exposes drainwatch.instrument's pool view
     restart: Callable[[], Awaitable[int]] | None = field(default=None, compare=False, repr=False)  # → new pid
 
 
@@ -45,18 +42,16 @@ async def read_pool_view(target: Target) -> dict[str, Any] | None:
 
 
 def demo_app_pattern(variant: str) -> str:
-    from demo_service.app import app_name
-
-    return f"{app_name(variant)}:%"
+    return f"{demo.app_name(variant)}:%"
 
 
 @asynccontextmanager
 async def demo_service(variant: str, dsn: str, log_path: Path) -> AsyncIterator[Target]:
     """Run the demo service under uvicorn on a free loopback port until exit."""
     port = free_port()
-    argv = [sys.executable, "-m", "demo_service", "--variant", variant, "--port", str(port)]
+    argv = [sys.executable, "-m", "drainwatch.demo_service", "--variant", variant, "--port", str(port)]
     # The DSN goes through the environment, not argv: argv is world-readable in ps.
-    env = {"DRAINWATCH_DEMO_DSN": dsn}
+    env = {demo.DSN_ENV: dsn}
     url = f"http://127.0.0.1:{port}"
     current: list[asyncio.subprocess.Process] = []
 
@@ -71,7 +66,7 @@ async def demo_service(variant: str, dsn: str, log_path: Path) -> AsyncIterator[
 
     try:
         await start()
-        yield Target(url=url, pid=current[0].pid, app_name=demo_app_pattern(variant), pool_limit=DEMO_POOL_LIMIT,
+        yield Target(url=url, pid=current[0].pid, app_name=demo_app_pattern(variant), pool_limit=demo.POOL_LIMIT,
                      pool_view_path=POOL_VIEW_PATH, restart=restart)  # fmt: skip
     finally:
         if current:

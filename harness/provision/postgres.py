@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -17,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-
-from harness.config import redact_dsn
-from harness.errors import DatabaseProblem
-from harness.processes import spawn, stop_process, tail
+from drainwatch.errors import DatabaseProblem
+from drainwatch.plan import redact_dsn
+from drainwatch.provision.processes import free_port, spawn, stop_process, tail
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +41,6 @@ class Database:
         return redact_dsn(self.dsn)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (never 5432: that one is taken or reserved)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-        if port != 5432:
-            return port
 
 
 def _prepare_for_root(workdir: Path) -> dict[str, Any]:

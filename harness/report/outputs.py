@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from harness.rundir import JUNIT_XML, SUMMARY_JSON, SUMMARY_SCHEMA, write_json
-from harness.verdict import Verdict
+from drainwatch.judge.verdict import Verdict
+from drainwatch.rundir import JUNIT_XML, SUMMARY_JSON, SUMMARY_SCHEMA, write_json
 
 
 def summary(record: dict[str, Any], verdict: Verdict | None, extra: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def summary(record: dict[str, Any], verdict: Verdict | None, extra: dict[str, An
     if verdict is None:
         data.update(verdict=None, reasons=[f"the run did not reach a verdict ({record['status']})"], checks=[])
     else:
-        from harness.diagnosis import diagnose
+        from drainwatch.judge.diagnosis import diagnose
 
         data.update(verdict.to_dict())
         data["diagnosis"] = diagnose(verdict)

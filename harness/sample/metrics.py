@@ -11,7 +11,7 @@ import asyncio
 import threading
 from typing import Any
 
-from harness.collector import Sample
+from drainwatch.sample.collector import Sample
 
 STATE_COLUMNS = ("active", "idle", "idle_in_transaction", "idle_in_transaction_aborted", "other")
 
@@ -68,7 +68,7 @@ class MetricsServer:
         self._thread.start()
         self._ready.wait(10)
         if self._error is not None:
-            from harness.errors import UsageError
+            from drainwatch.errors import UsageError
 
             raise UsageError(f"cannot serve metrics on {self.host}:{self.port} ({self._error})",
                              hint="choose a free port with --metrics-port") from None  # fmt: skip

@@ -1,7 +1,7 @@
 """Child processes owned by an async context manager: started, logged, always ended.
 
 Children run in their own session so a terminal's Ctrl-C reaches drainwatch only;
-drainwatch then stops them in the order it chooses (see ``harness.run``). Stopping
+drainwatch then stops them in the order it chooses (see ``drainwatch.run.execute``). Stopping
 escalates: the polite signal, then SIGTERM, then SIGKILL, each after a grace period.
 """
 
@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,15 @@ log = logging.getLogger(__name__)
 
 _live: set[asyncio.subprocess.Process] = set()  # every child still running, for hurry()
 _hurry = False
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (never 5432: that one is taken or reserved)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port != 5432:
+            return port
 
 
 def hurry() -> None:

@@ -14,14 +14,15 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import SCENARIOS_DIR
-from harness.errors import UsageError
-from harness.postgres import free_port
-from harness.processes import managed_process, tail
+from drainwatch import scenarios
+from drainwatch.errors import UsageError
+from drainwatch.provision.processes import free_port, managed_process, tail
 
 # In-flight requests get this long to finish when the load phase ends. Locust's default
 # of 0 cuts them, which is a disconnect storm of its own that drainwatch did not ask for.
 STOP_TIMEOUT = 5.0
+# The locustfiles, wherever the package is installed (``locust -f`` needs a path).
+SCENARIOS_DIR = Path(scenarios.__file__).resolve().parent
 
 
 @dataclass(frozen=True)

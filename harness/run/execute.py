@@ -18,20 +18,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import lingering as forensics
-from harness.ci import write_junit, write_summary
-from harness.collector import collector_process, read_last_sample
-from harness.config import RunConfig
-from harness.errors import DrainwatchError
-from harness.faults import DockerControl, inject
-from harness.forecast import Production, from_run_dir
-from harness.isolation import isolated, swept
-from harness.live import Display
-from harness.load import LoadPlan, run_load, scenario_file
-from harness.postgres import Database, connect, embedded_postgres, external_postgres
-from harness.probe import probe
-from harness.record import RunRecord
-from harness.rundir import (
+from drainwatch.errors import DrainwatchError
+from drainwatch.judge import forensics
+from drainwatch.judge.probe import probe
+from drainwatch.judge.verdict import Verdict, judge
+from drainwatch.plan import RunConfig
+from drainwatch.provision.locust import LoadPlan, run_load, scenario_file
+from drainwatch.provision.postgres import Database, connect, embedded_postgres, external_postgres
+from drainwatch.provision.target import Target, demo_service, external_target, read_pool_view
+from drainwatch.report.forecast import Production, from_run_dir
+from drainwatch.report.outputs import write_junit, write_summary
+from drainwatch.run.cycles import isolated, swept
+from drainwatch.run.faults import DockerControl, inject
+from drainwatch.run.live import Display
+from drainwatch.run.record import RunRecord
+from drainwatch.rundir import (
     BASELINE_CONNECTIONS_CSV,
     LINGERING_COLUMNS,
     LINGERING_CSV,
@@ -39,13 +40,14 @@ from harness.rundir import (
     LOGS,
     POOL_VIEW_JSON,
     PROBE_CSV,
+    RUN_DIR_NOTE,
     SAMPLES_CSV,
     WARMUP_PREFIX,
+    make_run_dir,
     read_json,
     write_json,
 )
-from harness.target import Target, demo_service, external_target, read_pool_view
-from harness.verdict import Verdict, judge
+from drainwatch.sample.collector import collector_process, read_last_sample
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
     """
     docker = await preflight(cfg)
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=False)
+    make_run_dir(run_dir)
     logs = run_dir / LOGS
     samples = run_dir / SAMPLES_CSV
     record = RunRecord(cfg)
@@ -113,6 +115,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
         raise
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
+        exc.add_note(f"{RUN_DIR_NOTE}{run_dir}")
         raise
     finally:
         record.finish(status, error)
@@ -151,7 +154,7 @@ CHECKPOINT_EVERY = float(os.environ.get("DRAINWATCH_CHECKPOINT_EVERY", "600"))
 
 async def _checkpoint_reports(run_dir: Path, duration: float) -> None:
     """Render report.html now and then during a long load, so an aborted soak still has one."""
-    from harness.report import render_report
+    from drainwatch.report import render_report
 
     for _ in range(int(duration // CHECKPOINT_EVERY)):
         await asyncio.sleep(CHECKPOINT_EVERY)
@@ -274,7 +277,7 @@ def _write_outputs(run_dir: Path, record: RunRecord, verdict: Verdict | None, cf
     except Exception:  # a broken summary must not hide the verdict
         log.exception("could not write summary.json/junit.xml")
     try:
-        from harness.report import render_report
+        from drainwatch.report import render_report
 
         render_report(run_dir)
     except Exception:
@@ -296,8 +299,8 @@ def _describe(match: Any) -> str:
 
 
 async def _first_sample(samples: Path, log_path: Path, timeout: float = 15) -> None:
-    from harness.errors import DatabaseProblem
-    from harness.processes import tail
+    from drainwatch.errors import DatabaseProblem
+    from drainwatch.provision.processes import tail
 
     deadline = time.monotonic() + timeout
     while read_last_sample(samples) is None:

@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from harness.collector import Sample
-from harness.rundir import (
+from drainwatch.rundir import (
     LINGERING_COLUMNS,
     LINGERING_CSV,
     LOCUST_PREFIX,
@@ -28,6 +26,7 @@ from harness.rundir import (
     SUMMARY_JSON,
     WARMUP_PREFIX,
 )
+from drainwatch.sample.collector import Sample
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from harness.config import Match
-from harness.processes import managed_process
+from drainwatch.plan import Match
+from drainwatch.provision.processes import managed_process
+from drainwatch.sample.selector import COLLECTOR_APP_NAME, match_clause
 
 log = logging.getLogger(__name__)
 
-COLLECTOR_APP_NAME = "drainwatch-collector"
-OWN_APP_NAMES = (COLLECTOR_APP_NAME, "drainwatch-harness")
 STATES = {
     "active": "active",
     "idle": "idle",
@@ -61,23 +60,6 @@ class Sample:
         return [f.name for f in fields(cls)]
 
 
-def match_clause(match: Match) -> tuple[str, dict[str, Any]]:
-    """SQL that is true for the target's backends, with its parameters."""
-    parts = ["coalesce(application_name, '') <> ALL(%(own)s)"]
-    params: dict[str, Any] = {"own": list(OWN_APP_NAMES)}
-    if match.application_name:
-        parts.append("application_name LIKE %(app)s")
-        params["app"] = match.application_name
-    if match.usename:
-        parts.append("usename = %(usename)s")
-        params["usename"] = match.usename
-    if match.datname:
-        parts.append("datname = %(datname)s")
-        params["datname"] = match.datname
-    if match.client_addr:
-        parts.append("host(client_addr) = %(client_addr)s")
-        params["client_addr"] = match.client_addr
-    return " AND ".join(parts), params
 
 
 def sample_sql(match: Match) -> tuple[str, dict[str, Any]]:
@@ -154,8 +136,7 @@ def run_collector(
     connection fails (a later loss of the server is recorded as a gap instead).
     """
     import psycopg
-
-    from harness.postgres import map_connect_error
+    from drainwatch.provision.postgres import map_connect_error
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -223,7 +204,7 @@ async def collector_process(
     dsn: str, match: Match, out: Path, *, interval: float, log_path: Path, metrics_port: int | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """Run ``drainwatch collect`` as a sidecar process writing ``out`` until exit."""
-    argv = [sys.executable, "-m", "harness", "collect", "--out", str(out), "--interval", f"{interval:g}"]
+    argv = [sys.executable, "-m", "drainwatch", "collect", "--out", str(out), "--interval", f"{interval:g}"]
     if metrics_port:
         argv += ["--metrics-port", str(metrics_port)]
     for flag, value in (

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,15 +10,10 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
-from rich.console import Console
-
-from harness.config import DEFAULT_MIX, Match, RunConfig, parse_delays, parse_duration, parse_mix, validate
-from harness.errors import EXIT_USAGE, Interrupted, UsageError
-from harness.faults import parse_fault
-from harness.processes import hurry
-
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+from drainwatch.cli.boundary import console, run_interruptible
+from drainwatch.errors import EXIT_USAGE, UsageError
+from drainwatch.plan import DEFAULT_MIX, Match, RunConfig, parse_delays, parse_fault, parse_mix, validate
+from drainwatch.units import parse_duration
 
 EPILOG = """\b
 Exit codes: 0 PASS, 1 LEAK, 2 usage or environment error (or verdict ERROR),
@@ -119,7 +112,7 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
               help="Connections over baseline (or left in use) still accepted as PASS.")
 @click.option("--pool-limit", type=int, envvar=_env("POOL_LIMIT"), help="The target's pool limit, drawn on the chart (known for the demo).")
 @click.option("--pool-view", envvar=_env("POOL_VIEW"), metavar="PATH",
-              help="Where your service serves its own pool counts (see harness.instrument), e.g. /_drainwatch/pool.")
+              help="Where your service serves its own pool counts (see drainwatch.instrument), e.g. /_drainwatch/pool.")
 @prod_options(required=False)
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True, envvar=_env("OUT"),
               help="Folder that receives the run folder <out>/<run-id>/.")
@@ -135,7 +128,7 @@ def run(ctx: click.Context, config_path: Path | None, **opts: object) -> None:
     run.json, samples.csv, lingering.csv, Locust's CSVs, summary.json, junit.xml
     and report.html.
     """
-    from harness import configfile
+    from drainwatch import configfile
 
     path = config_path or configfile.find_config(Path.cwd())
     locust_env: dict[str, str] = {}
@@ -192,7 +185,7 @@ def build_config(opts: dict[str, object]) -> RunConfig:
 
 
 def shares(opts: dict[str, object]) -> dict[str, float]:
-    from harness.forecast import parse_share
+    from drainwatch.report.forecast import parse_share
 
     shares = {}
     for kind in ("disconnect", "timeout", "error"):
@@ -207,8 +200,8 @@ def shares(opts: dict[str, object]) -> dict[str, float]:
 
 
 def _run_with_boundary(ctx: click.Context, cfg: RunConfig) -> None:
-    from harness.live import Display, print_verdict
-    from harness.run import execute
+    from drainwatch.run.execute import execute
+    from drainwatch.run.live import Display, print_verdict
 
     cfg = validate(cfg)
     if cfg.run_dir.exists():
@@ -217,43 +210,3 @@ def _run_with_boundary(ctx: click.Context, cfg: RunConfig) -> None:
     verdict = run_interruptible(execute(cfg, display))
     print_verdict(console, verdict, cfg.run_dir)
     ctx.exit(verdict.exit_code if verdict else EXIT_USAGE)
-
-
-def run_interruptible(coro):  # type: ignore[no-untyped-def]
-    """Run ``coro``; SIGINT/SIGTERM cancel it (so every context manager unwinds) and raise Interrupted.
-
-    A second signal while unwinding kills every child at once instead of waiting out
-    their grace periods; the unwinding still writes what was collected.
-    """
-    received: list[int] = []
-
-    async def main():  # type: ignore[no-untyped-def]
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-
-        def on_signal(signum: int) -> None:
-            if received:  # the second one: no more grace periods
-                err_console.print(f"\n{signal.Signals(signum).name} again: killing every process now…")
-                hurry()
-                return
-            received.append(signum)
-            err_console.print(f"\n{signal.Signals(signum).name}: stopping, writing what was collected… (again to force)")
-            task.cancel()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal, sig)
-        try:
-            return await coro
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-    try:
-        return asyncio.run(main())
-    except asyncio.CancelledError:
-        if received:
-            raise Interrupted(received[0]) from None
-        raise
-
-

@@ -15,12 +15,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from drainwatch.judge.verdict import Verdict
+from drainwatch.sample.collector import read_last_sample
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-
-from harness.collector import read_last_sample
-from harness.verdict import Verdict
 
 LOG_EVERY = 5.0
 
@@ -132,10 +131,10 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
     if verdict is None:
         console.print(f"no verdict: the run did not finish. What it collected is in {run_dir}/")
         return
-    colour = {"PASS": "green", "LEAK": "red"}.get(verdict.verdict, "yellow")
+    colour = {"PASS": "green", "LEAK": "red"}.get(verdict.outcome, "yellow")
     b, p, f = verdict.baseline, verdict.peak, verdict.final
     lines = [
-        f"[bold {colour}]{verdict.verdict}[/]  " + "; ".join(verdict.reasons),
+        f"[bold {colour}]{verdict.outcome}[/]  " + "; ".join(verdict.reasons),
         "",
         f"connections  baseline {b['total']:.0f} → peak {p['total']:.0f} → final {f['total']:.0f}"
         f"   (idle {f['idle']:.0f}, idle in transaction {f['idle_in_transaction'] + f['idle_in_transaction_aborted']:.0f},"
@@ -158,7 +157,7 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         by = ", ".join(f"{k} {v}" for k, v in sorted(verdict.scenarios.items(), key=lambda kv: -kv[1]))
         where = ", ".join(f"{k} {v}" for k, v in sorted(verdict.routes.items(), key=lambda kv: -kv[1]))
         lines.append(f"left open by  {by}   (routes: {where})")
-    from harness.diagnosis import diagnose
+    from drainwatch.judge.diagnosis import diagnose
 
     for item in diagnose(verdict):
         if item["cause"]:
@@ -174,7 +173,7 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
 
 def _read_forecast(run_dir: Path) -> str | None:
     try:
-        from harness.rundir import SUMMARY_JSON, read_json
+        from drainwatch.rundir import SUMMARY_JSON, read_json
 
         forecast = read_json(run_dir / SUMMARY_JSON).get("forecast")
     except (OSError, ValueError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.verdict import LEAK, Verdict, human_seconds
+from drainwatch.judge.verdict import LEAK, Verdict
+from drainwatch.units import human_seconds
 
 GUARDRAILS = (
     "server-side guardrails while you fix it: idle_in_transaction_session_timeout on the role, a pool timeout "
@@ -56,7 +57,7 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
             "cause": "pool waiters: connections held across a slow await (an LLM call, a stream), or leaked "
                      "connections closed behind the pool's back",
             "fix": "hold a connection only for the queries, not across slow non-database work; expose the pool's "
-                   "own counts (harness.instrument) so drainwatch can tell which",
+                   "own counts (drainwatch.instrument) so drainwatch can tell which",
         })  # fmt: skip
     zombie = verdict.zombie
     if zombie.get("peak_active") and zombie.get("lasted_s", 0) >= 1:
@@ -66,6 +67,6 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
             "cause": "plain endpoints are not cancelled when the client hangs up: the abandoned work runs to the end",
             "fix": "stream the reply, cancel on disconnect while the response is in flight, or enforce server-side deadlines",
         })  # fmt: skip
-    if verdict.verdict == LEAK:
+    if verdict.outcome == LEAK:
         found.append({"pattern": "guardrails", "evidence": "", "cause": "", "fix": GUARDRAILS})
     return found

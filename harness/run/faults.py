@@ -19,59 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from harness.config import Match, parse_duration
-from harness.errors import UsageError
+from drainwatch.errors import UsageError
+from drainwatch.plan import Fault, Match
 
 log = logging.getLogger(__name__)
-
-KINDS = ("pg-restart", "terminate-backends", "pause-target")
-_SPEC = re.compile(r"^(?P<kind>[a-z-]+)@(?P<at>[^+]+)(?:\+(?P<length>.+))?$")
-
-
-@dataclass(frozen=True)
-class Fault:
-    kind: str
-    at: float  # seconds after the load phase starts
-    length: float = 0.0  # pause-target only
-
-    def __str__(self) -> str:
-        return f"{self.kind}@{self.at:g}s" + (f"+{self.length:g}s" if self.length else "")
-
-
-def parse_fault(text: str) -> Fault:
-    """``pause-target@10s+3s`` → Fault; UsageError naming the form otherwise."""
-    found = _SPEC.match(text.strip())
-    if not found or found["kind"] not in KINDS:
-        raise UsageError(f"--fault {text!r} is not a fault", hint=f"write KIND@TIME, KIND one of {', '.join(KINDS)}, like pg-restart@20s")
-    at = parse_duration(found["at"], name=f"--fault {text!r} time")
-    length = parse_duration(found["length"], name=f"--fault {text!r} length") if found["length"] else 0.0
-    if found["kind"] == "pause-target" and not length:
-        length = 5.0
-    return Fault(found["kind"], at, length)
-
-
-def check_faults(
-    faults: tuple[Fault, ...], *, duration: float, embedded: bool, own_target: bool,
-    docker_postgres: str | None = None, docker_target: str | None = None,
-) -> None:  # fmt: skip
-    """Raise UsageError for a fault this run cannot inject."""
-    for fault in faults:
-        if fault.at >= duration:
-            raise UsageError(f"--fault {fault} comes after the load ends ({duration:g}s)", hint="give a time inside --duration")
-        if fault.kind == "pg-restart" and not (embedded or docker_postgres):
-            raise UsageError("--fault pg-restart needs the embedded PostgreSQL or --docker-postgres CONTAINER",
-                             hint="leave out --dsn, name the container, or use terminate-backends")  # fmt: skip
-        if fault.kind == "pause-target" and not (own_target or docker_target):
-            raise UsageError("--fault pause-target needs the demo service drainwatch starts or --docker-target CONTAINER",
-                             hint="leave out --target-url, or name the target's container")  # fmt: skip
-
 
 class DockerControl:
     """Faults on compose containers through the Docker SDK. ``client`` is a ``docker.DockerClient``
@@ -149,8 +105,8 @@ async def _perform(
         on_event({"postgres_pid": pid})
         return "PostgreSQL restarted"
     if fault.kind == "terminate-backends":
-        from harness.collector import match_clause
-        from harness.postgres import connect
+        from drainwatch.provision.postgres import connect
+        from drainwatch.sample.selector import match_clause
 
         where, params = match_clause(match)
         async with await connect(db.dsn) as conn:

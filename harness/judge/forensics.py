@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from harness.collector import match_clause
-from harness.config import Match
+from drainwatch.plan import Match
+from drainwatch.sample.selector import match_clause
 
 POOLED, HELD, UNSURE, IN_TRANSACTION, ACTIVE, OTHER = "pooled", "held", "unsure", "in_transaction", "active", "other"
 

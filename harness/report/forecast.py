@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.verdict import human_seconds
+from drainwatch.units import human_seconds
 
 FAULT_KINDS = ("disconnect", "timeout", "error")
 Z95 = 1.959964
@@ -123,8 +123,8 @@ def from_run_dir(run_dir: Path, prod: Production) -> Forecast:
 
     Raises UsageError when the folder has no verdict to forecast from.
     """
-    from harness.errors import UsageError
-    from harness.rundir import LOCUST_PREFIX, RUN_JSON, SUMMARY_JSON, read_json
+    from drainwatch.errors import UsageError
+    from drainwatch.rundir import LOCUST_PREFIX, RUN_JSON, SUMMARY_JSON, read_json
 
     try:
         summary = read_json(run_dir / SUMMARY_JSON)

@@ -28,14 +28,13 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import EXIT_LEAK, EXIT_PASS, UsageError
-from harness.rundir import RUN_JSON
+from drainwatch.errors import EXIT_LEAK, EXIT_PASS, UsageError
+from drainwatch.rundir import RUN_JSON
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported when a comparison is made, not with the CLI
+    from drainwatch.report.rundata import RunData
     from rich.console import Console
     from rich.table import Table
-
-    from harness.report.load import RunData
 
 COMPARE_HTML = "compare.html"
 BETTER, WORSE, SAME, NA = "better", "worse", "same", "n/a"
@@ -101,7 +100,7 @@ def check_run_folder(path: Path) -> None:
 
 def load_pair(run_a: Path, run_b: Path) -> tuple[RunData, RunData]:
     """Read both run folders. Raises UsageError for a folder that is not a finished run."""
-    from harness.report.load import load_run
+    from drainwatch.report.rundata import load_run
 
     for path in (run_a, run_b):
         check_run_folder(path)
@@ -149,7 +148,7 @@ def _leak_rows(a: RunData, b: RunData) -> list[Row]:
 
 
 def _traffic_rows(a: RunData, b: RunData) -> list[Row]:
-    from harness.report.load import scenario_table
+    from drainwatch.report.rundata import scenario_table
 
     rows = [_row("peak in transaction", _under_load(a, "idle_in_transaction"), _under_load(b, "idle_in_transaction"),
                  "count", floor=1.0, rel=0.10,
@@ -276,8 +275,8 @@ def _setup_differences(a: RunData, b: RunData) -> list[str]:
 
 def render_compare(comparison: Comparison) -> str:
     """compare.html as a string: self-contained like report.html (inline style, base64 image)."""
-    from harness.report.figures import comparison_timeline
-    from harness.report.html import Raw, _figure, _table, _utc, page
+    from drainwatch.report.figures import comparison_timeline
+    from drainwatch.report.html import Raw, figure_html, page, table_html, utc
 
     a, b = comparison.a, comparison.b
     word, sentence = comparison.headline
@@ -288,10 +287,10 @@ def render_compare(comparison: Comparison) -> str:
                   Raw(f'<span class="{SAME if r.judgement == NA else r.judgement}">{r.judgement}</span>')]
                  for r in rows]  # fmt: skip
         classes = ["leak" if r.decides and r.judgement == WORSE else "" for r in rows]
-        return _table(["figure", "A", "B", "B − A", "B vs A"], cells, numeric={1, 2, 3}, classes=classes)
+        return table_html(["figure", "A", "B", "B − A", "B vs A"], cells, numeric={1, 2, 3}, classes=classes)
 
     runs = [[name, d.run.get("run_id") or d.run_dir.name, (d.run.get("config") or {}).get("variant") or "",
-             (d.summary or {}).get("verdict"), _utc(d.span()[0]) if d.span() else "", str(d.run_dir)]
+             (d.summary or {}).get("verdict"), utc(d.span()[0]) if d.span() else "", str(d.run_dir)]
             for name, d in (("A", a), ("B", b))]  # fmt: skip
     notes = [f"{name}: {note}" for name, d in (("A", a), ("B", b)) for note in d.notes]
     setup = ""
@@ -312,9 +311,9 @@ def render_compare(comparison: Comparison) -> str:
         '<p class="muted">Context: judged, but these do not decide the exit code.</p>',
         table([r for r in comparison.rows if not r.decides]),
         "<h2>Connections</h2>",
-        _figure(figure, "Connections by state of run A above run B, aligned on the start of each load"),
+        figure_html(figure, "Connections by state of run A above run B, aligned on the start of each load"),
         "<h2>The two runs</h2>",
-        _table(["", "run", "variant", "verdict", "started (UTC)", "folder"], runs),
+        table_html(["", "run", "variant", "verdict", "started (UTC)", "folder"], runs),
         f"<footer>Rendered by drainwatch from the two run folders alone, "
         f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.</footer>",
     ])  # fmt: skip
@@ -332,7 +331,7 @@ def write_compare(run_a: Path, run_b: Path, out: Path | None = None) -> tuple[Co
 
     Raises UsageError for a folder that is not a finished run or a page that cannot be written there.
     """
-    from harness.report import write_page
+    from drainwatch.report import write_page
 
     run_a, run_b = Path(run_a), Path(run_b)
     for path in (run_a, run_b):  # first: a missing B is named as such, not as a folder --out cannot write to

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
-from harness.config import RunConfig
-from harness.rundir import RUN_JSON, write_json
+from drainwatch import __version__
+from drainwatch.plan import RunConfig
+from drainwatch.rundir import RUN_JSON, write_json
 
 
 def versions() -> dict[str, str]:

@@ -1,0 +1,323 @@
+"""The verdict: PASS, LEAK or ERROR, with the numbers and the evidence that decided it.
+
+A pure function of what the run collected (samples, the lingering snapshot, the probe,
+the app's own pool view when it exposes one), so tests call it without a database.
+The checks, in the order they are reported:
+
+    drain                connections back within tolerance of baseline after settle; an
+                         excess of idle connections the pool itself holds (reset by the
+                         driver, or counted idle by the pool's own view) is a warm pool
+    idle_in_transaction  nothing left idle in a transaction
+    held_connections     no idle connection still holding application work
+    pool_view            the app's pools count nothing checked out (only when exposed)
+    probe                the service still serves after settle
+
+Counting alone is fooled: a pool warmed to its maximum hides a leak in the counts, and a
+connection closed by the garbage collector or the server vanishes from
+``pg_stat_activity`` while its pool still counts it. The last two checks see those.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from drainwatch.errors import EXIT_LEAK, EXIT_PASS, EXIT_USAGE
+from drainwatch.judge.forensics import ACTIVE, HELD, IN_TRANSACTION, POOLED, UNSURE
+from drainwatch.judge.probe import ProbeResult
+from drainwatch.units import human_seconds
+
+PASS, LEAK, ERROR = "PASS", "LEAK", "ERROR"
+STATE_KEYS = ("total", "active", "idle", "idle_in_transaction", "idle_in_transaction_aborted")
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Verdict:
+    outcome: str  # PASS, LEAK or ERROR ("verdict" in summary.json)
+    reasons: list[str]
+    evidence: list[str]  # the checks (or facts) that decided the verdict
+    checks: list[Check]
+    baseline: dict[str, float]
+    peak: dict[str, float]
+    final: dict[str, float]
+    leaked: int
+    leaked_by_kind: dict[str, int]
+    pooled_idle: int
+    recovery_s: float | None
+    idle_in_transaction: dict[str, Any]
+    zombie: dict[str, Any]
+    gaps: dict[str, Any]
+    probe: dict[str, Any]
+    pool_view: dict[str, Any] | None
+    scenarios: dict[str, int]
+    routes: dict[str, int]
+    tolerance: int
+
+    @property
+    def exit_code(self) -> int:
+        return {PASS: EXIT_PASS, LEAK: EXIT_LEAK}.get(self.outcome, EXIT_USAGE)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {"verdict": data.pop("outcome"), **data}
+
+
+def _window(samples: Sequence[Mapping[str, Any]], start: float, end: float) -> list[Mapping[str, Any]]:
+    return [s for s in samples if start <= float(s["t"]) <= end and not int(s.get("gap", 0))]
+
+
+def _levels(samples: Sequence[Mapping[str, Any]], how: str) -> dict[str, float]:
+    if not samples:
+        return {key: 0 for key in STATE_KEYS}
+    pick = statistics.median if how == "median" else max
+    return {key: float(pick(float(s[key]) for s in samples)) for key in STATE_KEYS}
+
+
+def _zombie(tail: Sequence[Mapping[str, Any]], load_end: float) -> dict[str, Any]:
+    """Backends still working after traffic stopped: work done for clients that have gone."""
+    busy = [s for s in tail if float(s["active"]) > 0]
+    if not busy:
+        return {"peak_active": 0, "lasted_s": 0.0}
+    return {
+        "peak_active": int(max(float(s["active"]) for s in busy)),
+        "lasted_s": round(float(busy[-1]["t"]) - load_end, 2),
+    }
+
+
+def _gaps(samples: Sequence[Mapping[str, Any]], start: float, end: float) -> dict[str, Any]:
+    """Samples the collector missed because PostgreSQL was unreachable, and how long that lasted."""
+    missed = [float(s["t"]) for s in samples if int(s.get("gap", 0)) and start <= float(s["t"]) <= end]
+    if not missed:
+        return {"count": 0, "seconds": 0.0}
+    times = sorted(float(s["t"]) for s in samples if start <= float(s["t"]) <= end)
+    after = [t for t in times if t > missed[-1]]
+    span = (after[0] if after else missed[-1]) - missed[0]
+    return {"count": len(missed), "seconds": round(span, 2), "first": missed[0]}
+
+
+@dataclass(frozen=True)
+class _Tally:
+    """The lingering connections counted by kind, and what the pool itself says it holds idle."""
+
+    kinds: Counter[str]
+    leaked_rows: list[Mapping[str, Any]]
+    iit_rows: list[Mapping[str, Any]]
+    oldest_iit: float
+    pool_idle: int
+
+    @property
+    def held(self) -> int:
+        return self.kinds.get(HELD, 0)
+
+    @property
+    def pooled(self) -> int:
+        return self.kinds.get(POOLED, 0)
+
+    @property
+    def unsure(self) -> int:
+        return self.kinds.get(UNSURE, 0)
+
+    def invisible(self, pool_view: Mapping[str, Any] | None) -> int:
+        """Connections the pool counts checked out that PostgreSQL no longer shows."""
+        if pool_view is None:
+            return 0
+        return max(0, int(pool_view["checked_out"]) - len(self.leaked_rows) - self.kinds.get(ACTIVE, 0))
+
+
+def _tally(lingering: Sequence[Mapping[str, Any]], pool_view: Mapping[str, Any] | None) -> _Tally:
+    kinds = Counter(row["kind"] for row in lingering)
+    iit_rows = [row for row in lingering if row["kind"] == IN_TRANSACTION]
+    return _Tally(
+        kinds=kinds,
+        leaked_rows=[row for row in lingering if row["kind"] in (HELD, IN_TRANSACTION)],
+        iit_rows=iit_rows,
+        oldest_iit=max((float(row.get("state_age_s") or 0) for row in iit_rows), default=0.0),
+        # Idle connections the pool itself holds explain an excess over baseline (a warm pool):
+        # the pool's own idle count when it tells us, otherwise those the driver reset.
+        pool_idle=int(pool_view["idle"]) if pool_view else kinds.get(POOLED, 0),
+    )
+
+
+def _check_drain(baseline: dict[str, float], final: dict[str, float], tally: _Tally, tolerance: int,
+                 recovery_s: float | None, pool_view_given: bool) -> Check:  # fmt: skip
+    excess = final["total"] - baseline["total"]
+    not_in_pool = max(0.0, final["total"] - tally.pool_idle)  # connections the pool does not hold idle
+    drained = excess <= tolerance or not_in_pool <= tolerance
+    if excess <= tolerance:
+        detail = f"{final['total']:.0f} connections after settle, baseline {baseline['total']:.0f}"
+    elif drained:
+        detail = (
+            f"{final['total']:.0f} connections after settle, {excess:.0f} over baseline, all of them idle "
+            f"in the pool ({'as the pool itself counts' if pool_view_given else 'reset by the driver'}): a warm pool, not a leak"
+        )
+    else:
+        detail = (
+            f"{final['total']:.0f} connections after settle, {excess:.0f} over baseline {baseline['total']:.0f} "
+            f"(tolerance {tolerance}) and not idle in their pool"
+            + (f"; {tally.unsure} idle ones ran application SQL last in a pool that does not reset, so they may be leaked"
+               if tally.unsure else "")
+        )  # fmt: skip
+    counted = int(min(max(0.0, excess), not_in_pool)) if not drained else 0
+    return Check("drain", drained, detail, {"baseline": baseline["total"], "final": final["total"], "excess": excess,
+                                            "recovery_s": recovery_s, "counted_excess": counted})  # fmt: skip
+
+
+def _check_idle_in_transaction(tally: _Tally, tolerance: int) -> Check:
+    count = len(tally.iit_rows)
+    detail = (f"{count} connection(s) idle in transaction after settle, oldest {human_seconds(tally.oldest_iit)}"
+              if count else "no connection idle in transaction after settle")  # fmt: skip
+    return Check("idle_in_transaction", count <= tolerance, detail, {"count": count, "oldest_s": round(tally.oldest_iit, 2)})
+
+
+def _check_held(tally: _Tally, tolerance: int) -> Check:
+    held = tally.held
+    detail = (f"{held} idle connection(s) still hold application work (their last statement is the app's SQL, "
+              "not the pool's reset)" if held else "no idle connection holds application work")  # fmt: skip
+    return Check("held_connections", held <= tolerance, detail, {"held": held, "pooled": tally.pooled, "unsure": tally.unsure})
+
+
+def _check_pool_view(pool_view: Mapping[str, Any], tally: _Tally, tolerance: int) -> Check:
+    out = int(pool_view["checked_out"])
+    seen = len(tally.leaked_rows) + tally.kinds.get(ACTIVE, 0)
+    if out <= tolerance:
+        detail = "the app's pools count nothing checked out"
+    elif seen < out:
+        detail = (f"the app's pools count {out} checked out, PostgreSQL shows {seen} of them: the other "
+                  f"{out - seen} were closed behind the pool's back (garbage collector or server), and the pool still counts them")  # fmt: skip
+    else:
+        detail = f"the app's pools count {out} connection(s) checked out after settle"
+    return Check("pool_view", out <= tolerance, detail, {"checked_out": out, "visible": seen, "limit": pool_view.get("limit")})
+
+
+def _check_probe(probe: ProbeResult) -> Check:
+    return Check("probe", probe.passed,
+                 f"{probe.ok}/{probe.attempts} probe requests served" + (f": {probe.detail}" if probe.detail else ""),
+                 {"attempts": probe.attempts, "ok": probe.ok, "target_alive": probe.target_alive})  # fmt: skip
+
+
+def _leak_reason(check: Check, final: dict[str, float], tally: _Tally) -> str:
+    if check.name != "probe":
+        return check.detail
+    if final["active"] > 0 and not tally.leaked_rows:
+        return (f"the service does not serve yet: {final['active']:.0f} backend(s) are still working for clients "
+                "that have gone (zombie work holds the pool, no connection is leaked); a longer --settle shows "
+                "whether it drains")  # fmt: skip
+    return ("the service no longer serves after traffic stopped (the probe failed while the process is up): "
+            "its pool is exhausted")
+
+
+def _decide(checks: list[Check], *, load: Mapping[str, int], collector_lost: bool, probe: ProbeResult,
+            have_tail: bool, final: dict[str, float], tally: _Tally, baseline_total: float,
+            recovery_s: float | None) -> tuple[str, list[str], list[str]]:  # fmt: skip
+    """The ladder ERROR > LEAK > PASS: (outcome, evidence, reasons)."""
+    if load.get("requests") == 0:
+        return ERROR, ["no_load"], ["the load phase sent no request, so nothing was tested: check the locustfile "
+                                    f"({load.get('exceptions', 0)} exception(s) in locust_exceptions.csv)"]  # fmt: skip
+    if collector_lost:
+        return ERROR, ["collector_lost"], ["the collector stopped before the end of the run: counts after its last "
+                                           "sample are unknown (what it wrote is in samples.csv)"]  # fmt: skip
+    if not probe.target_alive:
+        return ERROR, ["target_down"], [f"the target is down: {probe.detail or 'it does not accept connections'}"]
+    if not have_tail:
+        return ERROR, ["no_samples"], ["the collector recorded nothing after the load: connection counts cannot be judged"]
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        return LEAK, [c.name for c in failed], [_leak_reason(c, final, tally) for c in failed]
+    return PASS, [c.name for c in checks], [
+        f"connections back to baseline ({baseline_total:.0f})"
+        + (f" {human_seconds(recovery_s)} after traffic stopped" if recovery_s is not None else "")
+        + "; no connection left in use; the service still serves"
+    ]
+
+
+def _caveats(outcome: str, load: Mapping[str, int], gaps: dict[str, Any]) -> list[str]:
+    """What the reader must know about the evidence, whatever the verdict."""
+    notes = []
+    if load.get("exceptions") and outcome != ERROR:
+        notes.append(f"Locust's users raised {load['exceptions']} exception(s) (locust_exceptions.csv): the load may "
+                     "not be the one you meant")  # fmt: skip
+    if gaps["count"]:
+        notes.append(
+            f"PostgreSQL could not be reached for {human_seconds(gaps['seconds'])} during the run ({gaps['count']} "
+            "missed samples): connections from before the gap are gone, so leaks before it show only through the "
+            "probe and the pool view"
+        )
+    return notes
+
+
+def _recovery(tail: Sequence[Mapping[str, Any]], limit: float, load_end: float) -> float | None:
+    """Seconds from the end of the load to the first sample back within ``limit`` connections."""
+    for sample in tail:
+        if float(sample["total"]) <= limit:
+            return round(float(sample["t"]) - load_end, 2)
+    return None
+
+
+def judge(
+    samples: Sequence[Mapping[str, Any]],
+    phases: Mapping[str, tuple[float, float]],
+    lingering: Sequence[Mapping[str, Any]],
+    probe: ProbeResult,
+    *,
+    tolerance: int = 0,
+    pool_view: Mapping[str, Any] | None = None,
+    collector_lost: bool = False,
+    load: Mapping[str, int] | None = None,
+) -> Verdict:
+    """Weigh the evidence. ``phases`` maps baseline/load/settle to (start, end) unix times;
+    ``pool_view`` is the app's own pool counts after settle (drainwatch.instrument), if any."""
+    base_start, base_end = phases.get("baseline", (0.0, 0.0))
+    load_start, load_end = phases.get("load", (base_end, base_end))
+    settle_start, settle_end = phases.get("settle", (load_end, load_end))
+    load = load or {}
+
+    baseline = _levels(_window(samples, base_start, base_end), "median")
+    tail = _window(samples, settle_start, settle_end)
+    final = _levels(tail[-1:], "max")
+    recovery_s = _recovery(tail, baseline["total"] + tolerance, load_end)
+    tally = _tally(lingering, pool_view)
+
+    checks = [_check_drain(baseline, final, tally, tolerance, recovery_s, pool_view is not None),
+              _check_idle_in_transaction(tally, tolerance), _check_held(tally, tolerance)]  # fmt: skip
+    if pool_view is not None:
+        checks.append(_check_pool_view(pool_view, tally, tolerance))
+    checks.append(_check_probe(probe))
+    outcome, evidence, reasons = _decide(checks, load=load, collector_lost=collector_lost, probe=probe,
+                                         have_tail=bool(tail), final=final, tally=tally,
+                                         baseline_total=baseline["total"], recovery_s=recovery_s)  # fmt: skip
+    gaps = _gaps(samples, load_start, settle_end)
+    reasons += _caveats(outcome, load, gaps)
+    invisible = tally.invisible(pool_view)
+    return Verdict(
+        outcome=outcome,
+        reasons=reasons,
+        evidence=evidence,
+        checks=checks,
+        baseline=baseline,
+        peak=_levels(_window(samples, load_start, settle_end), "max"),
+        final=final,
+        leaked=max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"]),
+        leaked_by_kind={HELD: tally.held, IN_TRANSACTION: len(tally.iit_rows), "invisible": invisible},
+        pooled_idle=tally.pooled,
+        # a LEAK has no recovery: the count may be back, but connections are held or the service starves
+        recovery_s=None if outcome == LEAK else recovery_s,
+        idle_in_transaction={"count": len(tally.iit_rows), "oldest_s": round(tally.oldest_iit, 2)},
+        zombie=_zombie(tail, load_end),
+        gaps=gaps,
+        probe=asdict(probe) | {"passed": probe.passed},
+        pool_view=dict(pool_view) if pool_view is not None else None,
+        scenarios=dict(Counter(row.get("scenario") or "unknown" for row in tally.leaked_rows)),
+        routes=dict(Counter(row.get("route") or "unknown" for row in tally.leaked_rows)),
+        tolerance=tolerance,
+    )
