@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import psutil
+
 from drainwatch.provision.postgres import Database, embedded_postgres_sync
 from drainwatch.provision.processes import free_port
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import time
 
-from drainwatch.scenarios.chaos import ChaosUser
 from locust import events, task
+
+from drainwatch.scenarios.chaos import ChaosUser
 
 _leaked = False  # module-level: all users of this process share it
 _started: float | None = None

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from drainwatch.judge.forensics import classify
 from drainwatch.judge.probe import ProbeResult
 from drainwatch.judge.verdict import judge

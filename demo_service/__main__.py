@@ -6,6 +6,7 @@ import argparse
 import os
 
 import uvicorn
+
 from drainwatch.demo_service import DSN_ENV
 from drainwatch.demo_service.app import create_app
 

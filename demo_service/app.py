@@ -10,16 +10,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-from drainwatch.demo_service import CANCEL_ENV, DSN_ENV, MAX_OVERFLOW, POOL_SIZE, RAW_POOL_MAX, app_name, fixed, leaky
-from drainwatch.demo_service.agent import PaymentDeclined
-from drainwatch.demo_service.cancel import CancelOnDisconnect
-from drainwatch.demo_service.context import request_id_middleware, tag
-from drainwatch.instrument import mount_pool_view
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from drainwatch.demo_service import CANCEL_ENV, DSN_ENV, MAX_OVERFLOW, POOL_SIZE, RAW_POOL_MAX, app_name, fixed, leaky
+from drainwatch.demo_service.agent import PaymentDeclined
+from drainwatch.demo_service.cancel import CancelOnDisconnect
+from drainwatch.demo_service.context import request_id_middleware, tag
+from drainwatch.instrument import mount_pool_view
 
 log = logging.getLogger(__name__)
 

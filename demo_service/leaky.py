@@ -8,6 +8,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from drainwatch.demo_service.agent import (
     PaymentDeclined,
     UpstreamHiccup,
@@ -17,10 +22,6 @@ from drainwatch.demo_service.agent import (
     record_usage,
 )
 from drainwatch.demo_service.context import tag
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 router = APIRouter()
 

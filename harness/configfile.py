@@ -19,21 +19,24 @@ from drainwatch.errors import UsageError
 # "section.key" in the file → option name of `drainwatch run`
 OPTION_KEYS = {
     "target.url": "target_url", "target.variant": "variant", "target.pool_view": "pool_view",
-    "target.pool_limit": "pool_limit",
+    "target.pool_limit": "pool_limit", "target.command": "serve", "target.setup": "setup",
+    "target.cwd": "serve_cwd", "target.database_env": "database_env", "target.env": "serve_env",
+    "target.headers": "headers", "target.no_restart": "no_restart",
     "database.dsn": "dsn", "database.match.application_name": "app_name", "database.match.usename": "usename",
     "database.match.datname": "datname", "database.match.client_addr": "client_addr",
     "load.users": "users", "load.spawn_rate": "spawn_rate", "load.warmup": "warmup", "load.baseline": "baseline",
     "load.duration": "duration", "load.settle": "settle", "load.interval": "interval", "load.mix": "mix",
     "load.locustfile": "locustfile", "load.workers": "workers", "load.isolate": "isolate",
-    "probe.path": "probe_path", "probe.timeout": "probe_timeout",
+    "probe.path": "probe_path", "probe.timeout": "probe_timeout", "probe.headers": "probe_headers",
     "verdict.tolerance": "tolerance",
     "output.out": "out",
 }  # fmt: skip
-PATH_OPTIONS = {"locustfile", "out"}
+PATH_OPTIONS = {"locustfile", "out", "serve_cwd"}
+TABLE_OPTIONS = {"target.env", "target.headers", "probe.headers"}  # string tables, kept whole
 ENDPOINT_KEYS = {"method", "path", "headers", "json", "weight"}
 CHAOS_KEYS = {
     "disconnect": {"request", "headers", "json", "after_ms", "after_chunks"},
-    "timeout": {"request", "headers", "json", "expect"},
+    "timeout": {"request", "headers", "json", "expect", "client_timeout_ms"},
     "error": {"request", "headers", "json", "expect"},
 }
 CHAOS_TOP = {"client_timeout"}
@@ -60,10 +63,10 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """
     try:
         data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist", hint="check --config, or write one with `drainwatch init`") from None
+    except FileNotFoundError as exc:
+        raise UsageError(f"config file {path} does not exist", hint="check --config, or write one with `drainwatch init`") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path} is not valid TOML: {exc}", hint="fix the line it names") from None
+        raise UsageError(f"{path} is not valid TOML: {exc}", hint="fix the line it names") from exc
     if path.name == "pyproject.toml":
         data = data.get("tool", {}).get("drainwatch", {})
     options: dict[str, Any] = {}
@@ -75,6 +78,10 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
                 value = ",".join(f"{kind}={weight}" for kind, weight in value.items())
             if name in PATH_OPTIONS:
                 value = str((path.parent / str(value)).resolve())
+            if key in TABLE_OPTIONS:
+                if not isinstance(value, dict):
+                    raise UsageError(f"{key} in {path.name} must be a table", hint=f'write {key} = {{ NAME = "value" }}')
+                value = {str(k): str(v) for k, v in value.items()}
             options[name] = value
         elif key == "endpoints":
             env["DRAINWATCH_STEADY"] = json.dumps([_endpoint(path, item) for item in value])
@@ -89,7 +96,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     items: list[tuple[str, Any]] = []
     for key, value in data.items():
         full = f"{prefix}{key}"
-        if isinstance(value, dict) and full not in ("load.mix",) and not full.startswith("chaos."):
+        if isinstance(value, dict) and full not in ("load.mix", *TABLE_OPTIONS) and not full.startswith("chaos."):
             items += _flatten(value, full + ".")
         else:
             items.append((full, value))
@@ -139,6 +146,8 @@ def _chaos(path: Path, key: str, value: Any) -> dict[str, str]:
         env["DRAINWATCH_DISCONNECT_AFTER_MS"] = str(value["after_ms"])
     if "after_chunks" in value:
         env["DRAINWATCH_DISCONNECT_AFTER_CHUNKS"] = str(value["after_chunks"])
+    if "client_timeout_ms" in value:
+        env["DRAINWATCH_TIMEOUT_CLIENT_MS"] = str(value["client_timeout_ms"])
     if "expect" in value:
         env[f"{name}_EXPECT"] = ",".join(str(code) for code in value["expect"])
     return env
@@ -146,22 +155,28 @@ def _chaos(path: Path, key: str, value: Any) -> dict[str, str]:
 
 STARTER = '''\
 # drainwatch configuration. Command-line options and DRAINWATCH_* variables override it.
-# `drainwatch run --config drainwatch.toml` (found automatically in the current folder).
+# `drainwatch run` finds it in the current folder (or [tool.drainwatch] in pyproject.toml);
+# `drainwatch check` tries every request below once, without a run.
 
 [target]
-url = "http://127.0.0.1:8000"        # your running service (leave out to run the bundled demo)
+# drainwatch starts your service: {port} is a free port, $DATABASE_URL its database
+# (an embedded PostgreSQL unless [database] dsn is given).
+command = "uvicorn app.main:app --port {port}"
+# setup = "alembic upgrade head"     # run once, before the service starts
+# env = { APP_ENV = "test" }
+# cwd = "."
+# database_env = "DATABASE_URL"      # the variable that hands the service its database
+# headers = { Authorization = "Bearer test-token" }   # sent with every request and the probe
+# url = "http://127.0.0.1:8000"      # or: a service already running (then [database] dsn is needed)
 # pool_view = "/_drainwatch/pool"    # if your app mounts drainwatch.instrument's pool view
 # pool_limit = 30                     # pool_size + max_overflow, drawn on the chart
 
-[database]
-# The database your service uses. Keep the password out of this file: PGPASSWORD or ~/.pgpass.
-dsn = "postgresql://monitor@127.0.0.1:5432/app"
-
-[database.match]                     # which backends are your service's (any combination)
-application_name = "myapp%"          # SQL LIKE pattern
-# usename = "app"
-# datname = "app"
-# client_addr = "10.0.0.5"
+# [database]
+# The database your service uses, when it is not the embedded one. Keep the password out of
+# this file: PGPASSWORD or ~/.pgpass.
+# dsn = "postgresql://monitor@127.0.0.1:5432/app"
+# [database.match]                   # which backends are your service's (found by socket when
+# application_name = "myapp%"        # drainwatch can see its process; otherwise needed)
 
 [load]
 users = 20
@@ -170,7 +185,7 @@ warmup = "10s"                        # steady traffic: pools fill to their work
 baseline = "5s"                       # quiet: its connection count is the baseline
 duration = "30s"                      # the chaos load
 settle = "20s"                        # longest wait for connections to come back
-mix = { steady = 4, disconnect = 2, timeout = 2, error = 1 }
+mix = { steady = 4, disconnect = 2, timeout = 1, error = 1 }
 # locustfile = "my_locustfile.py"    # your own load phase instead of the mix
 # workers = 2                         # Locust master + N local workers
 
@@ -189,21 +204,22 @@ weight = 1
 [chaos]
 client_timeout = 5                    # seconds before any plain request counts as failed
 
-[chaos.disconnect]                    # a slow or streaming request the client hangs up on
-request = "POST /chat"
-json = { prompt = "hello" }
-after_ms = 150                        # or after_chunks = 3: hang up mid-stream after 3 chunks
+[chaos.disconnect]                    # the client hangs up: on any endpoint (default: the first above)
+request = "GET /items"
+after_ms = 0                          # 0: before the first byte; or after_chunks = 3 mid-stream
 
-[chaos.timeout]                       # a request whose server-side deadline fires
-request = "GET /report?deadline_ms=300"
-expect = [504]
+[chaos.timeout]                       # a deadline fires: the client's own...
+request = "GET /items"
+client_timeout_ms = 50
+# expect = [504]                      # ...or a server-side one that answers 504
 
 [chaos.error]                         # a request whose handler raises mid-transaction
 request = "POST /orders?fail=1"
 expect = [500, 502]
 
 [probe]
-path = "/health"                      # a plain request that needs the database
+path = "/items"                       # must reach the database (default: the first endpoint)
+# headers = { Authorization = "Bearer test-token" }
 timeout = "5s"
 
 [verdict]

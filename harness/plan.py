@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 from drainwatch.errors import UsageError
+from drainwatch.traffic import Traffic, traffic_from
 from drainwatch.units import parse_duration
 
 CHAOS_KINDS = ("steady", "disconnect", "timeout", "error")
@@ -30,10 +33,10 @@ def parse_mix(text: str) -> dict[str, int]:
             )
         try:
             mix[kind] = int(weight or "1")
-        except ValueError:
+        except ValueError as exc:
             raise UsageError(
                 f"weight {weight!r} of {kind} is not a whole number", hint="write it like error=1"
-            ) from None
+            ) from exc
         if mix[kind] < 0:
             raise UsageError(f"weight of {kind} is negative", hint="use 0 to leave a kind out")
     if not any(mix.values()):
@@ -112,13 +115,30 @@ class Match:
     usename: str | None = None
     datname: str | None = None
     client_addr: str | None = None
+    # A file holding the pid of the service's process (rewritten when it restarts): its
+    # backends are those whose client port is one of that process tree's sockets.
+    client_pid_file: str | None = None
+
+
+Frozen = Mapping  # a read-only mapping: RunConfig wraps every dict it is given
 
 
 @dataclass(frozen=True)
 class RunConfig:
+    """Everything a run needs, built once at the edge (CLI > DRAINWATCH_* > file > defaults).
+
+    Frozen all the way down: mappings are read-only views, sequences are tuples.
+    """
+
     variant: str = "leaky"
     dsn: str | None = None
     target_url: str | None = None
+    serve: str | None = None  # the user's service, started by drainwatch: a command with {port}
+    setup: str | None = None  # run once before the served service starts (migrations)
+    serve_env: Frozen[str, str] = field(default_factory=dict)
+    serve_cwd: Path | None = None
+    database_env: str = "DATABASE_URL"  # the variable that hands a served service its database
+    no_restart: bool = False  # --isolate/--sweep against a service drainwatch cannot restart
     match: Match = field(default_factory=Match)
     users: int = 20
     spawn_rate: float = 20.0
@@ -127,9 +147,10 @@ class RunConfig:
     duration: float = 30.0
     settle: float = 20.0
     interval: float = 0.25
-    mix: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    mix: Frozen[str, int] = field(default_factory=lambda: dict(DEFAULT_MIX))
     locustfile: Path | None = None
-    probe_path: str = "/health/db"
+    probe_path: str | None = None  # None: the demo's /health/db, or the first steady endpoint
+    probe_headers: Frozen[str, str] = field(default_factory=dict)
     probe_count: int = 3
     probe_timeout: float = 5.0
     tolerance: int = 0
@@ -141,15 +162,27 @@ class RunConfig:
     workers: int = 0
     metrics_port: int | None = None
     prod_rps: float | None = None  # production figures for the forecast
-    prod_shares: dict[str, float] = field(default_factory=dict)
+    prod_shares: Frozen[str, float] = field(default_factory=dict)
     prod_pool: int | None = None
     faults: tuple[Fault, ...] = ()
     isolate: bool = False  # each chaos kind in a cycle of its own
     docker_postgres: str | None = None  # compose container names for faults through the Docker SDK
     docker_target: str | None = None
     sweep_disconnect: tuple[float, ...] = ()  # hang-up delays (ms), one disconnect-only cycle each
-    locust_env: dict[str, str] = field(default_factory=dict)  # traffic description for scenarios/chaos.py
+    traffic: Traffic = field(default_factory=lambda: traffic_from({}, demo=True))  # what each kind sends
     config_file: str | None = None
+    checkpoint_every: float = 600.0  # seconds between report checkpoints during a long load
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping) and not isinstance(value, MappingProxyType):
+                object.__setattr__(self, f.name, MappingProxyType(dict(value)))
+
+    @property
+    def demo(self) -> bool:
+        """True when the target is the bundled demo service (neither --serve nor --target-url)."""
+        return not (self.serve or self.target_url)
 
     @property
     def run_dir(self) -> Path:
@@ -157,13 +190,32 @@ class RunConfig:
 
     def public_dict(self) -> dict[str, Any]:
         """The config as it may be written down: no password anywhere."""
-        data = asdict(self)
+        data = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
         if self.dsn:
             data["dsn"] = redact_dsn(self.dsn)
-        data["out"] = str(self.out)
-        data["locustfile"] = str(self.locustfile) if self.locustfile else None
-        data["faults"] = [str(fault) for fault in self.faults]
+        data["serve_env"] = {k: "***" if _secret(k) else redact_dsn(v) for k, v in self.serve_env.items()}
+        data["probe_headers"] = {k: "***" if _secret(k) else v for k, v in self.probe_headers.items()}
+        data["locust_env"] = {k: v for k, v in self.traffic.settings.items()}
         return data
+
+
+def _secret(name: str) -> bool:
+    return bool(re.search(r"pass|secret|token|auth|key|cookie", name, re.I))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: mappings → dict, sequences → list, paths and faults → str, Match → dict."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Match):
+        return asdict(value)
+    if isinstance(value, Traffic):
+        return value.public()
+    if isinstance(value, (Path, Fault)):
+        return str(value)
+    return value
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -197,6 +249,17 @@ def validate(cfg: RunConfig) -> RunConfig:
                 "--target-url needs --dsn: drainwatch must watch the database the target uses",
                 hint="add --dsn postgresql://USER@HOST:PORT/DB (password from PGPASSWORD or ~/.pgpass)",
             )
+    if cfg.serve is not None and cfg.target_url is not None:
+        raise UsageError("--serve and --target-url name two services", hint="give one: --serve starts yours, --target-url uses a running one")
+    if cfg.setup is not None and cfg.serve is None:
+        raise UsageError("--setup runs before --serve, but no --serve was given", hint="add --serve 'CMD {port}'")
+    if cfg.target_url is not None and (cfg.isolate or cfg.sweep_disconnect) and not cfg.no_restart:
+        flag = "--isolate" if cfg.isolate else "--sweep-disconnect"
+        raise UsageError(f"{flag} restarts the service between cycles, and drainwatch cannot restart one given by --target-url",
+                         hint="use --serve so drainwatch starts it, or add --no-restart (the cycles then share its state)")  # fmt: skip
+    if cfg.target_url is not None and not any(vars(cfg.match).values()) and not _loopback(cfg.target_url):
+        raise UsageError("drainwatch cannot see the processes of a service on another machine, so it cannot tell its "
+                         "backends from the others", hint="select them: --app-name 'myapp%' (or --usename, --datname, --client-addr)")  # fmt: skip
     if cfg.locustfile is not None:
         if not cfg.locustfile.is_file():
             raise UsageError(f"locustfile {cfg.locustfile} does not exist", hint="check the path given to --locustfile")
@@ -216,6 +279,18 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def _loopback(url: str) -> bool:
+    import ipaddress
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_port_free(port: int, flag: str, host: str = "127.0.0.1") -> None:
     """Raise UsageError when nothing can listen on ``host:port``."""
     import socket
@@ -225,8 +300,8 @@ def check_port_free(port: int, flag: str, host: str = "127.0.0.1") -> None:
     with socket.socket() as sock:
         try:
             sock.bind((host, port))
-        except OSError:
-            raise UsageError(f"port {port} ({flag}) is already in use", hint=f"choose another {flag}") from None
+        except OSError as exc:
+            raise UsageError(f"port {port} ({flag}) is already in use", hint=f"choose another {flag}") from exc
 
 
 def check_dsn(dsn: str) -> None:
@@ -240,7 +315,7 @@ def check_dsn(dsn: str) -> None:
         raise UsageError(
             f"--dsn is not a valid connection string ({redact_dsn(reason)})",
             hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME",
-        ) from None
+        ) from exc
     if not dsn.strip():
         raise UsageError("--dsn is empty", hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME")
     port = str(psycopg.conninfo.conninfo_to_dict(dsn).get("port") or "5432")

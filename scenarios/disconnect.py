@@ -1,7 +1,8 @@
 """Only disconnect traffic: `locust -f scenarios/disconnect.py --host http://127.0.0.1:8000`."""
 
-from drainwatch.scenarios.chaos import ChaosUser
 from locust import task
+
+from drainwatch.scenarios.chaos import ChaosUser
 
 
 class DisconnectUser(ChaosUser):

@@ -1,7 +1,8 @@
 """Only error traffic: `locust -f scenarios/error.py --host http://127.0.0.1:8000`."""
 
-from drainwatch.scenarios.chaos import ChaosUser
 from locust import task
+
+from drainwatch.scenarios.chaos import ChaosUser
 
 
 class ErrorUser(ChaosUser):

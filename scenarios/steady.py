@@ -1,7 +1,8 @@
 """Only steady traffic: `locust -f scenarios/steady.py --host http://127.0.0.1:8000`."""
 
-from drainwatch.scenarios.chaos import ChaosUser
 from locust import task
+
+from drainwatch.scenarios.chaos import ChaosUser
 
 
 class SteadyUser(ChaosUser):

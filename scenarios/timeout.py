@@ -1,7 +1,8 @@
 """Only timeout traffic: `locust -f scenarios/timeout.py --host http://127.0.0.1:8000`."""
 
-from drainwatch.scenarios.chaos import ChaosUser
 from locust import task
+
+from drainwatch.scenarios.chaos import ChaosUser
 
 
 class TimeoutUser(ChaosUser):

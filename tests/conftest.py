@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+
 from drainwatch.provision.postgres import Database, embedded_postgres_sync
 from drainwatch.provision.processes import free_port
 

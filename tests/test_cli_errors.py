@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from drainwatch.provision.processes import free_port
 
+from drainwatch.provision.processes import free_port
 from tests.helpers import drainwatch
 
 

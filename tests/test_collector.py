@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import psycopg
+
 from drainwatch.plan import Match
 from drainwatch.provision.postgres import Database
 from drainwatch.sample.collector import run_collector

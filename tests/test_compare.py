@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from drainwatch.errors import UsageError
 from drainwatch.report.compare import BETTER, SAME, WORSE, Comparison, compare_runs, load_pair, write_compare
 from drainwatch.report.rundata import load_run
-
 from tests.helpers import FAST, drainwatch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))

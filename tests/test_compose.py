@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psycopg.conninfo
 import pytest
+
 from drainwatch import cli as cli_module
 from drainwatch import cli_run
 from drainwatch.plan import validate

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from drainwatch.provision.postgres import Database
 
+from drainwatch.provision.postgres import Database
 from tests.helpers import FAST, drainwatch
 
 SECRET = "Sup3rSecret-42"

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from drainwatch.instrument import POOL_VIEW_PATH
 from drainwatch.provision.postgres import Database
-
 from tests.conftest import connections, demo_service, fresh_database
 
 Variant = tuple[str, str, str]  # (variant, url, dsn)

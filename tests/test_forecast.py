@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from drainwatch.report.forecast import Production, forecast, parse_share, poisson_interval, requests_by_kind
 
 

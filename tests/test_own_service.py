@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from drainwatch.provision.processes import free_port
 
+from drainwatch.provision.processes import free_port
 from tests.conftest import REPO, demo_service
 from tests.helpers import FAST, SHORT_PHASES, drainwatch
 from tests.test_external_dsn import SYSTEM_DSN, _listening

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from drainwatch.report import render_report
 from drainwatch.report.rundata import connection_series, gap_spans, load_run, scenario_of, scenario_rates
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from drainwatch.errors import UsageError
 from drainwatch.judge.forensics import classify, is_reset_statement, parse_tag, resetting_apps
 from drainwatch.judge.probe import ProbeResult
@@ -177,9 +178,19 @@ def test_idle_in_transaction_leak() -> None:
     assert verdict.idle_in_transaction == {"count": 2, "oldest_s": 12.0}
 
 
-def test_select_one_alone_is_a_ping_but_not_a_query() -> None:
-    assert is_reset_statement("SELECT 1")
+def test_a_health_checks_select_one_is_application_sql() -> None:
+    # A service whose health route runs SELECT 1: its held connections are still held (issue: At the limit).
+    assert not is_reset_statement("SELECT 1")
     assert not is_reset_statement("SELECT 1 FROM orders")
+    rows = [_conn("svc", "idle", "ROLLBACK", 30.0), _conn("svc", "idle", "SELECT 1", 30.0)]
+    assert [row["kind"] for row in classify(rows)] == ["pooled", "held"]
+
+
+def test_an_idle_connection_that_just_changed_state_is_busy_not_held() -> None:
+    # Between two queries of a request still running (N+1), a connection is idle with app SQL.
+    rows = [_conn("svc", "idle", "ROLLBACK", 30.0), _conn("svc", "idle", "SELECT * FROM items WHERE id = 3", 0.4),
+            _conn("svc", "idle", "SELECT * FROM items WHERE id = 9", 30.0)]
+    assert [row["kind"] for row in classify(rows, recent=3.0)] == ["pooled", "active", "held"]
 
 
 def test_pooled_connections_from_baseline_do_not_excuse_new_ones() -> None:
@@ -202,7 +213,7 @@ def test_compact_sample_reading_gives_the_same_verdict(tmp_path) -> None:
     """A long soak's samples are not all held in memory, and the verdict does not change."""
     import csv as csv_module
 
-    from drainwatch.run.execute import _read_samples
+    from drainwatch.sample.collector import read_samples
     from drainwatch.sample.collector import Sample
 
     path = tmp_path / "samples.csv"
@@ -214,7 +225,7 @@ def test_compact_sample_reading_gives_the_same_verdict(tmp_path) -> None:
             total = 5 if t < 5 else (12 + i % 7 if t < 450 else 8)
             writer.writerow(vars(Sample(t=t, total=total, idle=total, gap=int(i == 1500))))
     phases = {"baseline": (0.0, 4.0), "load": (5.0, 450.0), "settle": (450.0, 500.0)}
-    full, compact = _read_samples(path), _read_samples(path, phases)
+    full, compact = read_samples(path), read_samples(path, phases)
     assert len(compact) < len(full) / 5
     args = ([], ProbeResult(3, 3))
     assert judge(full, phases, *args).to_dict() == judge(compact, phases, *args).to_dict()

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from drainwatch.instrument import POOL_VIEW_PATH
 from drainwatch.provision.postgres import Database
 from drainwatch.provision.processes import free_port
-
 from tests.conftest import demo_service, fresh_database
 from tests.helpers import FAST, SHORT_PHASES, drainwatch
 

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
+
 from drainwatch.errors import EXIT_INTERNAL, EXIT_USAGE, DrainwatchError, Interrupted
 from drainwatch.provision.processes import hurry
 from drainwatch.rundir import RUN_DIR_NOTE
-from rich.console import Console
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)

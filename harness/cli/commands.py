@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import click
+
 from drainwatch import __version__
 from drainwatch.cli.run_options import DURATION, console, prod_options, run, shares
 from drainwatch.errors import UsageError
@@ -45,10 +46,11 @@ cli.add_command(run)
 @click.option("--usename", help="Only backends of this database user.")
 @click.option("--datname", help="Only backends connected to this database.")
 @click.option("--client-addr", help="Only backends from this client address.")
+@click.option("--client-pid-file", type=click.Path(path_type=Path), help="Only backends whose client is the process (tree) whose pid this file holds; re-read every sample.")
 @click.option("--metrics-port", type=int, help="Also serve the latest sample for Prometheus at http://HOST:PORT/metrics.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port (0.0.0.0 in a container).")
 def collect(dsn: str, out: Path, interval: float, duration: float | None, app_name: str | None,
-            usename: str | None, datname: str | None, client_addr: str | None,
+            usename: str | None, datname: str | None, client_addr: str | None, client_pid_file: Path | None,
             metrics_port: int | None, metrics_host: str) -> None:  # fmt: skip
     """Sample the target's connections in pg_stat_activity into a CSV (the sidecar, alone).
 
@@ -60,7 +62,8 @@ def collect(dsn: str, out: Path, interval: float, duration: float | None, app_na
     check_dsn(dsn)
     if not 0.05 <= interval <= 60:
         raise UsageError(f"--interval {interval}s is outside 50ms..60s", hint="the default 250ms samples at 4 Hz")
-    match = Match(application_name=app_name, usename=usename, datname=datname, client_addr=client_addr)
+    match = Match(application_name=app_name, usename=usename, datname=datname, client_addr=client_addr,
+                  client_pid_file=str(client_pid_file) if client_pid_file else None)
     if metrics_port is None:
         run_collector(dsn, match, out, interval=interval, duration=duration)
         return

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 from click.core import ParameterSource
+
 from drainwatch.cli.boundary import console, run_interruptible
 from drainwatch.errors import EXIT_USAGE, UsageError
 from drainwatch.plan import DEFAULT_MIX, Match, RunConfig, parse_delays, parse_fault, parse_mix, validate
+from drainwatch.traffic import Traffic, parse_header, traffic_from
 from drainwatch.units import parse_duration
 
 EPILOG = """\b
@@ -66,7 +67,21 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
               help="Which demo service to run (ignored with --target-url).")
 @click.option("--dsn", envvar=_env("DSN"), metavar="DSN",
               help="Watch this PostgreSQL instead of starting an embedded one. Keep the password in PGPASSWORD or ~/.pgpass.")
+@click.option("--serve", envvar=_env("SERVE"), metavar="CMD",
+              help="Start your service with this command and test it: {port} becomes a free port, and it gets "
+                   "its database in $DATABASE_URL (embedded PostgreSQL unless --dsn). E.g. "
+                   "--serve 'uvicorn app.main:app --port {port}'.")
+@click.option("--setup", envvar=_env("SETUP"), metavar="CMD", help="Run once before --serve starts (e.g. 'alembic upgrade head').")
+@click.option("--database-env", default="DATABASE_URL", show_default=True, envvar=_env("DATABASE_ENV"), metavar="NAME",
+              help="The variable that hands a served service its database URL (PG* variables are set too).")
 @click.option("--target-url", envvar=_env("TARGET_URL"), metavar="URL", help="Test this running service instead of the demo (needs --dsn).")
+@click.option("-e", "--endpoint", "endpoints", multiple=True, metavar="'METHOD /PATH'",
+              help="A steady request of your service (repeatable); the disconnect kind hangs up on the first.")
+@click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+              help="Sent with every request and the probe (repeatable), e.g. 'Authorization: Bearer TOKEN'.")
+@click.option("--no-restart", is_flag=True, envvar=_env("NO_RESTART"),
+              help="Let --isolate/--sweep-disconnect run against a --target-url service drainwatch cannot restart "
+                   "(the cycles then share its state).")
 @click.option("--app-name", envvar=_env("APP_NAME"), metavar="PATTERN",
               help="Select the target's backends by application_name (SQL LIKE, e.g. 'myapp%').")
 @click.option("--usename", envvar=_env("USENAME"), help="Select the target's backends by database user.")
@@ -104,8 +119,9 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
               help="Run Locust as a master with this many local worker processes.")
 @click.option("--metrics-port", type=int, envvar=_env("METRICS_PORT"),
               help="Serve the collector's latest sample for Prometheus on 127.0.0.1:PORT/metrics during the run.")
-@click.option("--probe-path", default="/health/db", show_default=True, envvar=_env("PROBE_PATH"),
-              help="Plain request sent after settle to see whether the service still serves.")
+@click.option("--probe-path", envvar=_env("PROBE_PATH"), metavar="PATH",
+              help="Request sent after settle to see whether the service still serves; it must reach the database "
+                   "(default: the first endpoint; /health/db for the demo).")
 @click.option("--probe-timeout", type=DURATION, default="5s", show_default=True, envvar=_env("PROBE_TIMEOUT"),
               help="A probe request that takes longer has failed (a hung pool).")
 @click.option("--tolerance", type=int, default=0, show_default=True, envvar=_env("TOLERANCE"),
@@ -118,73 +134,118 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
               help="Folder that receives the run folder <out>/<run-id>/.")
 @click.option("--run-id", envvar=_env("RUN_ID"), help="Name of the run folder (default: time and variant).")
 @click.option("-q", "--quiet", is_flag=True, envvar=_env("QUIET"), help="Print only the verdict.")
+@click.option("--checkpoint-every", type=DURATION, default="10m", envvar=_env("CHECKPOINT_EVERY"), hidden=True)
 @click.pass_context
 def run(ctx: click.Context, config_path: Path | None, **opts: object) -> None:
     """Run warm-up, baseline, chaos load, settle and probe; print the verdict; write the report.
 
     \b
     With no options: an embedded PostgreSQL, the leaky demo service and the default
-    chaos mix, about a minute and a half. The run folder (reports/<run-id>/) gets
-    run.json, samples.csv, lingering.csv, Locust's CSVs, summary.json, junit.xml
-    and report.html.
+    chaos mix, about a minute and a half. Your own service, started by drainwatch:
+      drainwatch run --serve 'uvicorn app.main:app --port {port}' -e 'GET /items'
+    The run folder (reports/<run-id>/) gets run.json, samples.csv, lingering.csv,
+    Locust's CSVs, summary.json, junit.xml and report.html.
     """
+    _run_with_boundary(ctx, plan_from(ctx, config_path, opts))
+
+
+def plan_from(ctx: click.Context, config_path: Path | None, opts: dict[str, object]) -> RunConfig:
+    """The run plan from the command line, DRAINWATCH_* variables and the config file, in that order."""
     from drainwatch import configfile
 
     path = config_path or configfile.find_config(Path.cwd())
     locust_env: dict[str, str] = {}
+    tables: dict[str, dict[str, str]] = {}
     if path is not None:
         file_options, locust_env = configfile.load(path)
         params = {p.name: p for p in ctx.command.params}
         for name, value in file_options.items():
-            if ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
+            if name not in params:  # string tables: env, headers, probe headers
+                tables[name] = value
+            elif ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
                 opts[name] = params[name].type_cast_value(ctx, value)
-    cfg = replace(build_config(opts), locust_env=locust_env, config_file=str(path) if path else None)
-    _run_with_boundary(ctx, cfg)
+    mix_given = ctx.get_parameter_source("mix") != ParameterSource.DEFAULT or bool(path and "mix" in file_options)
+    return build_config(_Options(opts), locust_env, tables, config_file=str(path) if path else None, mix_given=mix_given)
 
 
-def build_config(opts: dict[str, object]) -> RunConfig:
-    match = Match(
-        application_name=opts["app_name"], usename=opts["usename"],  # type: ignore[arg-type]
-        datname=opts["datname"], client_addr=opts["client_addr"],  # type: ignore[arg-type]
-    )  # fmt: skip
-    variant = str(opts["variant"])
-    run_id = str(opts["run_id"] or time.strftime("%Y%m%d-%H%M%S-") + ("target" if opts["target_url"] else variant))
+class _Options:
+    """Typed reads of Click's option values (the library never sees them untyped)."""
+
+    def __init__(self, values: Mapping[str, object]) -> None:
+        self.values = values
+
+    def text(self, name: str) -> str | None:
+        value = self.values.get(name)
+        return None if value is None or value == "" else str(value)
+
+    def number(self, name: str) -> float | None:
+        value = self.values.get(name)
+        return None if value is None else float(str(value))
+
+    def whole(self, name: str) -> int | None:
+        value = self.values.get(name)
+        return None if value is None else int(str(value))
+
+    def flag(self, name: str) -> bool:
+        return bool(self.values.get(name))
+
+    def many(self, name: str) -> tuple[str, ...]:
+        value = self.values.get(name) or ()
+        return tuple(str(v) for v in value) if isinstance(value, (tuple, list)) else (str(value),)
+
+
+def build_config(o: _Options, locust_env: Mapping[str, str], tables: Mapping[str, Mapping[str, str]], *,
+                 config_file: str | None = None, mix_given: bool = False) -> RunConfig:  # fmt: skip
+    """The frozen plan. Raises UsageError for a value that cannot be one."""
+    variant = o.text("variant") or "leaky"
+    serve, target_url = o.text("serve"), o.text("target_url")
+    demo = not (serve or target_url)
+    headers = dict(tables.get("headers", {})) | dict(parse_header(h) for h in o.many("headers"))
+    traffic = traffic_from(locust_env, demo=demo, endpoints=o.many("endpoints"), headers=headers,
+                           own_locustfile=o.text("locustfile") is not None)
+    mix = _fitting_mix(parse_mix(o.text("mix") or ""), traffic, given=mix_given)
+    who = "serve" if serve else "target" if target_url else variant
+    cwd = o.text("serve_cwd")
     return RunConfig(
-        variant=variant,
-        dsn=opts["dsn"],  # type: ignore[arg-type]
-        target_url=opts["target_url"],  # type: ignore[arg-type]
-        match=match,
-        users=int(opts["users"]),  # type: ignore[call-overload]
-        spawn_rate=float(opts["spawn_rate"]),  # type: ignore[arg-type]
-        warmup=float(opts["warmup"]),  # type: ignore[arg-type]
-        baseline=float(opts["baseline"]),  # type: ignore[arg-type]
-        duration=float(opts["duration"]),  # type: ignore[arg-type]
-        settle=float(opts["settle"]),  # type: ignore[arg-type]
-        interval=float(opts["interval"]),  # type: ignore[arg-type]
-        mix=parse_mix(str(opts["mix"])),
-        locustfile=opts["locustfile"],  # type: ignore[arg-type]
-        probe_path=str(opts["probe_path"]),
-        probe_timeout=float(opts["probe_timeout"]),  # type: ignore[arg-type]
-        tolerance=int(opts["tolerance"]),  # type: ignore[call-overload]
-        pool_limit=opts["pool_limit"],  # type: ignore[arg-type]
-        pool_view=opts["pool_view"],  # type: ignore[arg-type]
-        workers=int(opts["workers"]),  # type: ignore[call-overload]
-        metrics_port=opts["metrics_port"],  # type: ignore[arg-type]
-        prod_rps=opts["prod_rps"],  # type: ignore[arg-type]
-        prod_shares=shares(opts),
-        prod_pool=opts["prod_pool"],  # type: ignore[arg-type]
-        faults=tuple(parse_fault(str(text)) for text in opts["faults"]),  # type: ignore[attr-defined]
-        isolate=bool(opts["isolate"]),
-        docker_postgres=opts["docker_postgres"],  # type: ignore[arg-type]
-        docker_target=opts["docker_target"],  # type: ignore[arg-type]
-        sweep_disconnect=parse_delays(str(opts["sweep_disconnect"])) if opts["sweep_disconnect"] else (),
-        out=opts["out"],  # type: ignore[arg-type]
-        run_id=run_id,
-        quiet=bool(opts["quiet"]),
-    )
+        variant=variant, dsn=o.text("dsn"), target_url=target_url, serve=serve, setup=o.text("setup"),
+        serve_env=tables.get("serve_env", {}), serve_cwd=Path(cwd) if cwd else None,
+        database_env=o.text("database_env") or "DATABASE_URL", no_restart=o.flag("no_restart"),
+        match=Match(application_name=o.text("app_name"), usename=o.text("usename"), datname=o.text("datname"),
+                    client_addr=o.text("client_addr")),
+        users=o.whole("users") or 0, spawn_rate=o.number("spawn_rate") or 0.0,
+        warmup=o.number("warmup") or 0.0, baseline=o.number("baseline") or 0.0, duration=o.number("duration") or 0.0,
+        settle=o.number("settle") or 0.0, interval=o.number("interval") or 0.0, mix=mix,
+        locustfile=Path(lf) if (lf := o.text("locustfile")) else None,
+        probe_path=o.text("probe_path"), probe_headers=headers | dict(tables.get("probe_headers", {})),
+        probe_timeout=o.number("probe_timeout") or 0.0, tolerance=o.whole("tolerance") or 0,
+        pool_limit=o.whole("pool_limit"), pool_view=o.text("pool_view"), workers=o.whole("workers") or 0,
+        metrics_port=o.whole("metrics_port"), prod_rps=o.number("prod_rps"), prod_shares=shares(o.values),
+        prod_pool=o.whole("prod_pool"), faults=tuple(parse_fault(text) for text in o.many("faults")),
+        isolate=o.flag("isolate"), docker_postgres=o.text("docker_postgres"), docker_target=o.text("docker_target"),
+        sweep_disconnect=parse_delays(sweep) if (sweep := o.text("sweep_disconnect")) else (),
+        traffic=traffic, out=Path(o.text("out") or "reports"),
+        run_id=o.text("run_id") or time.strftime("%Y%m%d-%H%M%S-") + who,
+        quiet=o.flag("quiet"), config_file=config_file, checkpoint_every=o.number("checkpoint_every") or 600.0,
+    )  # fmt: skip
 
 
-def shares(opts: dict[str, object]) -> dict[str, float]:
+def _fitting_mix(mix: dict[str, int], traffic: Traffic, *, given: bool) -> dict[str, int]:
+    """The mix without the chaos kinds this service has no request for.
+
+    Raises UsageError when the user asked for such a kind: it would test nothing.
+    """
+    missing = [kind for kind, weight in mix.items() if weight and kind != "steady" and traffic.chaos.get(kind) is None]
+    if missing and given:
+        kind = missing[0]
+        raise UsageError(f"the {kind} kind has no request to send to your service",
+                         hint=f'add [chaos.{kind}] request = "METHOD /path" to drainwatch.toml, or leave {kind} out of --mix')  # fmt: skip
+    kept = {kind: weight for kind, weight in mix.items() if kind not in missing}
+    if not any(kept.values()):
+        raise UsageError("--mix gives no traffic this service can take", hint="give steady or disconnect a weight")
+    return kept
+
+
+def shares(opts: Mapping[str, object]) -> dict[str, float]:
     from drainwatch.report.forecast import parse_share
 
     shares = {}
@@ -192,8 +253,8 @@ def shares(opts: dict[str, object]) -> dict[str, float]:
         text = str(opts[f"prod_{kind}"])
         try:
             shares[kind] = parse_share(text)
-        except ValueError:
-            raise UsageError(f"--prod-{kind} {text!r} is not a share", hint="write it like 0.5% or 0.005") from None
+        except ValueError as exc:
+            raise UsageError(f"--prod-{kind} {text!r} is not a share", hint="write it like 0.5% or 0.005") from exc
         if not 0 <= shares[kind] <= 1:
             raise UsageError(f"--prod-{kind} {text!r} is not between 0 and 100 %", hint="write it like 0.5%")
     return shares

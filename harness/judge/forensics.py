@@ -13,20 +13,20 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from drainwatch.plan import Match
-from drainwatch.sample.selector import match_clause
+from drainwatch.sample.selector import resolve
 
 POOLED, HELD, UNSURE, IN_TRANSACTION, ACTIVE, OTHER = "pooled", "held", "unsure", "in_transaction", "active", "other"
 
 _RESET = re.compile(
-    r"^\s*(rollback|commit|discard all|reset all|select pg_advisory_unlock_all\(\)|select 1\s*;?\s*$|"
+    r"^\s*(rollback|commit|discard all|reset all|select pg_advisory_unlock_all\(\)|"
     r"set session characteristics|deallocate all|close all|unlisten \*|end)(?![a-z0-9_])",
     re.I,
 )
 _TAG = re.compile(r"/\*\s*drainwatch\s+(?P<body>[^*]*)\*/")
 
 
-def snapshot_sql(match: Match) -> tuple[str, dict[str, Any]]:
-    where, params = match_clause(match)
+def snapshot_sql(match: Match, dsn: str = "") -> tuple[str, dict[str, Any]]:
+    where, params = resolve(match, dsn)
     sql = f"""
         SELECT pid, coalesce(application_name, '') AS application_name, coalesce(state, '') AS state,
                extract(epoch FROM now() - backend_start)::float8 AS backend_age_s,
@@ -64,7 +64,7 @@ def resetting_apps(rows: Iterable[Mapping[str, Any]]) -> set[str]:
     }
 
 
-def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = None) -> list[dict[str, Any]]:
+def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = None, *, recent: float = 0.0) -> list[dict[str, Any]]:
     """Each connection with its ``kind``: pooled, held, unsure, in_transaction, active or other.
 
     An idle connection with application SQL last is ``held`` where its application's pool
@@ -72,6 +72,10 @@ def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = Non
     every connection was in its pool, plus what these rows show). Elsewhere it is
     ``unsure``: in a pool that does not reset, a pooled and a leaked connection look the
     same, and only the pool's own view, the counts and the probe can tell.
+
+    Held means frozen: an idle connection whose state changed less than ``recent`` seconds
+    ago belongs to a request still running (between two queries of it) and counts as active.
+    A health check's ``SELECT 1`` is the application's SQL, not a pool's reset.
     """
     rows = [dict(row) for row in rows]
     resetting = resetting_apps(rows) | (resetting or set())
@@ -84,7 +88,10 @@ def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = Non
             kind = ACTIVE
         elif state == "idle":
             app_sql = not is_reset_statement(row["query"])
-            kind = POOLED if not app_sql else HELD if row["application_name"] in resetting else UNSURE
+            if app_sql and float(row.get("state_age_s") or 0) < recent:
+                kind = ACTIVE
+            else:
+                kind = POOLED if not app_sql else HELD if row["application_name"] in resetting else UNSURE
         else:
             kind = OTHER
         tag = parse_tag(row["query"])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from drainwatch.traffic import Request
+
 
 @dataclass
 class ProbeResult:
@@ -26,18 +28,20 @@ class ProbeResult:
         return self.attempts > 0 and self.ok == self.attempts
 
 
-async def probe(url: str, path: str, *, count: int, timeout: float, out: Path, append: bool = False) -> ProbeResult:
+async def probe(url: str, request: Request, *, count: int, timeout: float, out: Path, append: bool = False) -> ProbeResult:
+    """Send ``request`` up to ``count`` times, each with its own ``timeout``; stop at a hang or a refusal."""
     result = ProbeResult()
     with open(out, "a" if append else "w", newline="") as handle:
         rows = csv.writer(handle)
         if not append:
             rows.writerow(["t", "status", "ok", "elapsed_ms", "error"])
-        async with httpx.AsyncClient(timeout=timeout, headers={"X-Drainwatch-Scenario": "probe"}) as client:
+        headers = {"X-Drainwatch-Scenario": "probe", **request.headers}
+        async with httpx.AsyncClient(timeout=timeout, headers=headers) as client:
             for _ in range(count):
                 started = time.monotonic()
                 status, error = "", ""
                 try:
-                    resp = await client.get(url.rstrip("/") + path)
+                    resp = await client.request(request.method, url.rstrip("/") + request.path, json=request.json)
                     status = str(resp.status_code)
                     ok = resp.status_code < 400
                     if not ok:

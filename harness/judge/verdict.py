@@ -27,6 +27,7 @@ from typing import Any
 
 from drainwatch.errors import EXIT_LEAK, EXIT_PASS, EXIT_USAGE
 from drainwatch.judge.forensics import ACTIVE, HELD, IN_TRANSACTION, POOLED, UNSURE
+from drainwatch.judge.load import broken_kinds
 from drainwatch.judge.probe import ProbeResult
 from drainwatch.units import human_seconds
 
@@ -63,6 +64,9 @@ class Verdict:
     scenarios: dict[str, int]
     routes: dict[str, int]
     tolerance: int
+    server: dict[str, Any] | None = None  # the server's limit: peak, usable slots, refusals
+    load_kinds: dict[str, Any] | None = None  # per kind: requests and those that tested nothing
+    leaked_exact: bool = True  # False: only the probe or the pool view saw the leak, the count is a floor
 
     @property
     def exit_code(self) -> int:
@@ -206,6 +210,17 @@ def _check_probe(probe: ProbeResult) -> Check:
                  {"attempts": probe.attempts, "ok": probe.ok, "target_alive": probe.target_alive})  # fmt: skip
 
 
+def _check_server(server: Mapping[str, Any]) -> Check:
+    refused = server.get("refusals")
+    if server["full"]:
+        detail = (f"the server ran out of connections: peak {server['peak']} of {server['usable']} usable "
+                  f"(max_connections {server['max_connections']}, {server['reserved']} reserved)"
+                  + (f", {refused} connection(s) refused" if refused else ""))  # fmt: skip
+    else:
+        detail = f"peak {server['peak']} of {server['usable']} usable server connections" + (", none refused" if refused == 0 else "")
+    return Check("server_limit", not server["full"], detail, dict(server))
+
+
 def _leak_reason(check: Check, final: dict[str, float], tally: _Tally) -> str:
     if check.name != "probe":
         return check.detail
@@ -219,17 +234,23 @@ def _leak_reason(check: Check, final: dict[str, float], tally: _Tally) -> str:
 
 def _decide(checks: list[Check], *, load: Mapping[str, int], collector_lost: bool, probe: ProbeResult,
             have_tail: bool, final: dict[str, float], tally: _Tally, baseline_total: float,
-            recovery_s: float | None) -> tuple[str, list[str], list[str]]:  # fmt: skip
-    """The ladder ERROR > LEAK > PASS: (outcome, evidence, reasons)."""
+            recovery_s: float | None, broken: list[str]) -> tuple[str, list[str], list[str]]:  # fmt: skip
+    """The ladder ERROR > LEAK > PASS: (outcome, evidence, reasons).
+
+    A full server is LEAK even when the target looks down: the leak is what took it down.
+    """
+    server_full = any(c.name == "server_limit" and not c.passed for c in checks)
     if load.get("requests") == 0:
         return ERROR, ["no_load"], ["the load phase sent no request, so nothing was tested: check the locustfile "
                                     f"({load.get('exceptions', 0)} exception(s) in locust_exceptions.csv)"]  # fmt: skip
     if collector_lost:
         return ERROR, ["collector_lost"], ["the collector stopped before the end of the run: counts after its last "
                                            "sample are unknown (what it wrote is in samples.csv)"]  # fmt: skip
-    if not probe.target_alive:
+    if broken and not server_full:
+        return ERROR, ["load_invalid"], broken
+    if not probe.target_alive and not server_full:
         return ERROR, ["target_down"], [f"the target is down: {probe.detail or 'it does not accept connections'}"]
-    if not have_tail:
+    if not have_tail and not server_full:
         return ERROR, ["no_samples"], ["the collector recorded nothing after the load: connection counts cannot be judged"]
     failed = [c for c in checks if not c.passed]
     if failed:
@@ -274,6 +295,8 @@ def judge(
     pool_view: Mapping[str, Any] | None = None,
     collector_lost: bool = False,
     load: Mapping[str, int] | None = None,
+    load_kinds: Mapping[str, Any] | None = None,
+    server: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """Weigh the evidence. ``phases`` maps baseline/load/settle to (start, end) unix times;
     ``pool_view`` is the app's own pool counts after settle (drainwatch.instrument), if any."""
@@ -293,12 +316,19 @@ def judge(
     if pool_view is not None:
         checks.append(_check_pool_view(pool_view, tally, tolerance))
     checks.append(_check_probe(probe))
+    if server is not None:
+        checks.append(_check_server(server))
+    broken = broken_kinds(dict(load_kinds)) if load_kinds else []
     outcome, evidence, reasons = _decide(checks, load=load, collector_lost=collector_lost, probe=probe,
                                          have_tail=bool(tail), final=final, tally=tally,
-                                         baseline_total=baseline["total"], recovery_s=recovery_s)  # fmt: skip
+                                         baseline_total=baseline["total"], recovery_s=recovery_s,
+                                         broken=broken)  # fmt: skip
     gaps = _gaps(samples, load_start, settle_end)
     reasons += _caveats(outcome, load, gaps)
     invisible = tally.invisible(pool_view)
+    leaked = max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"])
+    # The probe (or a full server) can see a leak no row shows: then the count is only a floor.
+    exact = outcome != LEAK or leaked > 0 or not ({"probe", "server_limit"} & set(evidence))
     return Verdict(
         outcome=outcome,
         reasons=reasons,
@@ -307,7 +337,8 @@ def judge(
         baseline=baseline,
         peak=_levels(_window(samples, load_start, settle_end), "max"),
         final=final,
-        leaked=max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"]),
+        leaked=leaked,
+        leaked_exact=exact,
         leaked_by_kind={HELD: tally.held, IN_TRANSACTION: len(tally.iit_rows), "invisible": invisible},
         pooled_idle=tally.pooled,
         # a LEAK has no recovery: the count may be back, but connections are held or the service starves
@@ -320,4 +351,28 @@ def judge(
         scenarios=dict(Counter(row.get("scenario") or "unknown" for row in tally.leaked_rows)),
         routes=dict(Counter(row.get("route") or "unknown" for row in tally.leaked_rows)),
         tolerance=tolerance,
+        server=dict(server) if server is not None else None,
+        load_kinds=dict(load_kinds) if load_kinds is not None else None,
     )
+
+
+def with_shutdown(verdict: Verdict, shutdown: Mapping[str, Any]) -> Verdict:
+    """The verdict with the shutdown check added: after SIGTERM the service must exit by itself
+    and close every connection. A service that keeps them leaks a pool on every deploy."""
+    left = shutdown.get("remaining") or []
+    passed = not left and not shutdown.get("killed")
+    if passed:
+        detail = f"after SIGTERM the service exited in {human_seconds(shutdown['exited_s'])} and closed every connection"
+    elif shutdown.get("killed"):
+        detail = (f"after SIGTERM the service did not exit within {human_seconds(shutdown['grace_s'])} and was killed"
+                  + (f", still holding {len(left)} connection(s)" if left else ""))  # fmt: skip
+    else:
+        detail = f"{len(left)} connection(s) of the service stayed open after it exited on SIGTERM"
+    check = Check("shutdown", passed, detail, dict(shutdown))
+    verdict.checks.append(check)
+    if not passed and verdict.outcome == PASS:
+        verdict.outcome, verdict.evidence, verdict.reasons = LEAK, ["shutdown"], [detail]
+    elif not passed and verdict.outcome == LEAK:
+        verdict.evidence.append("shutdown")
+        verdict.reasons.append(detail)
+    return verdict

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
 from drainwatch.errors import DatabaseProblem
 from drainwatch.plan import redact_dsn
-from drainwatch.provision.processes import free_port, spawn, stop_process, tail
+from drainwatch.provision.processes import Child, free_port, tail
 
 log = logging.getLogger(__name__)
 
@@ -105,25 +105,18 @@ async def embedded_postgres(log_path: Path, *, max_connections: int = 100) -> As
             "-c", f"max_connections={max_connections}",
         ]  # fmt: skip
         dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        current: list[asyncio.subprocess.Process] = []
-
-        async def start() -> tuple[str, int]:
-            current[:] = [await spawn(argv, name="postgres", log_path=log_path, **as_user)]
-            return await _wait_ready(dsn, current[0], log_path)
+        server = Child(argv, name="postgres", log_path=log_path, grace=10.0, **as_user)  # SIGINT: fast shutdown
 
         async def restart() -> int:
-            # SIGINT is PostgreSQL's "fast shutdown": it ends sessions and exits cleanly.
-            await stop_process(current[0], name="postgres", first=signal.SIGINT, grace=10.0)
-            await start()
-            return current[0].pid
+            await _wait_ready(dsn, await server.restart(), log_path)
+            return server.pid
 
         try:
-            version, max_conn = await start()
+            version, max_conn = await _wait_ready(dsn, await server.start(), log_path)
             yield Database(dsn=dsn, embedded=True, version=version, max_connections=max_conn,
-                           pid=current[0].pid, data_dir=pgdata, restart=restart)  # fmt: skip
+                           pid=server.pid, data_dir=pgdata, restart=restart)  # fmt: skip
         finally:
-            if current:
-                await asyncio.shield(stop_process(current[0], name="postgres", first=signal.SIGINT, grace=10.0))
+            await server.stop()
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 
@@ -178,7 +171,7 @@ async def connect(dsn: str, *, timeout: float = 5.0) -> psycopg.AsyncConnection[
             application_name=HARNESS_APP_NAME,
         )  # fmt: skip
     except psycopg.OperationalError as exc:
-        raise map_connect_error(exc, dsn) from None
+        raise map_connect_error(exc, dsn) from exc
 
 
 def map_connect_error(exc: BaseException, dsn: str) -> DatabaseProblem:
@@ -235,3 +228,43 @@ async def check_visibility(dsn: str) -> None:
             f"role {name} cannot see other sessions in pg_stat_activity",
             hint=f"GRANT pg_monitor TO {name}; (or connect as a superuser)",
         )
+
+
+class Watch:
+    """drainwatch's own connection for the whole run, opened at provision before any traffic.
+
+    A leak that fills the server must not lock drainwatch out of its own verdict: snapshots,
+    forensics and checks go through this one connection. If it breaks (a restarted server),
+    one reconnect is tried; a second failure raises DatabaseProblem and the caller falls
+    back on the collector's samples.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def __aenter__(self) -> Watch:
+        self.conn = await connect(self.dsn)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+        self.conn = None
+
+    async def rows(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        """The rows of ``sql`` as dicts. Raises DatabaseProblem when it cannot be run twice over."""
+        for attempt in (1, 2):
+            try:
+                if self.conn is None or self.conn.closed:
+                    self.conn = await connect(self.dsn)
+                cur = await self.conn.execute(sql, params)
+                names = [c.name for c in cur.description or []]
+                return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+            except psycopg.OperationalError as exc:
+                if self.conn is not None:
+                    await self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise map_connect_error(exc, self.dsn) from exc
+        raise AssertionError("unreachable")

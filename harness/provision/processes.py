@@ -104,6 +104,35 @@ async def stop_process(
     return proc.returncode
 
 
+class Child:
+    """One child that can be restarted: the same argv, log and environment, a new process each start."""
+
+    def __init__(self, argv: Sequence[str], *, name: str, log_path: Path, env: dict[str, str] | None = None,
+                 stop_signal: int = signal.SIGINT, grace: float = 10.0, **popen: Any) -> None:  # fmt: skip
+        self.argv, self.name, self.log_path, self.env = list(argv), name, log_path, env
+        self.stop_signal, self.grace, self.popen = stop_signal, grace, popen
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} was never started"
+        return self.proc.pid
+
+    async def start(self) -> asyncio.subprocess.Process:
+        self.proc = await spawn(self.argv, name=self.name, log_path=self.log_path, env=self.env, **self.popen)
+        return self.proc
+
+    async def stop(self) -> int | None:
+        """Stop the current process (escalating, see ``stop_process``); shielded from cancellation."""
+        if self.proc is None:
+            return None
+        return await asyncio.shield(stop_process(self.proc, name=self.name, first=self.stop_signal, grace=self.grace))
+
+    async def restart(self) -> asyncio.subprocess.Process:
+        await self.stop()
+        return await self.start()
+
+
 def tail(path: Path, lines: int = 5) -> str:
     """The last ``lines`` non-empty lines of a log, for an error message."""
     try:

@@ -1,21 +1,35 @@
-"""The service under test: the bundled demo service drainwatch starts, or a URL it is given."""
+"""The service under test: the bundled demo, the user's own service drainwatch starts (``--serve``),
+or a URL it is given (``--target-url``).
+
+A service drainwatch starts gets a free loopback port, its database in the environment
+(``DATABASE_URL`` and the ``PG*`` variables), its output in ``logs/target.log`` and SIGTERM
+at the end. Its process tree is known, so its backends can be found by their sockets.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import shlex
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
+
 from drainwatch import demo_service as demo
 from drainwatch.errors import TargetProblem
 from drainwatch.instrument import POOL_VIEW_PATH
-from drainwatch.provision.processes import free_port, spawn, stop_process, tail
+from drainwatch.provision.processes import Child, free_port, tail
+
+SETUP_TIMEOUT = 600.0  # migrations can be slow; a setup that takes longer is stuck
+START_TIMEOUT = 60.0
+SHUTDOWN_GRACE = 10.0  # SIGTERM to exit: a lifespan that disposes its pools needs far less
 
 
 @dataclass(frozen=True)
@@ -25,7 +39,16 @@ class Target:
     app_name: str | None  # application_name pattern of its backends, when known
     pool_limit: int | None
     pool_view_path: str | None = None  # where it exposes drainwatch.instrument's pool view
+    kind: str = "url"  # demo | served | url
+    command: str | None = None  # what was served (shown in the report instead of a demo variant)
     restart: Callable[[], Awaitable[int]] | None = field(default=None, compare=False, repr=False)  # → new pid
+    current_pid: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
+    stop: Callable[[], Awaitable[int | None]] | None = field(default=None, compare=False, repr=False)  # → exit code
+    log_path: Path | None = None
+
+    def pid_now(self) -> int | None:
+        """The process serving now (a restart replaces it)."""
+        return self.current_pid() if self.current_pid else self.pid
 
 
 async def read_pool_view(target: Target) -> dict[str, Any] | None:
@@ -46,54 +69,123 @@ def demo_app_pattern(variant: str) -> str:
 
 
 @asynccontextmanager
+async def _serving(child: Child, url: str, what: str, **target: Any) -> AsyncIterator[Target]:
+    """Start ``child``, wait until ``url`` answers HTTP, yield the Target; stop it however the block ends."""
+
+    async def start() -> int:
+        proc = await child.start()
+        await wait_until_serving(url, proc=proc, log_path=child.log_path, what=what, timeout=START_TIMEOUT)
+        return proc.pid
+
+    async def restart() -> int:
+        await child.stop()
+        return await start()
+
+    try:
+        await start()
+        yield Target(url=url, pid=child.pid, restart=restart, current_pid=lambda: child.pid, stop=child.stop,
+                     log_path=child.log_path, **target)  # fmt: skip
+    finally:
+        await child.stop()
+
+
+@asynccontextmanager
 async def demo_service(variant: str, dsn: str, log_path: Path) -> AsyncIterator[Target]:
     """Run the demo service under uvicorn on a free loopback port until exit."""
     port = free_port()
     argv = [sys.executable, "-m", "drainwatch.demo_service", "--variant", variant, "--port", str(port)]
     # The DSN goes through the environment, not argv: argv is world-readable in ps.
-    env = {demo.DSN_ENV: dsn}
-    url = f"http://127.0.0.1:{port}"
-    current: list[asyncio.subprocess.Process] = []
+    child = Child(argv, name="target", log_path=log_path, env={demo.DSN_ENV: dsn}, stop_signal=signal.SIGINT, grace=8.0)
+    async with _serving(child, f"http://127.0.0.1:{port}", "the demo service", app_name=demo_app_pattern(variant),
+                        pool_limit=demo.POOL_LIMIT, pool_view_path=POOL_VIEW_PATH, kind="demo") as target:  # fmt: skip
+        yield target
 
-    async def start() -> int:
-        current[:] = [await spawn(argv, name="target", log_path=log_path, env=env)]
-        await wait_until_serving(url, proc=current[0], log_path=log_path)
-        return current[0].pid
 
-    async def restart() -> int:
-        await stop_process(current[0], name="target", first=signal.SIGINT, grace=8.0)
-        return await start()
+def database_env(dsn: str, name: str) -> dict[str, str]:
+    """``name`` = the URL, plus the libpq ``PG*`` variables for code that reads those instead."""
+    parts = urlsplit(dsn)
+    env = {name: dsn, "PGHOST": parts.hostname or "127.0.0.1", "PGPORT": str(parts.port or 5432),
+           "PGUSER": unquote(parts.username or ""), "PGDATABASE": parts.path.lstrip("/") or "postgres"}  # fmt: skip
+    if parts.password:
+        env["PGPASSWORD"] = unquote(parts.password)
+    return {k: v for k, v in env.items() if v}
 
+
+def serve_argv(command: str, port: int) -> list[str]:
+    """The served command with ``{port}`` filled in, split as a shell would (but run without one)."""
     try:
-        await start()
-        yield Target(url=url, pid=current[0].pid, app_name=demo_app_pattern(variant), pool_limit=demo.POOL_LIMIT,
-                     pool_view_path=POOL_VIEW_PATH, restart=restart)  # fmt: skip
+        return shlex.split(command.replace("{port}", str(port)))
+    except ValueError as exc:
+        raise TargetProblem(f"--serve {command!r} cannot be split into words ({exc})", hint="check its quotes") from exc
+
+
+@asynccontextmanager
+async def served_service(
+    command: str, *, dsn: str, log_path: Path, setup: str | None = None, env: Mapping[str, str] | None = None,
+    cwd: Path | None = None, database_variable: str = "DATABASE_URL", pool_limit: int | None = None,
+    pool_view_path: str | None = None,
+) -> AsyncIterator[Target]:  # fmt: skip
+    """The user's own service: ``setup`` once, then ``command`` on a free port until exit (SIGTERM).
+
+    Raises TargetProblem naming the exit code and the log's last lines when setup fails or
+    the service exits or never answers.
+    """
+    port = free_port()
+    child_env = {**database_env(dsn, database_variable), "PORT": str(port), **dict(env or {})}
+    if setup:
+        await run_setup(setup, env=child_env, cwd=cwd, log_path=log_path.with_name("setup.log"))
+    child = Child(serve_argv(command, port), name="target", log_path=log_path, env=child_env,
+                  stop_signal=signal.SIGTERM, grace=SHUTDOWN_GRACE, cwd=cwd)  # fmt: skip
+    async with _serving(child, f"http://127.0.0.1:{port}", "your service", app_name=None, pool_limit=pool_limit,
+                        pool_view_path=pool_view_path, kind="served", command=command) as target:  # fmt: skip
+        yield target
+
+
+async def run_setup(command: str, *, env: Mapping[str, str], cwd: Path | None, log_path: Path) -> None:
+    """Run the setup command to its end. Raises TargetProblem when it fails or hangs."""
+    child = Child(serve_argv(command, 0), name="setup", log_path=log_path, env=dict(env), cwd=cwd,
+                  stop_signal=signal.SIGTERM, grace=5.0)  # fmt: skip
+    try:
+        proc = await child.start()
+    except OSError as exc:
+        raise TargetProblem(f"the setup command {command!r} cannot start ({exc.strerror or exc})",
+                            hint="check the command and --serve-cwd / [target] cwd") from exc  # fmt: skip
+    try:
+        code = await asyncio.wait_for(proc.wait(), SETUP_TIMEOUT)
+    except TimeoutError as exc:
+        raise TargetProblem(f"the setup command {command!r} ran for {SETUP_TIMEOUT:.0f}s without ending",
+                            hint="read logs/setup.log in the run folder") from exc  # fmt: skip
     finally:
-        if current:
-            await asyncio.shield(stop_process(current[0], name="target", first=signal.SIGINT, grace=8.0))
+        await child.stop()
+    if code != 0:
+        raise TargetProblem(f"the setup command {command!r} failed with exit code {code}: {tail(log_path, 3)}",
+                            hint="read logs/setup.log in the run folder; the run stopped before any load")  # fmt: skip
 
 
 async def wait_until_serving(
-    url: str, *, proc: asyncio.subprocess.Process | None = None, log_path: Path | None = None, timeout: float = 30
-) -> None:
-    """Return once ``url`` answers HTTP; raise TargetProblem if it never does."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    url: str, *, proc: asyncio.subprocess.Process | None = None, log_path: Path | None = None, timeout: float = 30,
+    what: str = "the service",
+) -> None:  # fmt: skip
+    """Return once ``url`` answers HTTP (any status); raise TargetProblem if it never does."""
+    deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as client:
         while True:
             if proc is not None and proc.returncode is not None:
                 raise TargetProblem(
-                    f"the demo service exited at start: {tail(log_path) if log_path else ''}",
+                    f"{what} exited at start with exit code {proc.returncode}: {tail(log_path) if log_path else ''}",
                     hint="read logs/target.log in the run folder",
                 )
             try:
                 await client.get(url.rstrip("/") + "/")
                 return
             except httpx.HTTPError as exc:
-                if asyncio.get_running_loop().time() > deadline:
+                if time.monotonic() > deadline:
+                    started = f" {timeout:.0f}s after it started" if proc is not None else ""
                     raise TargetProblem(
-                        f"nothing answers HTTP at {url} ({type(exc).__name__})",
-                        hint="start the service first, or fix --target-url",
-                    ) from None
+                        f"nothing answers HTTP at {url}{started} ({type(exc).__name__})",
+                        hint="does the command listen on {port}? read logs/target.log" if proc is not None
+                        else "start the service first, or fix --target-url",
+                    ) from exc  # fmt: skip
             await asyncio.sleep(0.1)
 
 
@@ -102,3 +194,17 @@ async def external_target(url: str, pool_limit: int | None, pool_view_path: str 
     """A service drainwatch was given: check it answers HTTP; never stop it."""
     await wait_until_serving(url, timeout=3)
     yield Target(url=url.rstrip("/"), pid=None, app_name=None, pool_limit=pool_limit, pool_view_path=pool_view_path)
+
+
+def listening_pid(url: str) -> int | None:
+    """The process listening on ``url``'s loopback port, when this machine runs it and we may see it."""
+    import psutil
+
+    port = urlsplit(url).port or (443 if url.startswith("https") else 80)
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return int(conn.pid)
+    except psutil.AccessDenied:
+        return None
+    return None

@@ -32,9 +32,10 @@ from drainwatch.errors import EXIT_LEAK, EXIT_PASS, UsageError
 from drainwatch.rundir import RUN_JSON
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported when a comparison is made, not with the CLI
-    from drainwatch.report.rundata import RunData
     from rich.console import Console
     from rich.table import Table
+
+    from drainwatch.report.rundata import RunData
 
 COMPARE_HTML = "compare.html"
 BETTER, WORSE, SAME, NA = "better", "worse", "same", "n/a"

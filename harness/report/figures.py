@@ -19,12 +19,13 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pandas as pd
-from drainwatch.report.rundata import RunData, connection_series, gap_spans, latency, scenario_rates
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
+
+from drainwatch.report.rundata import RunData, connection_series, gap_spans, latency, scenario_rates
 
 STATE_STYLE = [  # bottom to top of the stack: healthy first, suspicious on top where the eye lands
     ("idle", "idle (in the pool)", "#a5d8ff"),

@@ -136,8 +136,8 @@ def from_run_dir(run_dir: Path, prod: Production) -> Forecast:
             return forecast(requests, leaked, prod, pool_exhausted=exhausted)
         with open(run_dir / f"{LOCUST_PREFIX}_stats.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
-    except (OSError, ValueError):
-        raise UsageError(f"{run_dir} has no finished run to forecast from", hint="pass a run folder with summary.json and locust_stats.csv") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{run_dir} has no finished run to forecast from", hint="pass a run folder with summary.json and locust_stats.csv") from exc
     if not summary.get("verdict"):
         raise UsageError(f"the run in {run_dir} reached no verdict", hint="forecast from a completed run")
     probe = summary.get("probe") or {}

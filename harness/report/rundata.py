@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from drainwatch.rundir import (
     LINGERING_COLUMNS,
     LINGERING_CSV,

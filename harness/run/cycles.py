@@ -1,7 +1,8 @@
 """Runs made of several cycles: each chaos kind alone (``--isolate``), or the disconnect kind
 at several hang-up delays (``--sweep-disconnect``). Each cycle is a whole warm-up → baseline →
 load → settle → probe of its own; the demo restarts between cycles so one cycle's exhausted
-pool cannot spill into the next. The cycle itself is ``drainwatch.run.execute``'s, passed in.
+pool cannot spill into the next (a --target-url service with --no-restart shares its state across
+cycles, and the report says so). The cycle itself is ``drainwatch.run.cycle``'s, passed in.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ async def isolated(run: Any, cycle: Cycle) -> Verdict:
     verdicts: dict[str, Verdict] = {}
     for kind in kinds:
         if verdicts and run.target.restart is not None:
-            run.record.started("target", await run.target.restart())
+            await run.restart_target()
         csv_name = f"{LOCUST_PREFIX}-{kind}"
         verdict = await cycle(run, f"{kind}/", {kind: 1}, csv_name)
         verdicts[kind] = verdict
@@ -44,7 +45,7 @@ async def swept(run: Any, cycle: Cycle) -> Verdict:
     results: dict[str, dict[str, Any]] = {}
     for after_ms in run.cfg.sweep_disconnect:
         if verdicts and run.target.restart is not None:
-            run.record.started("target", await run.target.restart())
+            await run.restart_target()
         key = f"disconnect@{after_ms:g}ms"
         csv_name = f"{LOCUST_PREFIX}-{key.replace('@', '-')}"
         verdict = await cycle(run, f"{key}/", {"disconnect": 1}, csv_name, {"DRAINWATCH_DISCONNECT_AFTER_MS": f"{after_ms:g}"})

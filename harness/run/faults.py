@@ -44,20 +44,20 @@ class DockerControl:
         """
         try:
             import docker
-        except ImportError:
-            raise UsageError("the docker package is missing", hint="pip install 'drainwatch[compose]'") from None
+        except ImportError as exc:
+            raise UsageError("the docker package is missing", hint="pip install 'drainwatch[compose]'") from exc
         try:
             client = docker.from_env()
             client.ping()
         except docker.errors.DockerException as exc:
             raise UsageError(f"cannot reach the Docker engine ({str(exc).splitlines()[0][:120]})",
-                             hint="start Docker, or leave out --docker-postgres/--docker-target") from None  # fmt: skip
+                             hint="start Docker, or leave out --docker-postgres/--docker-target") from exc  # fmt: skip
         control = cls(client, postgres, target)
         for name in filter(None, (postgres, target)):
             try:
                 client.containers.get(name)
-            except docker.errors.NotFound:
-                raise UsageError(f"no Docker container named {name!r}", hint="see `docker compose ps` for the names") from None
+            except docker.errors.NotFound as exc:
+                raise UsageError(f"no Docker container named {name!r}", hint="see `docker compose ps` for the names") from exc
         return control
 
     async def restart_postgres(self) -> str:
@@ -106,9 +106,9 @@ async def _perform(
         return "PostgreSQL restarted"
     if fault.kind == "terminate-backends":
         from drainwatch.provision.postgres import connect
-        from drainwatch.sample.selector import match_clause
+        from drainwatch.sample.selector import resolve
 
-        where, params = match_clause(match)
+        where, params = resolve(match, db.dsn)
         async with await connect(db.dsn) as conn:
             cur = await conn.execute(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -116,9 +116,10 @@ async def _perform(
             )  # fmt: skip
             row = await cur.fetchone()
         return f"terminated {row[0] if row else 0} backend(s)"
-    os.kill(target.pid, signal.SIGSTOP)
+    pid = target.pid_now()
+    os.kill(pid, signal.SIGSTOP)
     try:
         await asyncio.sleep(fault.length)
     finally:
-        os.kill(target.pid, signal.SIGCONT)  # even when interrupted: never leave it stopped
+        os.kill(pid, signal.SIGCONT)  # even when interrupted: never leave it stopped
     return f"target paused {fault.length:g}s"

@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from drainwatch.judge.verdict import Verdict
-from drainwatch.sample.collector import read_last_sample
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from drainwatch.judge.verdict import Verdict
+from drainwatch.sample.collector import read_last_sample
 
 LOG_EVERY = 5.0
 

@@ -16,15 +16,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from drainwatch.plan import Match
 from drainwatch.provision.processes import managed_process
-from drainwatch.sample.selector import COLLECTOR_APP_NAME, match_clause
+from drainwatch.sample.selector import COLLECTOR_APP_NAME, resolve
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,9 @@ class Sample:
 
 
 
-def sample_sql(match: Match) -> tuple[str, dict[str, Any]]:
-    where, params = match_clause(match)
+def sample_sql(match: Match, dsn: str = "") -> tuple[str, dict[str, Any]]:
+    """The sampling query; with a process-selected target its sockets are looked up now."""
+    where, params = resolve(match, dsn)
     sql = f"""
         SELECT ({where}) AS mine, coalesce(state, '') AS state, count(*) AS n,
                coalesce(extract(epoch FROM max(now() - state_change)), 0)::float8 AS oldest
@@ -120,6 +121,83 @@ class SampleWriter:
         self.close()
 
 
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """While inside, SIGINT and SIGTERM set ``stop``; the previous handlers come back after.
+
+    Only the main thread may install handlers: elsewhere ``stop`` is the only way to stop.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Source:
+    """The collector's own connection to PostgreSQL: a reading per call, a gap while it is lost."""
+
+    def __init__(self, dsn: str, match: Match, interval: float) -> None:
+        self.dsn, self.interval, self.match = dsn, interval, match
+        self.conn: Any = None
+        self.max_conn = 0
+        self.backoff = interval
+
+    def open(self) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=3, application_name=COLLECTOR_APP_NAME)
+        self.max_conn = int(self.conn.execute("SELECT current_setting('max_connections')").fetchone()[0])
+        self.backoff = self.interval
+
+    def read(self, t: float, late_ms: float) -> Sample:
+        import psycopg
+
+        try:
+            if self.conn is None:
+                self.open()
+            sql, params = sample_sql(self.match, self.dsn)
+            return to_sample(t, self.conn.execute(sql, params).fetchall(), self.max_conn, late_ms)
+        except psycopg.Error as exc:
+            log.warning("collector lost PostgreSQL: %s", str(exc).strip().splitlines()[:1])
+            self.close()
+            return Sample(t=t, gap=1, late_ms=round(late_ms, 2))
+
+    def next_backoff(self) -> float:
+        """How long to wait after a gap: doubling, at most 2 s."""
+        wait, self.backoff = self.backoff, min(self.backoff * 2, 2.0)
+        return wait
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+
+
+def _slots(interval: float, duration: float | None, stop: threading.Event) -> Iterator[tuple[float, float]]:
+    """(monotonic now, lateness in ms) at each slot of a fixed schedule until ``stop`` or ``duration``.
+
+    Slots that have already passed are skipped rather than burst through to catch up.
+    """
+    start = time.monotonic()
+    end = start + duration if duration else float("inf")
+    slot = 0
+    while not stop.is_set():
+        due = start + slot * interval
+        if due >= end:
+            return
+        delay = due - time.monotonic()
+        if delay > 0 and stop.wait(delay):
+            return
+        now = time.monotonic()
+        yield now, (now - due) * 1000
+        slot = max(slot + 1, int((time.monotonic() - start) / interval) + 1)
+
+
 def run_collector(
     dsn: str,
     match: Match,
@@ -130,72 +208,33 @@ def run_collector(
     stop: threading.Event | None = None,
     on_sample: Callable[[Sample], None] | None = None,
 ) -> int:
-    """Sample until ``stop`` is set, SIGINT/SIGTERM arrives or ``duration`` passes.
+    """Sample until ``stop`` is set, ``duration`` passes or (without ``stop``, in the main
+    thread) SIGINT/SIGTERM arrives; the signal handlers are restored on return.
 
     Returns the number of samples written. Raises DatabaseProblem when the first
     connection fails (a later loss of the server is recorded as a gap instead).
     """
     import psycopg
+
     from drainwatch.provision.postgres import map_connect_error
 
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-
-    sql, params = sample_sql(match)
-
-    def connect() -> tuple[Any, int]:
-        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=3, application_name=COLLECTOR_APP_NAME)
-        max_conn = int(conn.execute("SELECT current_setting('max_connections')").fetchone()[0])
-        return conn, max_conn
-
+    source = _Source(dsn, match, interval)
     try:
-        conn, max_conn = connect()
+        source.open()
     except psycopg.OperationalError as exc:
-        raise map_connect_error(exc, dsn) from None
-
-    written, backoff = 0, interval
-    start = time.monotonic()
-    wall_offset = time.time() - start
-    end = start + duration if duration else float("inf")
-    slot = 0
-    with SampleWriter(out) as writer:
-        try:
-            while not stop.is_set():
-                due = start + slot * interval
-                if due >= end:
-                    break
-                delay = due - time.monotonic()
-                if delay > 0 and stop.wait(delay):
-                    break
-                now = time.monotonic()
-                late_ms = (now - due) * 1000
-                try:
-                    if conn is None:
-                        conn, max_conn = connect()
-                        backoff = interval
-                    rows = conn.execute(sql, params).fetchall()
-                    sample = to_sample(now + wall_offset, rows, max_conn, late_ms)
-                except psycopg.Error as exc:
-                    log.warning("collector lost PostgreSQL: %s", str(exc).strip().splitlines()[:1])
-                    sample = Sample(t=now + wall_offset, gap=1, late_ms=round(late_ms, 2))
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                writer.write(sample)
-                if on_sample is not None:
-                    on_sample(sample)
-                written += 1
-                if sample.gap:
-                    if stop.wait(backoff):
-                        break
-                    backoff = min(backoff * 2, 2.0)
-                # Skip slots that have already passed rather than bursting to catch up.
-                slot = max(slot + 1, int((time.monotonic() - start) / interval) + 1)
-        finally:
-            if conn is not None:
-                conn.close()
+        raise map_connect_error(exc, dsn) from exc
+    written = 0
+    wall_offset = time.time() - time.monotonic()
+    signals = stop_on_signals(threading.Event()) if stop is None else nullcontext(stop)
+    with signals as stop, SampleWriter(out) as writer, closing(source):
+        for now, late_ms in _slots(interval, duration, stop):
+            sample = source.read(now + wall_offset, late_ms)
+            writer.write(sample)
+            if on_sample is not None:
+                on_sample(sample)
+            written += 1
+            if sample.gap and stop.wait(source.next_backoff()):
+                break
     return written
 
 
@@ -209,7 +248,7 @@ async def collector_process(
         argv += ["--metrics-port", str(metrics_port)]
     for flag, value in (
         ("--app-name", match.application_name), ("--usename", match.usename),
-        ("--datname", match.datname), ("--client-addr", match.client_addr),
+        ("--datname", match.datname), ("--client-addr", match.client_addr), ("--client-pid-file", match.client_pid_file),
     ):  # fmt: skip
         if value:
             argv += [flag, value]
@@ -236,3 +275,30 @@ def read_last_sample(path: Path) -> dict[str, str] | None:
         if len(values) == len(header) and values[0] != "t":
             return dict(zip(header, values))
     return None
+
+
+def read_samples(path: Path, phases: dict[str, tuple[float, float]] | None = None) -> list[dict[str, str]]:
+    """The samples the verdict needs. With ``phases``, a long soak stays small in memory: the
+    baseline and settle windows and every gap row in full, the load phase as one row of its
+    per-column maxima (the peak is all the verdict takes from it)."""
+    with open(path, newline="") as handle:
+        rows = csv.DictReader(handle)
+        if phases is None:
+            return list(rows)
+        keep_windows = [phases[name] for name in ("baseline", "settle") if name in phases]
+        load_start, load_end = phases.get("load", (0.0, 0.0))
+        kept: list[dict[str, str]] = []
+        peak: dict[str, float] = {}
+        after_gap = False  # the reading that ends a gap tells how long it lasted
+        for row in rows:
+            t = float(row["t"])
+            if row["gap"] == "1" or after_gap or any(start <= t <= end for start, end in keep_windows):
+                kept.append(row)
+                after_gap = row["gap"] == "1"
+            elif load_start <= t <= load_end:
+                for key in ("total", "active", "idle", "idle_in_transaction", "idle_in_transaction_aborted"):
+                    peak[key] = max(peak.get(key, 0.0), float(row[key]))
+        if peak:
+            kept.append({**{k: str(v) for k, v in peak.items()}, "t": str(load_start), "gap": "0"})
+        return sorted(kept, key=lambda row: float(row["t"]))
+

@@ -71,7 +71,7 @@ class MetricsServer:
             from drainwatch.errors import UsageError
 
             raise UsageError(f"cannot serve metrics on {self.host}:{self.port} ({self._error})",
-                             hint="choose a free port with --metrics-port") from None  # fmt: skip
+                             hint="choose a free port with --metrics-port") from self._error  # fmt: skip
         return self
 
     def __exit__(self, *exc: object) -> None:

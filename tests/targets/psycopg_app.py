@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
-from drainwatch.instrument import mount_pool_view
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
+
+from drainwatch.instrument import mount_pool_view
 
 APP_NAME = "dw-test-psycopg"
 

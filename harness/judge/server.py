@@ -1,0 +1,56 @@
+"""The server's own limit: a leak can fill PostgreSQL itself, not just one pool.
+
+``max_connections`` minus the slots reserved for superusers (and, from PostgreSQL 16,
+``reserved_connections``) is what ordinary clients share. When the peak reaches it, or the
+server refused connections (``sorry, too many clients already``), the server ran out first,
+and that is a finding, never an error of drainwatch's.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+_REFUSED = re.compile(r"too many clients already|remaining connection slots are reserved")
+_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) (UTC|GMT)")
+
+
+def refusals(log_path: Path | None) -> dict[str, Any]:
+    """Connections PostgreSQL refused for want of slots, from its log (None when there is no log to read)."""
+    if log_path is None or not log_path.is_file():
+        return {"count": None, "first": None}
+    count, first = 0, None
+    with open(log_path, errors="replace") as handle:
+        for line in handle:
+            if _REFUSED.search(line):
+                count += 1
+                if first is None and (stamp := _STAMP.match(line)):
+                    first = datetime.strptime(stamp.group(1)[:19] + "+0000", "%Y-%m-%d %H:%M:%S%z").timestamp()
+    return {"count": count, "first": first}
+
+
+def peak_of_everyone(samples_csv: Path) -> dict[str, Any]:
+    """The most client backends anyone held at once (the collector's own included), and when."""
+    peak, when = 0, None
+    try:
+        with open(samples_csv, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("gap") == "1":
+                    continue
+                value = int(float(row.get("all_client_backends") or 0)) + 1  # + the collector, excluded from its count
+                if value > peak:
+                    peak, when = value, float(row["t"])
+    except OSError:
+        pass
+    return {"peak": peak, "at": when}
+
+
+def server_check_numbers(max_connections: int, reserved: int, peak: dict[str, Any], refused: dict[str, Any]) -> dict[str, Any]:
+    usable = max(0, max_connections - reserved)
+    full = bool(usable) and peak["peak"] >= usable
+    return {"max_connections": max_connections, "reserved": reserved, "usable": usable, "peak": peak["peak"],
+            "peak_at": peak["at"], "refusals": refused["count"], "first_refusal": refused["first"],
+            "full": full or bool(refused["count"])}  # fmt: skip

@@ -1,0 +1,278 @@
+"""One cycle of a run: warm-up → baseline → load → settle → forensics → probe → verdict.
+
+``--isolate`` and ``--sweep-disconnect`` repeat it (``drainwatch.run.cycles``); a plain run
+has one. Settle waits until the target's connections are *frozen*: none active, none
+changing state, so a request still running for a client that left (zombie work) is waited
+for and never called held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drainwatch.errors import DatabaseProblem
+from drainwatch.judge import forensics
+from drainwatch.judge.load import kind_counts
+from drainwatch.judge.probe import ProbeResult, probe
+from drainwatch.judge.server import peak_of_everyone, refusals, server_check_numbers
+from drainwatch.judge.verdict import Verdict, judge
+from drainwatch.plan import Match, RunConfig
+from drainwatch.provision.locust import LoadPlan, run_load, scenario_file
+from drainwatch.provision.postgres import Database, Watch
+from drainwatch.provision.target import Target, read_pool_view
+from drainwatch.report.checkpoints import checkpoint_reports
+from drainwatch.run.faults import DockerControl, inject
+from drainwatch.run.live import Display
+from drainwatch.run.record import RunRecord
+from drainwatch.rundir import (
+    BASELINE_CONNECTIONS_CSV,
+    LINGERING_COLUMNS,
+    LINGERING_CSV,
+    LOGS,
+    POOL_VIEW_JSON,
+    PROBE_CSV,
+    SAMPLES_CSV,
+    WARMUP_PREFIX,
+    read_json,
+    write_json,
+)
+from drainwatch.sample.collector import read_samples
+from drainwatch.traffic import Request
+
+SETTLE_MIN = 3.0  # in-flight work drains for at least this long before settle may end
+SETTLE_QUIET = 3.0  # ...and every connection of the target must stay frozen this long
+
+
+@dataclass
+class RunContext:
+    """What every cycle of a run works with."""
+
+    cfg: RunConfig
+    run_dir: Path
+    record: RunRecord
+    display: Display
+    db: Database
+    target: Target
+    match: Match
+    collector: asyncio.subprocess.Process
+    watch: Watch
+    probe_request: Request
+    reserved: int = 0  # server slots ordinary clients cannot use
+    docker: DockerControl | None = None
+    cycles: int = 0
+    pid_file: Path | None = None  # the target's pid, for selection by socket
+
+    async def restart_target(self) -> None:
+        """A fresh service between cycles, so one cycle's exhausted pool cannot spill into the next."""
+        assert self.target.restart is not None
+        pid = await self.target.restart()
+        self.record.started("target", pid)
+        if self.pid_file is not None:
+            self.pid_file.write_text(str(pid))
+
+
+async def cycle(run: RunContext, prefix: str, mix: Mapping[str, int], csv_name: str,
+                extra_env: Mapping[str, str] | None = None) -> Verdict:  # fmt: skip
+    """Run one cycle with its phases named ``prefix`` + phase; returns its verdict."""
+    cfg, run_dir, record = run.cfg, run.run_dir, run.record
+    first = run.cycles == 0
+    run.cycles += 1
+    env = {**cfg.traffic.env(), "DRAINWATCH_MIX": ",".join(f"{k}={w}" for k, w in mix.items()),
+           "PYTHONUNBUFFERED": "1", **(extra_env or {})}  # fmt: skip
+    await _warmup(run, prefix, env)
+    at_baseline = await _baseline(run, prefix, first)
+    pool_views = {"baseline": await read_pool_view(run.target)}
+    await _load(run, prefix, csv_name, env)
+    with record.phase(f"{prefix}settle"):
+        run.display.phase(f"{prefix}settle", cfg.settle)
+        await settle(run, cfg.settle)
+    lingering, snapshot_note = await _lingering(run, forensics.resetting_apps(at_baseline))
+    pool_views["final"] = await read_pool_view(run.target)
+    views = read_json(run_dir / POOL_VIEW_JSON) if not first else {}
+    write_json(run_dir / POOL_VIEW_JSON, views | ({prefix.rstrip("/"): pool_views} if prefix else pool_views))
+    write_connections(run_dir / LINGERING_CSV, lingering, append=not first)
+    result = await _probe(run, prefix, first)
+    phases = {name: record.phases[f"{prefix}{name}"] for name in ("baseline", "load", "settle")}
+    verdict = judge(read_samples(run_dir / SAMPLES_CSV, phases), phases, lingering, result, tolerance=cfg.tolerance,
+                    pool_view=pool_views["final"], collector_lost=run.collector.returncode is not None,
+                    load=load_counts(run_dir / csv_name), load_kinds=kind_counts(run_dir / csv_name),
+                    server=_server(run))  # fmt: skip
+    if snapshot_note:
+        verdict.reasons.append(snapshot_note)
+    return verdict
+
+
+async def _warmup(run: RunContext, prefix: str, env: dict[str, str]) -> None:
+    cfg, logs = run.cfg, run.run_dir / LOGS
+    locustfile = scenario_file("steady") if cfg.traffic.steady else cfg.locustfile or scenario_file("steady")
+    with run.record.phase(f"{prefix}warmup"):
+        run.display.phase(f"{prefix}warm-up", cfg.warmup, history=run.run_dir / f"{WARMUP_PREFIX}_stats_history.csv")
+        await run_load(_plan(run, locustfile, cfg.warmup, run.run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env),
+                       on_start=lambda name, pid: run.record.started(f"{name}-warmup", pid))  # fmt: skip
+
+
+async def _baseline(run: RunContext, prefix: str, first: bool) -> list[dict[str, Any]]:
+    """The quiet window; returns the connections as they stand at its end (every one back in its pool)."""
+    with run.record.phase(f"{prefix}baseline"):
+        run.display.phase(f"{prefix}baseline", run.cfg.baseline)
+        await asyncio.sleep(run.cfg.baseline)
+    run.display.baseline = _median_total(run.run_dir / SAMPLES_CSV, *run.record.phases[f"{prefix}baseline"])
+    try:
+        rows = forensics.classify(await snapshot(run.watch, run.match))
+    except DatabaseProblem:
+        rows = []
+    write_connections(run.run_dir / BASELINE_CONNECTIONS_CSV, rows, append=not first)
+    return rows
+
+
+async def _load(run: RunContext, prefix: str, csv_name: str, env: dict[str, str]) -> None:
+    cfg, logs = run.cfg, run.run_dir / LOGS
+    with run.record.phase(f"{prefix}load"):
+        locustfile = cfg.locustfile or scenario_file("mixed")
+        run.display.phase(f"{prefix}load", cfg.duration, history=run.run_dir / f"{csv_name}_stats_history.csv")
+        checkpoints = asyncio.create_task(checkpoint_reports(run.run_dir, cfg.duration, cfg.checkpoint_every))
+        try:
+            async with asyncio.TaskGroup() as faults:
+                if cfg.faults:
+                    faults.create_task(inject(cfg.faults, load_start=time.time(), db=run.db, target=run.target, match=run.match,
+                                              on_event=lambda event: _fault_event(run.record, event), docker=run.docker))  # fmt: skip
+                await run_load(_plan(run, locustfile, cfg.duration, run.run_dir / csv_name, logs / f"{csv_name}.log", env),
+                               on_start=run.record.started)  # fmt: skip
+        finally:
+            checkpoints.cancel()
+            await asyncio.wait([checkpoints])  # reaps it without swallowing our own cancellation
+
+
+async def _lingering(run: RunContext, resetting: set[str]) -> tuple[list[dict[str, Any]], str]:
+    """The target's connections after settle, classified; on drainwatch's own connection."""
+    try:
+        return forensics.classify(await snapshot(run.watch, run.match), resetting, recent=SETTLE_QUIET), ""
+    except DatabaseProblem as exc:
+        return [], (f"the connections left open could not be listed ({exc}): the verdict rests on the collector's "
+                    "samples and the probe")  # fmt: skip
+
+
+async def _probe(run: RunContext, prefix: str, first: bool) -> ProbeResult:
+    with run.record.phase(f"{prefix}probe"):
+        run.display.phase(f"{prefix}probe")
+        result = await probe(run.target.url, run.probe_request, count=run.cfg.probe_count,
+                             timeout=run.cfg.probe_timeout, out=run.run_dir / PROBE_CSV, append=not first)  # fmt: skip
+        pid = run.record.data["processes"].get("target")  # the current one: --isolate restarts it
+        if pid is not None and not alive(pid):
+            result.target_alive = False
+            result.detail = result.detail or "the target process has exited"
+    return result
+
+
+def _server(run: RunContext) -> dict[str, Any]:
+    log = run.run_dir / LOGS / "postgres.log" if run.db.embedded else None
+    return server_check_numbers(run.db.max_connections, run.reserved, peak_of_everyone(run.run_dir / SAMPLES_CSV),
+                                refusals(log))  # fmt: skip
+
+
+async def settle(run: RunContext, longest: float) -> None:
+    """Wait until every connection of the target is frozen (nothing active, no state change) for
+    SETTLE_QUIET, or ``longest`` passes. Falls back on the collector's samples when the
+    snapshot cannot be taken."""
+    start = time.monotonic()
+    quiet_since: float | None = None
+    last: Any = None
+    while (elapsed := time.monotonic() - start) < longest and run.collector.returncode is None:
+        await asyncio.sleep(max(run.cfg.interval, 0.25))
+        state = await _frozen_key(run)
+        busy = state is None or state != last
+        last = state
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif elapsed >= SETTLE_MIN and time.monotonic() - quiet_since >= SETTLE_QUIET:
+            return
+
+
+async def _frozen_key(run: RunContext) -> Any:
+    """What must not change while the target is quiet; None while anything is active."""
+    try:
+        rows = await snapshot(run.watch, run.match)
+    except DatabaseProblem:
+        from drainwatch.sample.collector import read_last_sample
+
+        row = read_last_sample(run.run_dir / SAMPLES_CSV)
+        if row is None or row["gap"] == "1" or row["active"] != "0":
+            return None
+        return (row["total"], row["idle_in_transaction"], row["idle_in_transaction_aborted"])
+    if any(r["state"] == "active" for r in rows):
+        return None
+    return frozenset((r["pid"], r["state"], round(r["state_age_s"] - r["backend_age_s"], 2)) for r in rows)
+
+
+async def snapshot(watch: Watch, match: Match) -> list[dict[str, Any]]:
+    """The target's connections now, on drainwatch's own connection. Raises DatabaseProblem."""
+    sql, params = forensics.snapshot_sql(match, watch.dsn)
+    return await watch.rows(sql, params)
+
+
+def write_connections(path: Path, rows: list[dict[str, Any]], *, append: bool = False) -> None:
+    with open(path, "a" if append else "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LINGERING_COLUMNS, extrasaction="ignore")
+        if not append:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def load_counts(prefix: Path) -> dict[str, int]:
+    """Requests Locust sent and exceptions its users raised, from its CSVs (empty if it wrote none)."""
+    counts: dict[str, int] = {}
+    try:
+        with open(f"{prefix}_stats.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("Name") == "Aggregated":
+                    counts["requests"] = int(float(row.get("Request Count") or 0))
+        with open(f"{prefix}_exceptions.csv", newline="") as handle:
+            counts["exceptions"] = sum(int(float(row.get("Count") or 0)) for row in csv.DictReader(handle))
+    except (OSError, ValueError):
+        pass
+    return counts
+
+
+def _fault_event(record: RunRecord, event: dict[str, Any]) -> None:
+    if "postgres_pid" in event:  # a restarted PostgreSQL is a new process to account for
+        record.started("postgres", event["postgres_pid"])
+        return
+    record.data.setdefault("faults", []).append(event)
+    record.save()
+
+
+def _plan(run: RunContext, locustfile: Path, seconds: float, prefix: Path, log_path: Path, env: dict[str, str]) -> LoadPlan:
+    cfg = run.cfg
+    return LoadPlan(locustfile=locustfile, host=run.target.url, users=cfg.users, spawn_rate=cfg.spawn_rate,
+                    seconds=seconds, csv_prefix=prefix, log_path=log_path, env=env, workers=cfg.workers)  # fmt: skip
+
+
+def _median_total(path: Path, start: float, end: float) -> float | None:
+    totals = sorted(float(r["total"]) for r in read_samples(path, {"baseline": (start, end)}) if r["gap"] == "0")
+    return totals[len(totals) // 2] if totals else None
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie has exited, whether or not it was reaped)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True

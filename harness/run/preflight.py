@@ -1,0 +1,102 @@
+"""Preflight: before warm-up, every request the load will send is tried once, and the probe must reach the database.
+
+A route that answers 404 would make the whole load test nothing; a probe that never
+touches the database answers happily while the pool is exhausted. Both are usage errors,
+found here in seconds rather than read into a verdict after minutes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from drainwatch.errors import TargetProblem, UsageError
+from drainwatch.plan import Match
+from drainwatch.provision.postgres import Watch
+from drainwatch.sample.selector import resolve
+from drainwatch.traffic import Request
+
+REQUEST_TIMEOUT = 15.0
+NOT_SERVED = (404, 405, 501)
+
+
+async def try_requests(url: str, requests: Sequence[tuple[str, Request]]) -> list[dict[str, Any]]:
+    """Send each (kind, request) once. Returns what each answered.
+
+    Raises UsageError for a route the service does not serve (404/405/501) and TargetProblem
+    when the service refuses connections.
+    """
+    seen: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT) as client:
+        for kind, request in _unique(requests):
+            row: dict[str, Any] = {"kind": kind, "request": str(request), "status": None, "error": ""}
+            try:
+                resp = await client.request(request.method, request.path, headers=dict(request.headers), json=request.json)
+                row["status"] = resp.status_code
+            except httpx.ConnectError as exc:
+                raise TargetProblem(f"{url} refused the connection for {request} ({exc})",
+                                    hint="is the service up? read logs/target.log") from exc  # fmt: skip
+            except httpx.HTTPError as exc:  # slow or odd: the load will tell; not a usage error
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            seen.append(row)
+            if row["status"] in NOT_SERVED:
+                where = "--probe-path" if kind == "probe" else "[[endpoints]] or --endpoint" if kind == "steady" else f"[chaos.{kind}] request"
+                raise UsageError(f"{request} ({kind}) answered {row['status']} before any load: the service does not serve it",
+                                 hint=f"fix the path in {where}")  # fmt: skip
+            if row["status"] in (401, 403):
+                raise UsageError(f"{request} ({kind}) answered {row['status']}: the service wants credentials",
+                                 hint="pass them with --header 'Authorization: Bearer TOKEN' (or [target] headers)")  # fmt: skip
+    return seen
+
+
+def _unique(requests: Sequence[tuple[str, Request]]) -> list[tuple[str, Request]]:
+    out, keys = [], set()
+    for kind, request in requests:
+        key = (request.method, request.path)
+        if key not in keys:
+            keys.add(key)
+            out.append((kind, request))
+    return out
+
+
+_ACTIVITY = """
+    SELECT pid, backend_start, state_change, coalesce(query, '') AS query
+    FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND {where}
+"""
+
+
+async def probe_reaches_database(url: str, request: Request, watch: Watch, match: Match) -> dict[str, Any]:
+    """Send the probe once and tell whether one of the service's backends ran a statement meanwhile.
+
+    Raises UsageError when it answers an error, or answers without touching the database.
+    """
+    before = await _activity(watch, match)
+    started = time.time()
+    async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT) as client:
+        try:
+            resp = await client.request(request.method, request.path, headers=dict(request.headers), json=request.json)
+        except httpx.HTTPError as exc:
+            raise UsageError(f"the probe {request} got no answer ({type(exc).__name__}) before any load",
+                             hint="choose a quick request that needs the database: --probe-path PATH") from exc  # fmt: skip
+    after = await _activity(watch, match)
+    if resp.status_code >= 300:
+        raise UsageError(f"the probe {request} answered {resp.status_code} before any load",
+                         hint="choose a request that succeeds and needs the database: --probe-path PATH")  # fmt: skip
+    touched = [row for pid, row in after.items() if pid not in before or before[pid]["state_change"] != row["state_change"]]
+    if not touched:
+        raise UsageError(
+            f"the probe {request} answered {resp.status_code} without any of the service's backends running a "
+            "statement: it would answer even with the pool exhausted",
+            hint="probe a route that queries the database: --probe-path PATH (or [probe] path)",
+        )
+    return {"request": str(request), "status": resp.status_code, "backends": len(touched),
+            "statement": touched[0]["query"][:200], "at": started}  # fmt: skip
+
+
+async def _activity(watch: Watch, match: Match) -> dict[int, dict[str, Any]]:
+    where, params = resolve(match, watch.dsn)
+    return {row["pid"]: row for row in await watch.rows(_ACTIVITY.format(where=where), params)}

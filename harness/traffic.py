@@ -1,0 +1,170 @@
+"""The traffic a run sends: which request each chaos kind makes, and how it reaches the Locust scenarios.
+
+The description comes from ``[[endpoints]]`` and ``[chaos.*]`` in a config file (or
+``--endpoint``/``--header``), travels to the scenarios as ``DRAINWATCH_*`` environment (see
+``drainwatch.scenarios.chaos``), and is read back here so drainwatch can try every request
+once before the load (preflight) and pick a probe. The demo's routes are the default only
+for the demo: a service drainwatch has never seen must say what to call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from drainwatch.errors import UsageError
+
+CHAOS_REQUEST_KINDS = ("disconnect", "timeout", "error")
+DEMO_REQUESTS = {
+    "steady": "GET /items",
+    "disconnect": "POST /chat",
+    "timeout": "GET /report?deadline_ms=300&work_ms=1000",
+    "error": "POST /orders?fail=1",
+}
+DEMO_PROBE = "/health/db"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON form the scenarios read."""
+        out: dict[str, Any] = {"method": self.method, "path": self.path, "headers": dict(self.headers), "weight": self.weight}
+        if self.json is not None:
+            out["json"] = self.json
+        return out
+
+
+def parse_request(text: str, *, what: str = "request") -> Request:
+    """``"GET /items"`` or the JSON object form → Request. Raises UsageError for anything else."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            spec = json.loads(text)
+            return Request(str(spec.get("method", "GET")).upper(), str(spec["path"]), spec.get("headers") or {},
+                           spec.get("json"), int(spec.get("weight", 1)))  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{what} {text!r} is not a request", hint='write it like "GET /items"') from exc
+    method, _, path = text.partition(" ")
+    path = path.strip()
+    if not method.isalpha() or not path.startswith("/"):
+        raise UsageError(f"{what} {text!r} is not a request", hint='write it like "GET /items" (method, space, path)')
+    return Request(method.upper(), path)
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``"Authorization: Bearer x"`` → (name, value)."""
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise UsageError(f"--header {text!r} is not a header", hint='write it like "Authorization: Bearer TOKEN"')
+    return name.strip(), value.strip()
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What each kind sends; ``None`` for a chaos kind this service has no request for."""
+
+    steady: tuple[Request, ...]
+    chaos: Mapping[str, Request | None]
+    settings: Mapping[str, str]  # the other DRAINWATCH_* knobs (hang-up delay, expected statuses…)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chaos", MappingProxyType(dict(self.chaos)))
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
+    def env(self) -> dict[str, str]:
+        """The environment the scenarios read."""
+        env = dict(self.settings)
+        env["DRAINWATCH_STEADY"] = json.dumps([r.spec() for r in self.steady])
+        for kind, request in self.chaos.items():
+            if request is not None:
+                env[f"DRAINWATCH_{kind.upper()}"] = json.dumps(request.spec())
+        return env
+
+    def requests(self, mix: Mapping[str, int]) -> list[tuple[str, Request]]:
+        """Every (kind, request) the load will send, for preflight."""
+        out = [("steady", r) for r in self.steady] if mix.get("steady") or mix.get("disconnect") else []
+        return out + [(k, r) for k, r in self.chaos.items() if r is not None and mix.get(k)]
+
+    def with_headers(self, headers: Mapping[str, str]) -> Traffic:
+        """Every request with ``headers`` added (its own headers win)."""
+        if not headers:
+            return self
+
+        def add(r: Request) -> Request:
+            return replace(r, headers={**headers, **r.headers})
+
+        return replace(self, steady=tuple(add(r) for r in self.steady),
+                       chaos={k: add(r) if r else None for k, r in self.chaos.items()})  # fmt: skip
+
+    def public(self) -> dict[str, Any]:
+        """For run.json: header values that look like credentials are redacted."""
+
+        def safe(r: Request | None) -> str | None:
+            if r is None:
+                return None
+            hidden = [name for name in r.headers if _credential(name)]
+            return str(r) + (f" (headers: {', '.join(hidden)} redacted)" if hidden else "")
+
+        return {"steady": [safe(r) for r in self.steady], **{k: safe(r) for k, r in self.chaos.items()},
+                "settings": dict(self.settings)}  # fmt: skip
+
+
+def _credential(name: str) -> bool:
+    return name.lower() in ("authorization", "cookie", "proxy-authorization") or "token" in name.lower() or "key" in name.lower()
+
+
+def traffic_from(env: Mapping[str, str], *, demo: bool, endpoints: Iterable[str] = (), headers: Mapping[str, str] | None = None,
+                 own_locustfile: bool = False) -> Traffic:
+    """The traffic of a run, from the config file's environment and ``--endpoint`` requests.
+
+    The demo gets its own routes for whatever is not given. Any other service must name at
+    least one steady endpoint; its disconnect kind hangs up on the first steady endpoint
+    unless told otherwise, and timeout and error exist only when configured.
+    Raises UsageError when a service that is not the demo names no endpoint (and brings no locustfile).
+    """
+    env = dict(env)
+    steady = [parse_request(text, what="--endpoint") for text in endpoints]
+    if not steady and "DRAINWATCH_STEADY" in env:
+        steady = _steady_from(env["DRAINWATCH_STEADY"])
+    env.pop("DRAINWATCH_STEADY", None)
+    chaos: dict[str, Request | None] = {}
+    for kind in CHAOS_REQUEST_KINDS:
+        text = env.pop(f"DRAINWATCH_{kind.upper()}", None)
+        chaos[kind] = parse_request(text, what=f"[chaos.{kind}] request") if text else None
+    if demo:
+        steady = steady or [parse_request(DEMO_REQUESTS["steady"])]
+        chaos = {k: r or parse_request(DEMO_REQUESTS[k]) for k, r in chaos.items()}
+    elif not steady and own_locustfile:
+        pass  # the user's locustfile knows the routes; warm-up runs it too
+    elif not steady:
+        raise UsageError(
+            "drainwatch does not know which requests your service serves",
+            hint='name them: --endpoint "GET /items" (repeatable), or [[endpoints]] in drainwatch.toml',
+        )
+    elif steady:
+        chaos["disconnect"] = chaos["disconnect"] or steady[0]
+        if "DRAINWATCH_TIMEOUT_CLIENT_MS" in env:  # a client-side deadline fits any endpoint
+            chaos["timeout"] = chaos["timeout"] or steady[0]
+    return Traffic(tuple(steady), chaos, env).with_headers(headers or {})
+
+
+def _steady_from(text: str) -> list[Request]:
+    text = text.strip()
+    if not text.startswith("["):
+        return [parse_request(text)]
+    return [parse_request(json.dumps(item), what="[[endpoints]] entry") for item in json.loads(text)]

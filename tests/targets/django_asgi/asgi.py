@@ -1,0 +1,8 @@
+"""The ASGI application (Django has no lifespan support: run uvicorn with ``lifespan="off"``)."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.targets.django_asgi.settings")
+application = get_asgi_application()
