@@ -8,6 +8,7 @@ Everything a report, a compare or a CI job needs is in here; nothing else is rea
     baseline_connections.csv  the same, taken at the end of the baseline (what healthy looks like)
     warmup_*.csv        Locust's CSVs for the warm-up
     locust_*.csv        Locust's CSVs for the load phase (stats, stats_history, failures, exceptions)
+    requests-*.csv      every request the scenarios sent (start, end, scenario, route, status, outcome), per Locust process
     probe.csv           each probe request after settle
     pool_view.json      the app's own pool counts at baseline and after settle, if it exposes them
     summary.json        the verdict (schema SUMMARY_SCHEMA, see drainwatch.judge.verdict)
@@ -45,7 +46,7 @@ RUN_DIR_NOTE = "drainwatch run folder: "
 
 LINGERING_COLUMNS = [
     "pid", "application_name", "state", "kind", "backend_age_s", "xact_age_s", "state_age_s",
-    "wait_event_type", "client_addr", "route", "scenario", "request_id", "query",
+    "wait_event_type", "client_addr", "route", "scenario", "request_id", "statement", "likely", "state_change_t", "query",
 ]  # fmt: skip
 
 

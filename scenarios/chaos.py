@@ -492,10 +492,8 @@ class ChaosUser(HttpUser):
         try:
             with self.client.request(endpoint["method"], endpoint["path"], **kwargs) as resp:
                 if resp.error is not None or not resp.status_code:
-                    outcome, detail = (
-                        "failed",
-                        describe_error(resp.error or OSError("no response"), self.request_timeout),
-                    )
+                    outcome = "failed"
+                    detail = describe_error(resp.error or OSError("no response"), self.request_timeout)
                 else:
                     status = resp.status_code
                     outcome, detail = judge(status, _short(resp.text[:200], 120) if status >= 400 else "")

@@ -155,7 +155,7 @@ def plan_from(ctx: click.Context, config_path: Path | None, opts: dict[str, obje
 
     path = config_path or configfile.find_config(Path.cwd())
     locust_env: dict[str, str] = {}
-    tables: dict[str, dict[str, str]] = {}
+    tables: dict[str, Any] = {}  # file-only values: string tables and the served service's folder
     if path is not None:
         file_options, locust_env = configfile.load(path)
         params = {p.name: p for p in ctx.command.params}
@@ -194,18 +194,18 @@ class _Options:
         return tuple(str(v) for v in value) if isinstance(value, (tuple, list)) else (str(value),)
 
 
-def build_config(o: _Options, locust_env: Mapping[str, str], tables: Mapping[str, Mapping[str, str]], *,
+def build_config(o: _Options, locust_env: Mapping[str, str], tables: Mapping[str, Any], *,
                  config_file: str | None = None, mix_given: bool = False) -> RunConfig:  # fmt: skip
     """The frozen plan. Raises UsageError for a value that cannot be one."""
     variant = o.text("variant") or "leaky"
     serve, target_url = o.text("serve"), o.text("target_url")
     demo = not (serve or target_url)
-    headers = dict(tables.get("headers", {})) | dict(parse_header(h) for h in o.many("headers"))
+    headers = dict(tables.get("header_table", {})) | dict(parse_header(h) for h in o.many("headers"))
     traffic = traffic_from(locust_env, demo=demo, endpoints=o.many("endpoints"), headers=headers,
                            own_locustfile=o.text("locustfile") is not None)
     mix = _fitting_mix(parse_mix(o.text("mix") or ""), traffic, given=mix_given)
     who = "serve" if serve else "target" if target_url else variant
-    cwd = o.text("serve_cwd")
+    cwd = o.text("serve_cwd") or tables.get("serve_cwd")
     return RunConfig(
         variant=variant, dsn=o.text("dsn"), target_url=target_url, serve=serve, setup=o.text("setup"),
         serve_env=tables.get("serve_env", {}), serve_cwd=Path(cwd) if cwd else None,

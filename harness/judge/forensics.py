@@ -32,6 +32,7 @@ def snapshot_sql(match: Match, dsn: str = "") -> tuple[str, dict[str, Any]]:
                extract(epoch FROM now() - backend_start)::float8 AS backend_age_s,
                extract(epoch FROM now() - xact_start)::float8 AS xact_age_s,
                extract(epoch FROM now() - state_change)::float8 AS state_age_s,
+               extract(epoch FROM state_change)::float8 AS state_change_t,
                coalesce(wait_event_type, '') AS wait_event_type,
                coalesce(host(client_addr), 'local') AS client_addr,
                coalesce(query, '') AS query

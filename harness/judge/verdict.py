@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from drainwatch.errors import EXIT_LEAK, EXIT_PASS, EXIT_USAGE
+from drainwatch.judge.attribution import summary as attribution_summary
 from drainwatch.judge.forensics import ACTIVE, HELD, IN_TRANSACTION, POOLED, UNSURE
 from drainwatch.judge.load import broken_kinds
 from drainwatch.judge.probe import ProbeResult
@@ -67,6 +68,8 @@ class Verdict:
     server: dict[str, Any] | None = None  # the server's limit: peak, usable slots, refusals
     load_kinds: dict[str, Any] | None = None  # per kind: requests and those that tested nothing
     leaked_exact: bool = True  # False: only the probe or the pool view saw the leak, the count is a floor
+    attribution: dict[str, Any] | None = None  # leaked connections by statement and by the request in flight
+    oldest_held_s: float = 0.0
 
     @property
     def exit_code(self) -> int:
@@ -353,6 +356,8 @@ def judge(
         tolerance=tolerance,
         server=dict(server) if server is not None else None,
         load_kinds=dict(load_kinds) if load_kinds is not None else None,
+        attribution=attribution_summary(tally.leaked_rows) if tally.leaked_rows else None,
+        oldest_held_s=round(max((float(r.get("state_age_s") or 0) for r in tally.leaked_rows), default=0.0), 2),
     )
 
 

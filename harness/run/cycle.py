@@ -18,6 +18,7 @@ from typing import Any
 
 from drainwatch.errors import DatabaseProblem
 from drainwatch.judge import forensics
+from drainwatch.judge.attribution import attribute, read_requests
 from drainwatch.judge.load import kind_counts
 from drainwatch.judge.probe import ProbeResult, probe
 from drainwatch.judge.server import peak_of_everyone, refusals, server_check_numbers
@@ -84,7 +85,8 @@ async def cycle(run: RunContext, prefix: str, mix: Mapping[str, int], csv_name: 
     first = run.cycles == 0
     run.cycles += 1
     env = {**cfg.traffic.env(), "DRAINWATCH_MIX": ",".join(f"{k}={w}" for k, w in mix.items()),
-           "PYTHONUNBUFFERED": "1", **(extra_env or {})}  # fmt: skip
+           "PYTHONUNBUFFERED": "1", "DRAINWATCH_REQUESTS_CSV": str(run_dir / f"requests-{csv_name}"),
+           **(extra_env or {})}  # fmt: skip
     await _warmup(run, prefix, env)
     at_baseline = await _baseline(run, prefix, first)
     pool_views = {"baseline": await read_pool_view(run.target)}
@@ -93,6 +95,7 @@ async def cycle(run: RunContext, prefix: str, mix: Mapping[str, int], csv_name: 
         run.display.phase(f"{prefix}settle", cfg.settle)
         await settle(run, cfg.settle)
     lingering, snapshot_note = await _lingering(run, forensics.resetting_apps(at_baseline))
+    lingering = attribute(lingering, read_requests(sorted(run_dir.glob(f"requests-{csv_name}-*.csv"))))
     pool_views["final"] = await read_pool_view(run.target)
     views = read_json(run_dir / POOL_VIEW_JSON) if not first else {}
     write_json(run_dir / POOL_VIEW_JSON, views | ({prefix.rstrip("/"): pool_views} if prefix else pool_views))

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from drainwatch.judge.verdict import Verdict
 from drainwatch.sample.collector import read_last_sample
+from drainwatch.units import human_seconds
 
 LOG_EVERY = 5.0
 
@@ -140,9 +141,9 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         f"connections  baseline {b['total']:.0f} → peak {p['total']:.0f} → final {f['total']:.0f}"
         f"   (idle {f['idle']:.0f}, idle in transaction {f['idle_in_transaction'] + f['idle_in_transaction_aborted']:.0f},"
         f" active {f['active']:.0f})",
-        f"leaked       {verdict.leaked}  (held idle {verdict.leaked_by_kind.get('held', 0)}, "
-        f"idle in transaction {verdict.leaked_by_kind.get('in_transaction', 0)}, oldest "
-        f"{verdict.idle_in_transaction['oldest_s']:.1f}s); pooled idle {verdict.pooled_idle}",
+        f"leaked       {leaked_text(verdict)}  (held idle {verdict.leaked_by_kind.get('held', 0)}, "
+        f"idle in transaction {verdict.leaked_by_kind.get('in_transaction', 0)}, held for up to "
+        f"{human_seconds(verdict.oldest_held_s)}); pooled idle {verdict.pooled_idle}",
         "count back to baseline  " + (f"{verdict.recovery_s:.1f}s after traffic stopped" if verdict.recovery_s is not None else "never"),
         f"probe        {verdict.probe['ok']}/{verdict.probe['attempts']} served"
         + (f" — {verdict.probe['detail']}" if verdict.probe.get("detail") else ""),
@@ -154,10 +155,14 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         lines.append(f"zombie work  {verdict.zombie['peak_active']} backend(s) still active up to "
                      f"{verdict.zombie['lasted_s']:.1f}s after traffic stopped")
     lines.append("decided by   " + ", ".join(verdict.evidence))
-    if verdict.scenarios:
-        by = ", ".join(f"{k} {v}" for k, v in sorted(verdict.scenarios.items(), key=lambda kv: -kv[1]))
+    if verdict.server is not None and verdict.server.get("full"):
+        lines.append(f"server       {next(c.detail for c in verdict.checks if c.name == 'server_limit')}")
+    tagged = {k: v for k, v in verdict.scenarios.items() if k != "unknown"}
+    if tagged:
+        by = ", ".join(f"{k} {v}" for k, v in sorted(tagged.items(), key=lambda kv: -kv[1]))
         where = ", ".join(f"{k} {v}" for k, v in sorted(verdict.routes.items(), key=lambda kv: -kv[1]))
         lines.append(f"left open by  {by}   (routes: {where})")
+    lines += attribution_lines(verdict)
     from drainwatch.judge.diagnosis import diagnose
 
     for item in diagnose(verdict):
@@ -170,6 +175,23 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         lines.append(f"forecast     {forecast}")
     lines.append(f"report       {run_dir / 'report.html'}")
     console.print(Panel("\n".join(lines), title="drainwatch verdict", border_style=colour, expand=False))
+
+
+def leaked_text(verdict: Verdict) -> str:
+    """The leaked count, or "unknown, at least N" when only the probe or the server saw the leak."""
+    return str(verdict.leaked) if verdict.leaked_exact else f"unknown, at least {max(1, verdict.leaked)}"
+
+
+def attribution_lines(verdict: Verdict) -> list[str]:
+    """Leaked connections by the request most likely to have left them, and by statement."""
+    found = verdict.attribution or {}
+    lines = []
+    if found.get("likely"):
+        label, count = next(iter(found["likely"].items()))
+        lines.append(f"most likely  left by `{label}` ({count} of {found['of']})")
+    for statement, count in list((found.get("statements") or {}).items())[:3]:
+        lines.append(f"statement    {count} × {statement}")
+    return lines
 
 
 def _read_forecast(run_dir: Path) -> str | None:

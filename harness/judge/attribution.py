@@ -1,0 +1,86 @@
+"""Who left each connection open, when the application does not tag its SQL.
+
+Two clues, both from what drainwatch recorded itself:
+
+- the connection's last statement, normalised (literals out, whitespace folded), so nine
+  connections left by one code path group as ``9 × SELECT count(*) … FROM items``;
+- the requests in flight when its state last changed (``requests-*.csv``, written by the
+  scenarios): the request that ran the last statement on a connection was running then.
+
+SQL tags (``/* drainwatch route=… */``) stay the exact path when an app has them.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+_COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.S)
+_STRING = re.compile(r"'(?:[^']|'')*'")
+_NUMBER = re.compile(r"(?<![\w$])-?\d+(?:\.\d+)?\b")
+_PARAM = re.compile(r"\$\d+|%\(\w+\)s|%s|:\w+\b")
+_SPACE = re.compile(r"\s+")
+SLACK = 0.05  # seconds of clock slack between Locust's timestamps and PostgreSQL's
+
+
+def normalise(query: str, width: int = 90) -> str:
+    """``SELECT * FROM t WHERE id = 42`` → ``SELECT * FROM t WHERE id = ?``, on one line, shortened."""
+    text = _COMMENT.sub(" ", query)
+    text = _STRING.sub("?", text)
+    text = _PARAM.sub("?", text)
+    text = _NUMBER.sub("?", text)
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def read_requests(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """Every request the scenarios logged (start, end as floats); unreadable files are skipped."""
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            with open(path, newline="") as handle:
+                for row in csv.DictReader(handle):
+                    try:
+                        out.append({**row, "start": float(row["start"]), "end": float(row["end"])})
+                    except (KeyError, ValueError):
+                        continue
+        except OSError:
+            continue
+    return sorted(out, key=lambda r: r["start"])
+
+
+def _label(request: Mapping[str, Any]) -> str:
+    return f"{request.get('scenario', '')} {request.get('method', '')} {request.get('name', '')}".strip()
+
+
+def in_flight(requests: Sequence[Mapping[str, Any]], t: float) -> Counter[str]:
+    """The requests running at unix time ``t``, counted by scenario and route."""
+    return Counter(_label(r) for r in requests if r["start"] - SLACK <= t <= r["end"] + SLACK)
+
+
+def attribute(rows: Sequence[dict[str, Any]], requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with ``statement`` (normalised) and ``likely`` (the chaos request most likely to have
+    left it, or the most common request in flight when its state last changed)."""
+    out = []
+    for row in rows:
+        likely = ""
+        t = row.get("state_change_t")
+        if requests and t not in (None, ""):
+            running = in_flight(requests, float(t))
+            chaos = Counter({k: n for k, n in running.items() if not k.startswith("steady ")})
+            pick = chaos or running
+            likely = pick.most_common(1)[0][0] if pick else ""
+        out.append({**row, "statement": normalise(str(row.get("query", ""))), "likely": likely})
+    return out
+
+
+def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Leaked rows grouped by statement and by the request most likely to have left them."""
+    statements = Counter(str(r.get("statement") or normalise(str(r.get("query", "")))) for r in rows)
+    likely = Counter(str(r["likely"]) for r in rows if r.get("likely"))
+    return {"statements": dict(statements.most_common(10)), "likely": dict(likely.most_common(10)),
+            "attributed": sum(likely.values()), "of": len(rows)}  # fmt: skip
