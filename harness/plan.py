@@ -237,20 +237,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if cfg.dsn is not None:
         check_dsn(cfg.dsn)
-    if cfg.target_url is not None:
-        parts = urlsplit(cfg.target_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(
-                f"--target-url {cfg.target_url!r} is not an http(s) URL",
-                hint="write it like http://127.0.0.1:8000",
-            )
-        if cfg.dsn is None:
-            raise UsageError(
-                "--target-url needs --dsn: drainwatch must watch the database the target uses",
-                hint="add --dsn postgresql://USER@HOST:PORT/DB (password from PGPASSWORD or ~/.pgpass)",
-            )
-    if cfg.serve is not None and cfg.target_url is not None:
-        raise UsageError("--serve and --target-url name two services", hint="give one: --serve starts yours, --target-url uses a running one")
+    check_target(cfg.serve, cfg.target_url, cfg.dsn)
     if cfg.setup is not None and cfg.serve is None:
         raise UsageError("--setup runs before --serve, but no --serve was given", hint="add --serve 'CMD {port}'")
     if cfg.target_url is not None and (cfg.isolate or cfg.sweep_disconnect) and not cfg.no_restart:
@@ -277,6 +264,24 @@ def validate(cfg: RunConfig) -> RunConfig:
                      docker_postgres=cfg.docker_postgres, docker_target=cfg.docker_target)  # fmt: skip
     check_writable(cfg.out)
     return cfg
+
+
+def check_target(serve: str | None, target_url: str | None, dsn: str | None) -> None:
+    """Raise UsageError for two targets at once, a target URL that is not one, or one without its database."""
+    if serve is not None and target_url is not None:
+        raise UsageError("--serve and --target-url name two services", hint="give one: --serve starts yours, --target-url uses a running one")
+    if target_url is not None:
+        parts = urlsplit(target_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(
+                f"--target-url {target_url!r} is not an http(s) URL",
+                hint="write it like http://127.0.0.1:8000",
+            )
+        if dsn is None:
+            raise UsageError(
+                "--target-url needs --dsn: drainwatch must watch the database the target uses",
+                hint="add --dsn postgresql://USER@HOST:PORT/DB (password from PGPASSWORD or ~/.pgpass)",
+            )
 
 
 def _loopback(url: str) -> bool:

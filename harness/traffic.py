@@ -25,6 +25,12 @@ DEMO_REQUESTS = {
     "error": "POST /orders?fail=1",
 }
 DEMO_PROBE = "/health/db"
+# The scenarios' own variables (drainwatch.scenarios.chaos): set in drainwatch's environment, they
+# describe the traffic as a config file's [[endpoints]] and [chaos.*] do, and win over the file.
+SCENARIO_VARIABLES = tuple(f"DRAINWATCH_{name}" for name in (
+    "STEADY", "DISCONNECT", "DISCONNECT_AFTER_MS", "DISCONNECT_AFTER_CHUNKS", "TIMEOUT", "TIMEOUT_EXPECT",
+    "TIMEOUT_CLIENT_MS", "ERROR", "ERROR_EXPECT", "REQUEST_TIMEOUT",
+))
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,11 @@ class Traffic:
         """Every (kind, request) the load will send, for preflight."""
         out = [("steady", r) for r in self.steady] if mix.get("steady") or mix.get("disconnect") else []
         return out + [(k, r) for k, r in self.chaos.items() if r is not None and mix.get(k)]
+
+    def expected(self, kind: str) -> set[int]:
+        """The statuses a chaos kind is told to expect (``[chaos.error] expect``), if any."""
+        text = self.settings.get(f"DRAINWATCH_{kind.upper()}_EXPECT", "")
+        return {int(code) for code in text.split(",") if code.strip().isdigit()}
 
     def with_headers(self, headers: Mapping[str, str]) -> Traffic:
         """Every request with ``headers`` added (its own headers win)."""

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
 from drainwatch.provision.postgres import Database, embedded_postgres_sync
-from drainwatch.provision.processes import free_port
+from tests.helpers import serving
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,31 +33,9 @@ def fresh_database(pg: Database, name: str) -> str:
 
 @contextmanager
 def demo_service(dsn: str, variant: str, log_path: Path, *extra: str) -> Iterator[str]:
-    port = free_port()
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "drainwatch.demo_service", "--variant", variant, "--port", str(port), *extra],
-            env={**os.environ, "DRAINWATCH_DEMO_DSN": dsn}, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "demo service did not start"
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    argv = [sys.executable, "-m", "drainwatch.demo_service", "--variant", variant, "--port", "{port}", *extra]
+    with serving(argv, log_path, ready="/health", env={"DRAINWATCH_DEMO_DSN": dsn}) as served:
+        yield served.url
 
 
 def connections(dsn: str, app_like: str) -> list[dict[str, str]]:

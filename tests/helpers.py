@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
 
 # Short phases: the same run as the default, compressed for tests.
 SHORT_PHASES = ["--warmup", "3s", "--baseline", "2s", "--duration", "10s", "--settle", "8s"]
@@ -33,3 +42,73 @@ def leftovers(run_dir: Path) -> dict[str, int]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections at ``host:port`` (the system PostgreSQL, say)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+SYSTEM_DSN = "postgresql://postgres@127.0.0.1:5432/test"  # the machine's own PostgreSQL, when it has one
+
+needs_system_pg = pytest.mark.skipif(not listening(5432), reason="no PostgreSQL listening on 127.0.0.1:5432")
+
+
+@dataclass
+class Served:
+    """A server a test started: its URL, its process and its log."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> tuple[int, float]:
+    """End one process a test started, by its PID: SIGTERM, then SIGKILL after ``grace``.
+    Returns (exit code, seconds it took)."""
+    started = time.monotonic()
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    return proc.returncode, time.monotonic() - started
+
+
+@contextmanager
+def serving(argv: list[str], log: Path, *, ready: str = "/", env: dict[str, str] | None = None,
+            timeout: float = 30.0, cwd: Path = REPO) -> Iterator[Served]:  # fmt: skip
+    """Start a server (``{port}`` in ``argv`` becomes a free loopback port), wait until ``ready``
+    answers 200, stop it at the end. Fails the test, with the server's log, if it never answers."""
+    from drainwatch.provision.processes import free_port
+
+    port = free_port()
+    with open(log, "ab") as sink:
+        proc = subprocess.Popen([arg.replace("{port}", str(port)) for arg in argv], cwd=cwd,
+                                env={**os.environ, **(env or {})}, stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+    served = Served(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{argv[2:4]} exited with {proc.returncode} before answering:\n{served.log_text()}")
+            try:
+                if httpx.get(served.url + ready, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{argv[2:4]} did not answer {ready} within {timeout:.0f} s:\n{served.log_text()}")
+            time.sleep(0.1)
+        yield served
+    finally:
+        stop(proc)

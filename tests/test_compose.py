@@ -27,7 +27,7 @@ import psycopg.conninfo
 import pytest
 
 from drainwatch import cli as cli_module
-from drainwatch import cli_run
+from drainwatch.cli import run_options
 from drainwatch.plan import validate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -198,9 +198,11 @@ def test_drainwatch_command_parses_with_the_real_cli(service: Service, monkeypat
         monkeypatch.delenv(name)  # the developer's shell must not fill in what the container lacks
     for name, value in service.env().items():
         monkeypatch.setenv(name, value)
+    args = [str(REPO) + arg.removeprefix("/app") if arg.startswith("/app/") else arg for arg in args]  # the image's /app
     ctx = command.make_context(f"drainwatch {sub}", list(args))  # raises on a missing or bad option
     if sub == "run":  # the checks `drainwatch run` makes before starting anything (out: /reports is not here)
-        validate(replace(cli_run.build_config(ctx.params), out=REPO / "reports"))
+        config = ctx.params.pop("config_path")
+        validate(replace(run_options.plan_from(ctx, config, dict(ctx.params)), out=REPO / "reports"))
 
 
 def test_drainwatch_is_the_installed_command() -> None:
@@ -321,7 +323,8 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
     patterns = [line for line in lines if line and not line.startswith("#")]
     project = pyproject()
     needed = ["pyproject.toml", project["project"]["readme"], str(dockerfile().relative_to(REPO))]
-    needed += [pkg.rstrip("*") for pkg in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    needed += sorted(set(project["tool"]["setuptools"]["package-dir"].values()))  # the folders drainwatch installs from
+    needed.append("examples/demo-service.toml")  # the compose run's config
     needed += [str(in_repo(s.option("-f")).relative_to(REPO)) for s in LOCUST_SERVICES]
     for path in needed:
         assert (REPO / path).exists(), path

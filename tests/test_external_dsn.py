@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAST, drainwatch
+from tests.helpers import FAST, SYSTEM_DSN, drainwatch, needs_system_pg
 
-SYSTEM_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not _listening(5432), reason="no PostgreSQL listening on 127.0.0.1:5432"),
-]
+pytestmark = [pytest.mark.slow, needs_system_pg]
 
 
 def test_fixed_variant_against_external_server(tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def test_collector_killed_is_an_error_with_what_it_wrote(tmp_path: Path) -> None
     [
         (["--fault", "meteor@3s"], "error: --fault 'meteor@3s' is not a fault — hint: write KIND@TIME"),
         (["--fault", "pg-restart@90s"], "error: --fault pg-restart@90s comes after the load ends (30s)"),
-        (["--fault", "pause-target@3s", "--target-url", "http://127.0.0.1:9", "--dsn", "postgresql://x@127.0.0.1:9/x"],
+        (["--fault", "pause-target@3s", "--target-url", "http://127.0.0.1:9", "--dsn", "postgresql://x@127.0.0.1:9/x", "-e", "GET /x"],
          "error: --fault pause-target needs the demo service drainwatch starts or --docker-target CONTAINER — "
          "hint: leave out --target-url, or name the target's container"),
     ],

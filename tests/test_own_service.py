@@ -14,11 +14,9 @@ import pytest
 
 from drainwatch.provision.processes import free_port
 from tests.conftest import REPO, demo_service
-from tests.helpers import FAST, SHORT_PHASES, drainwatch
-from tests.test_external_dsn import SYSTEM_DSN, _listening
+from tests.helpers import FAST, SHORT_PHASES, SYSTEM_DSN, drainwatch, needs_system_pg
 
 pytestmark = pytest.mark.slow
-needs_system_pg = pytest.mark.skipif(not _listening(5432), reason="no PostgreSQL listening on 127.0.0.1:5432")
 
 
 @needs_system_pg

@@ -12,8 +12,6 @@ import csv
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from drainwatch.provision.processes import free_port
+from tests.helpers import serving, stop
+
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = REPO / "scenarios"
 RUN_SECONDS = 3
@@ -35,47 +36,11 @@ AUTH = {"Authorization": "Bearer t"}
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """End one process we started, by its PID: SIGTERM, then SIGKILL after ``grace``."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("target") / "target.log"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.targets.plain_starlette", "--port", str(port)],
-                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the target exited with {proc.returncode}:\n{log_path.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the target did not answer /stats within 20 s:\n{log_path.read_text()}")
-            try:
-                if httpx.get(url + "/stats", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        yield url
-    finally:
-        stop(proc)
+    with serving([sys.executable, "-m", "tests.targets.plain_starlette", "--port", "{port}"], log_path, ready="/stats") as served:
+        yield served.url
 
 
 def counters(url: str) -> Counter[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import psycopg
 import pytest
 
 from tests.conftest import fresh_database
+from tests.helpers import serving, stop
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +34,6 @@ REPO = Path(__file__).resolve().parent.parent
 SETTLE = 2.0  # seconds between the end of traffic and the reading
 ASYNCPG_RESET = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"
 AUTH = {"Authorization": "Bearer secret-token"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -59,49 +53,15 @@ def _env(dsn: str, extra: dict[str, str]) -> dict[str, str]:
     return {**env, "DATABASE_URL": dsn, **extra}
 
 
-def stop(proc: subprocess.Popen[bytes], grace: float = 10) -> tuple[int, float]:
-    """SIGTERM, then SIGKILL after ``grace`` seconds: (return code, seconds it took to exit)."""
-    started = time.monotonic()
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, time.monotonic() - started
-
-
 @contextmanager
 def running(module: str, variant: str, dsn: str, app: str, ready: str, tmp_path: Path, **env: str) -> Iterator[Target]:
     full_env = _env(dsn, env)
     setup = subprocess.run([sys.executable, "-m", f"tests.targets.{module}", "setup"], cwd=REPO, env=full_env,
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert setup.returncode == 0, f"{module} setup failed:\n{setup.stdout}\n{setup.stderr}"
-    port = free_port()
-    log = tmp_path / f"{module}-{variant}.log"
-    with open(log, "ab") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"tests.targets.{module}", "--port", str(port), "--variant", variant],
-            cwd=REPO, env=full_env, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    target = Target(proc, f"http://127.0.0.1:{port}", dsn, app, log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"{module} exited with {proc.returncode} before answering:\n{target.log_text()}")
-            try:
-                if httpx.get(target.url + ready, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{module} did not answer {ready} within 30 s:\n{target.log_text()}")
-            time.sleep(0.1)
-        yield target
-    finally:
-        stop(proc)
+    argv = [sys.executable, "-m", f"tests.targets.{module}", "--port", "{port}", "--variant", variant]
+    with serving(argv, tmp_path / f"{module}-{variant}.log", ready=ready, env=full_env) as served:
+        yield Target(served.proc, served.url, dsn, app, served.log)
 
 
 def activity(target: Target) -> list[dict[str, Any]]:

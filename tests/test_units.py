@@ -213,8 +213,7 @@ def test_compact_sample_reading_gives_the_same_verdict(tmp_path) -> None:
     """A long soak's samples are not all held in memory, and the verdict does not change."""
     import csv as csv_module
 
-    from drainwatch.sample.collector import read_samples
-    from drainwatch.sample.collector import Sample
+    from drainwatch.sample.collector import Sample, read_samples
 
     path = tmp_path / "samples.csv"
     with path.open("w", newline="") as handle:

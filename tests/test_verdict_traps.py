@@ -12,36 +12,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from drainwatch.instrument import POOL_VIEW_PATH
 from drainwatch.provision.postgres import Database
-from drainwatch.provision.processes import free_port
 from tests.conftest import demo_service, fresh_database
-from tests.helpers import FAST, SHORT_PHASES, drainwatch
+from tests.helpers import FAST, SHORT_PHASES, drainwatch, serving
 
 pytestmark = pytest.mark.slow
 
 
 @contextmanager
 def psycopg_target(dsn: str, log: Path) -> Iterator[str]:
-    port = free_port()
-    with open(log, "ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.targets.psycopg_app", str(port)],
-                                env={**os.environ, "DRAINWATCH_DEMO_DSN": dsn}, stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(15)
+    argv = [sys.executable, "-m", "tests.targets.psycopg_app", "{port}"]
+    with serving(argv, log, env={"DRAINWATCH_DEMO_DSN": dsn}) as served:
+        yield served.url
 
 
 def _summary(run_dir: Path) -> dict:
@@ -85,13 +70,14 @@ def test_dead_target_is_error_not_leak(pg: Database, tmp_path: Path) -> None:
     with demo_service(dsn, "fixed", tmp_path / "target.log") as url:
         run = subprocess.Popen(
             [sys.executable, "-m", "drainwatch", "run", "--target-url", url, "--dsn", dsn,
-             "--app-name", "drainwatch-demo-fixed:%", "--out", str(tmp_path), "--run-id", "dead", *FAST],
+             "--app-name", "drainwatch-demo-fixed:%", "-e", "GET /items", "--probe-path", "/health/db",
+             "--out", str(tmp_path), "--run-id", "dead", *FAST],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         run_json = tmp_path / "dead" / "run.json"
         deadline = time.monotonic() + 60
         while not (run_json.exists() and json.loads(run_json.read_text()).get("current_phase") == "load"):
-            assert time.monotonic() < deadline and run.poll() is None
+            assert time.monotonic() < deadline and run.poll() is None, run.stdout.read() if run.poll() is not None else "no load in 60 s"
             time.sleep(0.1)
         time.sleep(2)
         _kill_listener(url)

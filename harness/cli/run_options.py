@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,12 +13,13 @@ from click.core import ParameterSource
 
 from drainwatch.cli.boundary import console, run_interruptible
 from drainwatch.errors import EXIT_USAGE, UsageError
-from drainwatch.plan import DEFAULT_MIX, Match, RunConfig, parse_delays, parse_fault, parse_mix, validate
-from drainwatch.traffic import Traffic, parse_header, traffic_from
+from drainwatch.plan import DEFAULT_MIX, Match, RunConfig, check_target, parse_delays, parse_fault, parse_mix, validate
+from drainwatch.traffic import SCENARIO_VARIABLES, Traffic, parse_header, traffic_from
 from drainwatch.units import parse_duration
 
 EPILOG = """\b
 Exit codes: 0 PASS, 1 LEAK, 2 usage or environment error (or verdict ERROR),
+3 internal error (a drainwatch bug; the traceback is kept in a file),
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 Every option can also be set as an environment variable, DRAINWATCH_<OPTION>
 (e.g. DRAINWATCH_USERS=50); the command line wins."""
@@ -164,6 +166,7 @@ def plan_from(ctx: click.Context, config_path: Path | None, opts: dict[str, obje
                 tables[name] = value
             elif ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
                 opts[name] = params[name].type_cast_value(ctx, value)
+    locust_env |= {name: os.environ[name] for name in SCENARIO_VARIABLES if name in os.environ}
     mix_given = ctx.get_parameter_source("mix") != ParameterSource.DEFAULT or bool(path and "mix" in file_options)
     return build_config(_Options(opts), locust_env, tables, config_file=str(path) if path else None, mix_given=mix_given)
 
@@ -200,6 +203,7 @@ def build_config(o: _Options, locust_env: Mapping[str, str], tables: Mapping[str
     variant = o.text("variant") or "leaky"
     serve, target_url = o.text("serve"), o.text("target_url")
     demo = not (serve or target_url)
+    check_target(serve, target_url, o.text("dsn"))  # before the traffic: a bad URL is the first thing to fix
     headers = dict(tables.get("header_table", {})) | dict(parse_header(h) for h in o.many("headers"))
     traffic = traffic_from(locust_env, demo=demo, endpoints=o.many("endpoints"), headers=headers,
                            own_locustfile=o.text("locustfile") is not None)

@@ -30,7 +30,18 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
                    "inside try/finally",
         })  # fmt: skip
     held = verdict.leaked_by_kind.get("held", 0)
-    if held:
+    if verdict.per_request and (held or iit["count"]):
+        found.append({
+            "pattern": "a connection per request (or thread), never closed",
+            "evidence": f"{held + iit['count']} connection(s) left open, each opened at its own moment during the run{where}",
+            "cause": "connections opened per request or per worker thread and kept: Django's CONN_MAX_AGE > 0 under "
+                     "ASGI (each request's thread keeps its own) or in threads that never call close_old_connections(), "
+                     "a sync SQLAlchemy Session not closed in finally/with, psycopg2's ThreadedConnectionPool.getconn() "
+                     "without putconn()",
+            "fix": "Django under ASGI: CONN_MAX_AGE = 0 (or Django 5.1+'s pooled backend: OPTIONS = {'pool': True}); "
+                   "with Session(engine) as session: ...; putconn() in finally",
+        })  # fmt: skip
+    elif held:
         found.append({
             "pattern": "idle connections still checked out",
             "evidence": f"{held} idle connection(s) whose last statement is the app's SQL, not the pool's reset{where}",
@@ -58,6 +69,16 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
                      "connections closed behind the pool's back",
             "fix": "hold a connection only for the queries, not across slow non-database work; expose the pool's "
                    "own counts (drainwatch.instrument) so drainwatch can tell which",
+        })  # fmt: skip
+    server = verdict.server or {}
+    if server.get("full"):
+        found.append({
+            "pattern": "the server, not the pool, ran out first",
+            "evidence": checks["server_limit"].detail if "server_limit" in checks else "",
+            "cause": "the leaked connections filled PostgreSQL's max_connections: every other client, the service's "
+                     "own new connections included, is refused (`too many clients already`)",
+            "fix": "fix the leak above; meanwhile cap the service's connections below max_connections (a pool with a "
+                   "maximum, PgBouncer) and set idle_session_timeout / idle_in_transaction_session_timeout",
         })  # fmt: skip
     zombie = verdict.zombie
     if zombie.get("peak_active") and zombie.get("lasted_s", 0) >= 1:

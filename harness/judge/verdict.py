@@ -70,6 +70,7 @@ class Verdict:
     leaked_exact: bool = True  # False: only the probe or the pool view saw the leak, the count is a floor
     attribution: dict[str, Any] | None = None  # leaked connections by statement and by the request in flight
     oldest_held_s: float = 0.0
+    per_request: bool = False  # held connections opened one by one during the run (a connection per request/thread)
 
     @property
     def exit_code(self) -> int:
@@ -280,6 +281,14 @@ def _caveats(outcome: str, load: Mapping[str, int], gaps: dict[str, Any]) -> lis
     return notes
 
 
+def _opened_per_request(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Many held connections, each opened at its own moment: not a pool's, a connection per request or thread."""
+    starts = [round(float(r.get("backend_age_s") or 0), 1) for r in rows]
+    if len(starts) < 5:
+        return False
+    return len(set(starts)) >= 0.8 * len(starts) and max(starts) - min(starts) >= 1.0
+
+
 def _recovery(tail: Sequence[Mapping[str, Any]], limit: float, load_end: float) -> float | None:
     """Seconds from the end of the load to the first sample back within ``limit`` connections."""
     for sample in tail:
@@ -358,6 +367,7 @@ def judge(
         load_kinds=dict(load_kinds) if load_kinds is not None else None,
         attribution=attribution_summary(tally.leaked_rows) if tally.leaked_rows else None,
         oldest_held_s=round(max((float(r.get("state_age_s") or 0) for r in tally.leaked_rows), default=0.0), 2),
+        per_request=_opened_per_request(tally.leaked_rows),
     )
 
 

@@ -157,6 +157,7 @@ def _selection(cfg: RunConfig, target: Target, logs: Path) -> tuple[Match, str, 
             return cfg.match, options, None
         raise TargetProblem(f"no process on this machine listens at {target.url}, so its backends cannot be told from "
                             "the others", hint="select them: --app-name 'myapp%' (or --usename, --datname, --client-addr)")  # fmt: skip
+    logs.mkdir(parents=True, exist_ok=True)
     pid_file = logs / "target.pid"
     pid_file.write_text(str(pid))
     how = f"the sockets of process {pid} and its children" + (f", and {options}" if given else "")
@@ -184,7 +185,8 @@ async def _try_requests(run: RunContext) -> None:
     with run.record.phase("preflight"):
         run.display.phase("preflight")
         requests = [] if run.cfg.locustfile else run.cfg.traffic.requests(run.cfg.mix)
-        seen = await try_requests(run.target.url, [*requests, ("probe", run.probe_request)])
+        expected = {kind: run.cfg.traffic.expected(kind) for kind in ("timeout", "error")}
+        seen = await try_requests(run.target.url, [*requests, ("probe", run.probe_request)], expected)
         reached = await probe_reaches_database(run.target.url, run.probe_request, run.watch, run.match)
         run.record.set("preflight", {"requests": seen, "probe": reached})
 

@@ -8,7 +8,7 @@ found here in seconds rather than read into a verdict after minutes.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -23,8 +23,10 @@ REQUEST_TIMEOUT = 15.0
 NOT_SERVED = (404, 405, 501)
 
 
-async def try_requests(url: str, requests: Sequence[tuple[str, Request]]) -> list[dict[str, Any]]:
-    """Send each (kind, request) once. Returns what each answered.
+async def try_requests(url: str, requests: Sequence[tuple[str, Request]],
+                       expected: Mapping[str, set[int]] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Send each (kind, request) once. Returns what each answered. A status the kind is told to
+    expect (an error request that answers 404 on purpose) is never a usage error.
 
     Raises UsageError for a route the service does not serve (404/405/501) and TargetProblem
     when the service refuses connections.
@@ -42,6 +44,8 @@ async def try_requests(url: str, requests: Sequence[tuple[str, Request]]) -> lis
             except httpx.HTTPError as exc:  # slow or odd: the load will tell; not a usage error
                 row["error"] = f"{type(exc).__name__}: {exc}"
             seen.append(row)
+            if row["status"] in (expected or {}).get(kind, set()):
+                continue
             if row["status"] in NOT_SERVED:
                 where = "--probe-path" if kind == "probe" else "[[endpoints]] or --endpoint" if kind == "steady" else f"[chaos.{kind}] request"
                 raise UsageError(f"{request} ({kind}) answered {row['status']} before any load: the service does not serve it",
