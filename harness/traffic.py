@@ -169,6 +169,9 @@ def traffic_from(env: Mapping[str, str], *, demo: bool, endpoints: Iterable[str]
         )
     elif steady:
         chaos["disconnect"] = chaos["disconnect"] or steady[0]
+        if not {"DRAINWATCH_DISCONNECT_AFTER_MS", "DRAINWATCH_DISCONNECT_AFTER_CHUNKS"} & env.keys():
+            # an ordinary endpoint may answer in a millisecond: hang up before the first byte
+            env["DRAINWATCH_DISCONNECT_AFTER_MS"] = "0"
         if "DRAINWATCH_TIMEOUT_CLIENT_MS" in env:  # a client-side deadline fits any endpoint
             chaos["timeout"] = chaos["timeout"] or steady[0]
     return Traffic(tuple(steady), chaos, env).with_headers(headers or {})

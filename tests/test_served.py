@@ -88,15 +88,21 @@ def test_sync_fastapi_in_a_thread_pool_with_a_select_one_health_check(tmp_path: 
 STARLETTE = '[[endpoints]]\npath = "/users"\n\n[chaos.error]\nrequest = "GET /users/999999"\nexpect = [404]\n'
 
 
-def test_starlette_psycopg_pool_leak_that_pg_stat_activity_cannot_see(tmp_path: Path) -> None:
-    # The dropped connections are closed by refcounting: only the probe sees the exhausted pool.
+def test_starlette_psycopg_two_pools_one_application_name(tmp_path: Path) -> None:
+    # Dropped getconn() connections are mostly closed by refcounting: the probe sees the exhausted reader pool.
     folder = config(tmp_path, "starlette_psycopg", "leaky", STARLETTE)
     proc = drainwatch("run", "--run-id", "leaky", "-q", cwd=folder, timeout=240)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     found = summary(folder, "leaky")
     assert found["verdict"] == "LEAK" and "probe" in found["evidence"]
-    assert found["leaked_exact"] is False  # the count is a floor: no row shows the leak
-    assert "unknown, at least" in proc.stdout
+    assert exceptions(folder, "leaky") == 0
+
+
+def test_starlette_psycopg_correct_passes(tmp_path: Path) -> None:
+    folder = config(tmp_path, "starlette_psycopg", "correct", STARLETTE)
+    proc = drainwatch("run", "--run-id", "correct", "-q", cwd=folder, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert summary(folder, "correct")["verdict"] == "PASS"
 
 
 def test_django_persistent_connections_under_asgi(tmp_path: Path) -> None:
@@ -104,7 +110,8 @@ def test_django_persistent_connections_under_asgi(tmp_path: Path) -> None:
     proc = drainwatch("run", "--run-id", "leaky", "-q", cwd=folder, timeout=240)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     found = summary(folder, "leaky")
-    assert found["verdict"] == "LEAK" and found["leaked"] >= 5
+    # Each request's connection stays open until the garbage collector frees its wrapper: some are always left.
+    assert found["verdict"] == "LEAK" and found["leaked"] >= 1
 
 
 def test_django_without_persistent_connections_passes(tmp_path: Path) -> None:

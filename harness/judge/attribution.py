@@ -57,23 +57,25 @@ def _label(request: Mapping[str, Any]) -> str:
     return f"{request.get('scenario', '')} {request.get('method', '')} {request.get('name', '')}".strip()
 
 
-def in_flight(requests: Sequence[Mapping[str, Any]], t: float) -> Counter[str]:
-    """The requests running at unix time ``t``, counted by scenario and route."""
-    return Counter(_label(r) for r in requests if r["start"] - SLACK <= t <= r["end"] + SLACK)
+def in_flight(requests: Sequence[Mapping[str, Any]], t: float) -> list[Mapping[str, Any]]:
+    """The requests running at unix time ``t``."""
+    return [r for r in requests if r["start"] - SLACK <= t <= r["end"] + SLACK]
 
 
 def attribute(rows: Sequence[dict[str, Any]], requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Each row with ``statement`` (normalised) and ``likely`` (the chaos request most likely to have
-    left it, or the most common request in flight when its state last changed)."""
+    """Each row with ``statement`` (normalised) and ``likely``: of the requests in flight when its
+    state last changed, the chaos request (else any) that started last before it."""
     out = []
     for row in rows:
         likely = ""
         t = row.get("state_change_t")
         if requests and t not in (None, ""):
             running = in_flight(requests, float(t))
-            chaos = Counter({k: n for k, n in running.items() if not k.startswith("steady ")})
-            pick = chaos or running
-            likely = pick.most_common(1)[0][0] if pick else ""
+            chaos = [r for r in running if r.get("scenario") != "steady"]
+            # A request runs its statement soon after it starts: the latest one to start before the
+            # statement ended is the likeliest (chaos kinds first: steady traffic is the victim, not the cause).
+            pick = max(chaos or running, key=lambda r: r["start"], default=None)
+            likely = _label(pick) if pick else ""
         out.append({**row, "statement": normalise(str(row.get("query", ""))), "likely": likely})
     return out
 

@@ -102,9 +102,12 @@ async def cycle(run: RunContext, prefix: str, mix: Mapping[str, int], csv_name: 
     write_connections(run_dir / LINGERING_CSV, lingering, append=not first)
     result = await _probe(run, prefix, first)
     phases = {name: record.phases[f"{prefix}{name}"] for name in ("baseline", "load", "settle")}
+    kinds = kind_counts(run_dir / csv_name)
+    if cfg.sweep_disconnect and "disconnect" in kinds:
+        kinds["disconnect"]["sweep"] = True
     verdict = judge(read_samples(run_dir / SAMPLES_CSV, phases), phases, lingering, result, tolerance=cfg.tolerance,
                     pool_view=pool_views["final"], collector_lost=run.collector.returncode is not None,
-                    load=load_counts(run_dir / csv_name), load_kinds=kind_counts(run_dir / csv_name),
+                    load=load_counts(run_dir / csv_name), load_kinds=kinds,
                     server=_server(run))  # fmt: skip
     if snapshot_note:
         verdict.reasons.append(snapshot_note)

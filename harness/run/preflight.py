@@ -7,13 +7,14 @@ found here in seconds rather than read into a verdict after minutes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from drainwatch.errors import TargetProblem, UsageError
+from drainwatch.errors import DatabaseProblem, TargetProblem, UsageError
 from drainwatch.plan import Match
 from drainwatch.provision.postgres import Watch
 from drainwatch.sample.selector import resolve
@@ -78,7 +79,7 @@ async def probe_reaches_database(url: str, request: Request, watch: Watch, match
 
     Raises UsageError when it answers an error, or answers without touching the database.
     """
-    before = await _activity(watch, match)
+    before, sessions = await _activity(watch, match), await _sessions(watch)
     started = time.time()
     async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT) as client:
         try:
@@ -91,16 +92,45 @@ async def probe_reaches_database(url: str, request: Request, watch: Watch, match
         raise UsageError(f"the probe {request} answered {resp.status_code} before any load",
                          hint="choose a request that succeeds and needs the database: --probe-path PATH")  # fmt: skip
     touched = [row for pid, row in after.items() if pid not in before or before[pid]["state_change"] != row["state_change"]]
-    if not touched:
+    opened = 0
+    if not touched:  # a connection per request (Django's CONN_MAX_AGE = 0) is gone before we look again
+        opened = await _new_sessions(watch, sessions)
+    if not touched and not opened:
         raise UsageError(
             f"the probe {request} answered {resp.status_code} without any of the service's backends running a "
             "statement: it would answer even with the pool exhausted",
             hint="probe a route that queries the database: --probe-path PATH (or [probe] path)",
         )
-    return {"request": str(request), "status": resp.status_code, "backends": len(touched),
-            "statement": touched[0]["query"][:200], "at": started}  # fmt: skip
+    return {"request": str(request), "status": resp.status_code, "backends": len(touched) or opened,
+            "statement": touched[0]["query"][:200] if touched else "", "at": started,
+            "seen_by": "a backend's state changed" if touched else "a session was opened and closed"}  # fmt: skip
 
 
 async def _activity(watch: Watch, match: Match) -> dict[int, dict[str, Any]]:
     where, params = resolve(match, watch.dsn)
     return {row["pid"]: row for row in await watch.rows(_ACTIVITY.format(where=where), params)}
+
+
+async def _sessions(watch: Watch) -> int | None:
+    """Sessions the server has opened so far (PostgreSQL 14+), or None where it does not count them."""
+    try:
+        rows = await watch.rows("SELECT pg_stat_clear_snapshot(), coalesce(sum(sessions), 0)::bigint AS n FROM pg_stat_database")
+    except DatabaseProblem:
+        raise
+    except Exception:  # an older server: no sessions column
+        return None
+    return int(rows[0]["n"])
+
+
+async def _new_sessions(watch: Watch, before: int | None, wait: float = 1.5) -> int:
+    """Sessions opened since ``before``: a backend's statistics reach the server when it exits."""
+    if before is None:
+        return 0
+    deadline = time.monotonic() + wait
+    while True:
+        now = await _sessions(watch)
+        if now is not None and now > before:
+            return now - before
+        if time.monotonic() > deadline:
+            return 0
+        await asyncio.sleep(0.1)

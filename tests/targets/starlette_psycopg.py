@@ -77,9 +77,11 @@ async def discard_all(conn: psycopg.AsyncConnection) -> None:
 
 
 def make_pool(dsn: str, name: str, reset=None) -> AsyncConnectionPool:
+    # DISCARD ALL also drops server-side prepared statements that psycopg still believes in
+    # ("prepared statement _pg3_0 does not exist"): a pool that resets that way must not prepare.
+    kwargs = {"application_name": APP_NAME, **({"prepare_threshold": None} if reset else {})}
     return AsyncConnectionPool(
-        dsn, name=name, min_size=POOL_SIZE, max_size=POOL_SIZE, timeout=3, open=False,
-        kwargs={"application_name": APP_NAME}, reset=reset,
+        dsn, name=name, min_size=POOL_SIZE, max_size=POOL_SIZE, timeout=3, open=False, kwargs=kwargs, reset=reset,
     )  # fmt: skip
 
 
