@@ -172,6 +172,7 @@ class RunConfig:
     traffic: Traffic = field(default_factory=lambda: traffic_from({}, demo=True))  # what each kind sends
     config_file: str | None = None
     checkpoint_every: float = 600.0  # seconds between report checkpoints during a long load
+    embedded_max_connections: int = 100  # a small server reproduces "too many clients" in seconds
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -229,6 +230,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UsageError(f"--users must be at least 1, got {cfg.users}", hint="try --users 20")
     if not 0 <= cfg.workers <= 64:
         raise UsageError(f"--workers must be between 0 and 64, got {cfg.workers}", hint="try --workers 2")
+    if not 10 <= cfg.embedded_max_connections <= 10000:
+        raise UsageError(f"--embedded-max-connections must be between 10 and 10000, got {cfg.embedded_max_connections}",
+                         hint="the default is 100, as PostgreSQL's")  # fmt: skip
     if cfg.spawn_rate <= 0:
         raise UsageError("--spawn-rate must be positive", hint="try --spawn-rate 20")
     if not 0.05 <= cfg.interval <= 60:

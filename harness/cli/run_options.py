@@ -76,6 +76,8 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
 @click.option("--setup", envvar=_env("SETUP"), metavar="CMD", help="Run once before --serve starts (e.g. 'alembic upgrade head').")
 @click.option("--database-env", default="DATABASE_URL", show_default=True, envvar=_env("DATABASE_ENV"), metavar="NAME",
               help="The variable that hands a served service its database URL (PG* variables are set too).")
+@click.option("--embedded-max-connections", type=int, default=100, show_default=True, envvar=_env("EMBEDDED_MAX_CONNECTIONS"),
+              help="max_connections of the embedded PostgreSQL: a small server shows a leak filling it in seconds.")
 @click.option("--target-url", envvar=_env("TARGET_URL"), metavar="URL", help="Test this running service instead of the demo (needs --dsn).")
 @click.option("-e", "--endpoint", "endpoints", multiple=True, metavar="'METHOD /PATH'",
               help="A steady request of your service (repeatable); the disconnect kind hangs up on the first.")
@@ -230,6 +232,7 @@ def build_config(o: _Options, locust_env: Mapping[str, str], tables: Mapping[str
         traffic=traffic, out=Path(o.text("out") or "reports"),
         run_id=o.text("run_id") or time.strftime("%Y%m%d-%H%M%S-") + who,
         quiet=o.flag("quiet"), config_file=config_file, checkpoint_every=o.number("checkpoint_every") or 600.0,
+        embedded_max_connections=o.whole("embedded_max_connections") or 100,
     )  # fmt: skip
 
 

@@ -136,9 +136,23 @@ async def served_service(
         await run_setup(setup, env=child_env, cwd=cwd, log_path=log_path.with_name("setup.log"))
     child = Child(serve_argv(command, port), name="target", log_path=log_path, env=child_env,
                   stop_signal=signal.SIGTERM, grace=SHUTDOWN_GRACE, cwd=cwd)  # fmt: skip
-    async with _serving(child, f"http://127.0.0.1:{port}", "your service", app_name=None, pool_limit=pool_limit,
-                        pool_view_path=pool_view_path, kind="served", command=command) as target:  # fmt: skip
-        yield target
+    try:
+        async with _serving(child, f"http://127.0.0.1:{port}", "your service", app_name=None, pool_limit=pool_limit,
+                            pool_view_path=pool_view_path, kind="served", command=command) as target:  # fmt: skip
+            yield target
+    finally:
+        # What the service printed may hold the password drainwatch handed it.
+        redact_file(log_path, child_env.get("PGPASSWORD"))
+        redact_file(log_path.with_name("setup.log"), child_env.get("PGPASSWORD"))
+
+
+def redact_file(path: Path, secret: str | None) -> None:
+    """Replace ``secret`` by ``***`` in ``path`` (a log drainwatch captured), if both exist."""
+    if not secret or not path.is_file():
+        return
+    text = path.read_text(errors="replace")
+    if secret in text:
+        path.write_text(text.replace(secret, "***"))
 
 
 async def run_setup(command: str, *, env: Mapping[str, str], cwd: Path | None, log_path: Path) -> None:

@@ -60,8 +60,13 @@ def page(title: str, body: str) -> str:
 def _meta(data: RunData) -> str:
     config, span = data.run.get("config") or {}, data.span()
     parts = [f"status <b>{escape(data.status)}</b>"]
-    if config.get("variant"):
-        parts.append(f"variant <b>{escape(str(config['variant']))}</b>")
+    target = data.run.get("target") or {}
+    if target.get("kind", "demo") == "demo" and config.get("variant"):
+        parts.append(f"demo, variant <b>{escape(str(config['variant']))}</b>")
+    elif target.get("command"):
+        parts.append(f"served <code>{escape(str(target['command']))}</code>")
+    elif target.get("url"):
+        parts.append(f"target <b>{escape(str(target['url']))}</b>")
     if config.get("users"):
         parts.append(f"<b>{escape(str(config['users']))}</b> users")
     if span:
@@ -289,7 +294,7 @@ def _run(data: RunData) -> str:
         '<div class="cols"><div><h3>Configuration</h3>' + _pairs(config)
         + "<h3>Target and database</h3>" + _pairs(where) + "</div><div><h3>Phases</h3>"
         + table_html(["phase", "start (UTC)", "end (UTC)", "length"], phases, numeric={3})
-        + "<h3>Versions</h3>" + _pairs(data.run.get("versions") or {})
+        + "<h3>drainwatch's own versions</h3>" + _pairs(data.run.get("versions") or {})
         + f'<h3>Files</h3><p class="muted">{escape(", ".join(files))}</p></div></div>'
     )  # fmt: skip
 

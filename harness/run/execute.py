@@ -102,7 +102,8 @@ async def _provision(stack: AsyncExitStack, cfg: RunConfig, record: RunRecord, d
     with record.phase("provision"):
         display.phase("provision")
         db = await stack.enter_async_context(
-            external_postgres(cfg.dsn) if cfg.dsn else embedded_postgres(logs / "postgres.log")
+            external_postgres(cfg.dsn) if cfg.dsn
+            else embedded_postgres(logs / "postgres.log", max_connections=cfg.embedded_max_connections)
         )
         record.set("database", {"dsn": db.display, "embedded": db.embedded, "version": db.version,
                                 "max_connections": db.max_connections})  # fmt: skip
