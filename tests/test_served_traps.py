@@ -74,13 +74,14 @@ def test_an_error_kind_that_never_errs_is_error_not_pass(tmp_path: Path) -> None
 
 def test_a_disconnect_backlog_on_a_healthy_service_is_zombie_work_not_a_leak(tmp_path: Path) -> None:
     # aiohttp does not cancel a handler whose client left: the abandoned pg_sleep()s run on.
-    body = '[[endpoints]]\npath = "/api/items"\n\n[chaos.disconnect]\nrequest = "GET /api/slow?ms=300"\nafter_ms = 0\n'
+    body = '[[endpoints]]\npath = "/api/items"\n\n[chaos.disconnect]\nrequest = "GET /api/slow?ms=1000"\nafter_ms = 0\n'
     folder = config(tmp_path, "aiohttp_asyncpg", "correct", body, 'headers = { Authorization = "Bearer secret-token" }\n')
     proc = drainwatch("run", "--run-id", "r", "-q", "--mix", "steady=1,disconnect=3", "--settle", "40s", cwd=folder, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = summary(folder, "r")
     assert found["verdict"] == "PASS" and found["leaked"] == 0
     assert found["zombie"]["peak_active"] >= 1  # the work went on after the clients had gone
+    assert any(reason.startswith("zombie work: ") for reason in found["reasons"])
 
 
 @pytest.mark.parametrize(("variant", "passed"), [("leaky", False), ("correct", True)])

@@ -266,9 +266,12 @@ def _decide(checks: list[Check], *, load: Mapping[str, int], collector_lost: boo
     ]
 
 
-def _caveats(outcome: str, load: Mapping[str, int], gaps: dict[str, Any]) -> list[str]:
+def _caveats(outcome: str, load: Mapping[str, int], gaps: dict[str, Any], zombie: dict[str, Any]) -> list[str]:
     """What the reader must know about the evidence, whatever the verdict."""
     notes = []
+    if zombie["peak_active"] and outcome == PASS:
+        notes.append(f"zombie work: {zombie['peak_active']} backend(s) kept working up to {human_seconds(zombie['lasted_s'])} "
+                     "after traffic stopped, for clients that had gone; settle waited for it, and none was left holding a connection")  # fmt: skip
     if load.get("exceptions") and outcome != ERROR:
         notes.append(f"Locust's users raised {load['exceptions']} exception(s) (locust_exceptions.csv): the load may "
                      "not be the one you meant")  # fmt: skip
@@ -336,7 +339,8 @@ def judge(
                                          baseline_total=baseline["total"], recovery_s=recovery_s,
                                          broken=broken)  # fmt: skip
     gaps = _gaps(samples, load_start, settle_end)
-    reasons += _caveats(outcome, load, gaps)
+    zombie = _zombie(tail, load_end)
+    reasons += _caveats(outcome, load, gaps, zombie)
     invisible = tally.invisible(pool_view)
     leaked = max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"])
     # The probe (or a full server) can see a leak no row shows: then the count is only a floor.
@@ -356,7 +360,7 @@ def judge(
         # a LEAK has no recovery: the count may be back, but connections are held or the service starves
         recovery_s=None if outcome == LEAK else recovery_s,
         idle_in_transaction={"count": len(tally.iit_rows), "oldest_s": round(tally.oldest_iit, 2)},
-        zombie=_zombie(tail, load_end),
+        zombie=zombie,
         gaps=gaps,
         probe=asdict(probe) | {"passed": probe.passed},
         pool_view=dict(pool_view) if pool_view is not None else None,
