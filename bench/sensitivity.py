@@ -41,12 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = scratch("sensitivity", args.keep)
-    print(f"sensitivity benchmark: 1 run with one leak ({args.duration:g}s load) + {args.repeat} fixed runs "
-          f"({args.fp_duration:g}s load); {env_note()}; run folders in {work}", flush=True)  # fmt: skip
+    print(
+        f"sensitivity benchmark: 1 run with one leak ({args.duration:g}s load) + {args.repeat} fixed runs "
+        f"({args.fp_duration:g}s load); {env_note()}; run folders in {work}",
+        flush=True,
+    )
 
     print("  part 1: one leaked connection ...", flush=True)
-    one = drainwatch_run(["--variant", "fixed", "--locustfile", str(LOCUSTFILE), "--duration", f"{args.duration:g}s"],
-                         work, "leak-one")  # fmt: skip
+    one = drainwatch_run(
+        ["--variant", "fixed", "--locustfile", str(LOCUSTFILE), "--duration", f"{args.duration:g}s"], work, "leak-one"
+    )
     summary = one.summary()
     stats = read_csv(one.run_dir / "locust_stats.csv") if (one.run_dir / "locust_stats.csv").exists() else []
     sent = sum(int(r["Request Count"]) for r in stats if r["Name"].endswith(" /debug/leak-one"))
@@ -74,14 +78,27 @@ def main(argv: list[str] | None = None) -> int:
         [f"one leak in a {args.duration:g}s run: leak requests sent", sent, "1", verdict_mark(sent == 1)],
         ["  verdict", verdict, "LEAK", verdict_mark(verdict == "LEAK")],
         ["  leaked", leaked, "1", verdict_mark(leaked == 1)],
-        ["  attributed to (scenario / route)", f"{summary.get('scenarios')} / {summary.get('routes')}", "leak-one", "-"],
+        [
+            "  attributed to (scenario / route)",
+            f"{summary.get('scenarios')} / {summary.get('routes')}",
+            "leak-one",
+            "-",
+        ],
         ["  decided by", ", ".join(summary.get("evidence", [])) or "-", "", "-"],
-        [f"fixed variant, {args.repeat} runs of {args.fp_duration:g}s: not PASS", len(false_positives), "0",
-         verdict_mark(not false_positives) if args.repeat else "-"],
+        [
+            f"fixed variant, {args.repeat} runs of {args.fp_duration:g}s: not PASS",
+            len(false_positives),
+            "0",
+            verdict_mark(not false_positives) if args.repeat else "-",
+        ],
         ["  outcomes", dict(outcomes) or "-", "", "-"],
-        ["smallest leak detected by the default run", "1 connection" if detected else "not shown (1 missed)",
-         "1 connection", verdict_mark(detected)],
-    ]  # fmt: skip
+        [
+            "smallest leak detected by the default run",
+            "1 connection" if detected else "not shown (1 missed)",
+            "1 connection",
+            verdict_mark(detected),
+        ],
+    ]
     print(table(["figure", "measured", "target", ""], rows))
     for fp in false_positives:
         print(f"false positive: {fp}")

@@ -39,11 +39,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="drainwatch-bench-soak-") as tmp:
         out = Path(tmp)
         run = subprocess.Popen(
-            [sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--users", "10", "--interval", args.interval,
-             "--warmup", "3s", "--baseline", "2s", "--duration", f"{args.minutes * 60:.0f}s", "--settle", "5s",
-             "--out", str(out), "--run-id", "soak", "-q"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "drainwatch",
+                "run",
+                "--variant",
+                "fixed",
+                "--users",
+                "10",
+                "--interval",
+                args.interval,
+                "--warmup",
+                "3s",
+                "--baseline",
+                "2s",
+                "--duration",
+                f"{args.minutes * 60:.0f}s",
+                "--settle",
+                "5s",
+                "--out",
+                str(out),
+                "--run-id",
+                "soak",
+                "-q",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         readings: list[tuple[float, int, float | None, float | None]] = []  # (t, samples, orchestrator, collector)
         run_json, samples_csv = out / "soak" / "run.json", out / "soak" / "samples.csv"
         while run.poll() is None:
@@ -63,15 +86,21 @@ def main() -> None:
     # Skip the first readings: imports, Locust start-up and the first pool fills settle there.
     first, last = readings[2], readings[-1]
     samples = last[1] - first[1]
-    print(f"compressed soak: {args.minutes:g} min at {args.interval} → {last[1]:,} samples; verdict {summary['verdict']}")
-    print(f"{'process':<14}{'RSS at start MB':>17}{'RSS at end MB':>15}{'end/start':>11}{'MB per 10k samples':>20}{'8 h at 4 Hz, MB':>17}")
+    print(
+        f"compressed soak: {args.minutes:g} min at {args.interval} → {last[1]:,} samples; verdict {summary['verdict']}"
+    )
+    print(
+        f"{'process':<14}{'RSS at start MB':>17}{'RSS at end MB':>15}{'end/start':>11}{'MB per 10k samples':>20}{'8 h at 4 Hz, MB':>17}"
+    )
     for index, name in ((2, "orchestrator"), (3, "collector")):
         start, end = first[index], last[index]
         if start is None or end is None:
             print(f"{name:<14} (process not found)")
             continue
         per_10k = (end - start) / samples * 10_000 if samples else 0.0
-        print(f"{name:<14}{start:>17.1f}{end:>15.1f}{end / start:>11.3f}{per_10k:>20.2f}{per_10k * EIGHT_HOURS_AT_4HZ / 10_000:>17.1f}")
+        print(
+            f"{name:<14}{start:>17.1f}{end:>15.1f}{end / start:>11.3f}{per_10k:>20.2f}{per_10k * EIGHT_HOURS_AT_4HZ / 10_000:>17.1f}"
+        )
     print("target: no growth with time (end/start ≈ 1.00; growth per 10k samples within noise)")
 
 

@@ -50,14 +50,35 @@ REQUESTS = [
 ]
 PERCENTILES = ["50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%"]
 STATS_HEADER = [
-    "Type", "Name", "Request Count", "Failure Count", "Median Response Time", "Average Response Time",
-    "Min Response Time", "Max Response Time", "Average Content Size", "Requests/s", "Failures/s", *PERCENTILES,
-]  # fmt: skip
+    "Type",
+    "Name",
+    "Request Count",
+    "Failure Count",
+    "Median Response Time",
+    "Average Response Time",
+    "Min Response Time",
+    "Max Response Time",
+    "Average Content Size",
+    "Requests/s",
+    "Failures/s",
+    *PERCENTILES,
+]
 HISTORY_HEADER = [
-    "Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", *PERCENTILES, "Total Request Count",
-    "Total Failure Count", "Total Median Response Time", "Total Average Response Time", "Total Min Response Time",
-    "Total Max Response Time", "Total Average Content Size",
-]  # fmt: skip
+    "Timestamp",
+    "User Count",
+    "Type",
+    "Name",
+    "Requests/s",
+    "Failures/s",
+    *PERCENTILES,
+    "Total Request Count",
+    "Total Failure Count",
+    "Total Median Response Time",
+    "Total Average Response Time",
+    "Total Min Response Time",
+    "Total Max Response Time",
+    "Total Average Content Size",
+]
 SPREAD = np.array([1.0, 1.2, 1.35, 1.45, 1.8, 2.3, 3.0, 3.6, 5.0, 6.0, 7.0])
 RENDER = """
 import re, sys
@@ -210,12 +231,21 @@ def _write_locust(
         return np.broadcast_to(per_name, (k, m + 1)).ravel().tolist()
 
     columns = [
-        flat(seconds[:, None]), flat(users[:, None]), flat(np.array(types)), flat(np.array(names)),
-        flat(np.round(rps, 6)), flat(np.round(fail, 6)),
+        flat(seconds[:, None]),
+        flat(users[:, None]),
+        flat(np.array(types)),
+        flat(np.array(names)),
+        flat(np.round(rps, 6)),
+        flat(np.round(fail, 6)),
         *(flat(pct[:, :, i]) for i in range(len(PERCENTILES))),
-        flat(counts), flat(fails), flat(med.astype(int)), flat(np.round(med * 1.3, 3)), flat(np.full(m + 1, 2)),
-        flat((med * 9).astype(int)), flat(np.full(m + 1, 512)),
-    ]  # fmt: skip
+        flat(counts),
+        flat(fails),
+        flat(med.astype(int)),
+        flat(np.round(med * 1.3, 3)),
+        flat(np.full(m + 1, 2)),
+        flat((med * 9).astype(int)),
+        flat(np.full(m + 1, 512)),
+    ]
     rows = list(zip(*columns))
     # Locust writes N/A percentiles until a name has answered once: the first second here.
     for i in range(m + 1):
@@ -275,10 +305,16 @@ def _lingering(rng: np.random.Generator, verdict: str, now: float, *, age: float
 
 def _conn(pid: int, state: str, query: str, *, backend_age: float, state_age: float) -> dict[str, Any]:
     return {
-        "pid": pid, "application_name": "drainwatch-demo", "state": state, "backend_age_s": round(backend_age, 3),
-        "xact_age_s": None, "state_age_s": round(state_age, 3), "wait_event_type": "Client",
-        "client_addr": "127.0.0.1", "query": query,
-    }  # fmt: skip
+        "pid": pid,
+        "application_name": "drainwatch-demo",
+        "state": state,
+        "backend_age_s": round(backend_age, 3),
+        "xact_age_s": None,
+        "state_age_s": round(state_age, 3),
+        "wait_event_type": "Client",
+        "client_addr": "127.0.0.1",
+        "query": query,
+    }
 
 
 def _run_json(
@@ -294,22 +330,48 @@ def _run_json(
         "finished": finished,
         "current_phase": "load" if status != "completed" else None,
         "config": {
-            "variant": "leaky", "dsn": None, "target_url": None,
+            "variant": "leaky",
+            "dsn": None,
+            "target_url": None,
             "match": {"application_name": None, "usename": None, "datname": None, "client_addr": None},
-            "users": USERS, "spawn_rate": 20.0, "warmup": 10.0, "baseline": 5.0, "duration": load_s, "settle": 20.0,
-            "interval": 0.25, "mix": {r[0]: r[3] for r in REQUESTS}, "locustfile": None, "probe_path": "/health/db",
-            "probe_count": 3, "probe_timeout": 5.0, "tolerance": 0, "out": "reports", "run_id": run_id,
-            "quiet": False, "pool_limit": None,
+            "users": USERS,
+            "spawn_rate": 20.0,
+            "warmup": 10.0,
+            "baseline": 5.0,
+            "duration": load_s,
+            "settle": 20.0,
+            "interval": 0.25,
+            "mix": {r[0]: r[3] for r in REQUESTS},
+            "locustfile": None,
+            "probe_path": "/health/db",
+            "probe_count": 3,
+            "probe_timeout": 5.0,
+            "tolerance": 0,
+            "out": "reports",
+            "run_id": run_id,
+            "quiet": False,
+            "pool_limit": None,
         },
         "phases": phases,
-        "versions": {"drainwatch": "0.1.0", "python": "3.11.2", "locust": "2.47.0", "fastapi": "0.165.0",
-                     "sqlalchemy": "2.1.9", "asyncpg": "0.32.0", "psycopg": "3.3.9", "postgresql": "18.0"},
-        "target": {"url": "http://127.0.0.1:8765", "pid": 4242, "pool_limit": POOL_LIMIT,
-                   "match": {"application_name": "drainwatch-demo%", "usename": None, "datname": None,
-                             "client_addr": None}},
+        "versions": {
+            "drainwatch": "0.1.0",
+            "python": "3.11.2",
+            "locust": "2.47.0",
+            "fastapi": "0.165.0",
+            "sqlalchemy": "2.1.9",
+            "asyncpg": "0.32.0",
+            "psycopg": "3.3.9",
+            "postgresql": "18.0",
+        },
+        "target": {
+            "url": "http://127.0.0.1:8765",
+            "pid": 4242,
+            "pool_limit": POOL_LIMIT,
+            "match": {"application_name": "drainwatch-demo%", "usename": None, "datname": None, "client_addr": None},
+        },
         "database": {"dsn": dsn, "embedded": True, "version": "18.0", "max_connections": MAX_CONNECTIONS},
         "processes": {"postgres": 4240, "target": 4242, "collector": 4243, "locust": 4250},
-    }  # fmt: skip
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

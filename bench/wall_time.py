@@ -84,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["part", *(n for n, _ in columns), "configured"], rows))
     nominal_total = sum(NOMINAL.values())
     for name, c in columns:
-        print(f"{name}: total {c['total']:.1f} s = {c['total'] / nominal_total:.2f} x the configured phases "
-              f"({nominal_total:g} s); overhead {c['overhead']:.1f} s of which start-up {c['start-up']:.1f} s; "
-              f"README's ~{README_S:g} s: {verdict_mark(c['total'] <= README_S * 1.1)}")  # fmt: skip
+        print(
+            f"{name}: total {c['total']:.1f} s = {c['total'] / nominal_total:.2f} x the configured phases "
+            f"({nominal_total:g} s); overhead {c['overhead']:.1f} s of which start-up {c['start-up']:.1f} s; "
+            f"README's ~{README_S:g} s: {verdict_mark(c['total'] <= README_S * 1.1)}"
+        )
     return 0
 
 

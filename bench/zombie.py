@@ -27,11 +27,35 @@ def run(endpoint: str, work_ms: int, users: int, duration: str, settle: str, out
     }
     name = endpoint.strip("/")
     subprocess.run(
-        [sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--mix", "disconnect=1", "--users", str(users),
-         "--warmup", "3s", "--baseline", "2s", "--duration", duration, "--settle", settle,
-         "--out", str(out), "--run-id", name, "-q"],
-        env={**os.environ, **env_updates}, check=False, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "drainwatch",
+            "run",
+            "--variant",
+            "fixed",
+            "--mix",
+            "disconnect=1",
+            "--users",
+            str(users),
+            "--warmup",
+            "3s",
+            "--baseline",
+            "2s",
+            "--duration",
+            duration,
+            "--settle",
+            settle,
+            "--out",
+            str(out),
+            "--run-id",
+            name,
+            "-q",
+        ],
+        env={**os.environ, **env_updates},
+        check=False,
+        capture_output=True,
+    )
     return json.loads((out / name / "summary.json").read_text())
 
 
@@ -50,7 +74,9 @@ def main() -> None:
             summary = run(endpoint, args.work_ms, args.users, args.duration, args.settle, Path(tmp))
             zombie = summary.get("zombie") or {}
             rows.append((endpoint, summary.get("verdict"), zombie.get("peak_active", 0), zombie.get("lasted_s", 0.0)))
-    print(f"zombie work after a disconnect storm ({args.users} users hanging up after 200 ms on {args.work_ms} ms of pg_sleep)")
+    print(
+        f"zombie work after a disconnect storm ({args.users} users hanging up after 200 ms on {args.work_ms} ms of pg_sleep)"
+    )
     print(f"{'endpoint':<14}{'verdict':<9}{'peak active after stop':>24}{'lasted (s)':>12}")
     for endpoint, verdict, peak, lasted in rows:
         print(f"{endpoint:<14}{verdict or '-':<9}{peak:>24}{lasted:>12.1f}")

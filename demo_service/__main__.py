@@ -27,9 +27,13 @@ def main(argv: list[str] | None = None) -> None:
 def serve(variant: str, dsn: str, host: str, port: int, cancel_on_disconnect: bool | None = None) -> None:
     # A bounded graceful shutdown: requests hung on an exhausted pool never finish.
     uvicorn.run(
-        create_app(variant, dsn, cancel_on_disconnect), host=host, port=port, log_level="warning",
-        timeout_graceful_shutdown=2, access_log=False,
-    )  # fmt: skip
+        create_app(variant, dsn, cancel_on_disconnect),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

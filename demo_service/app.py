@@ -52,7 +52,9 @@ def create_app(variant: str = "leaky", dsn: str | None = None, cancel_on_disconn
         try:
             async with engine.begin() as conn:
                 await conn.execute(
-                    text("CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, item text, created timestamptz DEFAULT now())")
+                    text(
+                        "CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, item text, created timestamptz DEFAULT now())"
+                    )
                 )
             app.state.engine = engine
             app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -60,7 +62,9 @@ def create_app(variant: str = "leaky", dsn: str | None = None, cancel_on_disconn
             app.state.variant = variant
             app.state.kept = []  # connections /debug/leak-one leaked on purpose
             app.state.handlers = Counter()
-            app.state.clients = Counter()  # requests per load-generator process  # how handlers ended: completed / cancelled
+            app.state.clients = (
+                Counter()
+            )  # requests per load-generator process  # how handlers ended: completed / cancelled
             yield
         finally:
             # pool.close() waits for every checked-out connection, forever if one leaked:

@@ -32,7 +32,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 @router.get("/items")
-async def items(request: Request, fail: bool = False, session: AsyncSession = Depends(get_session)) -> dict[str, object]:
+async def items(
+    request: Request, fail: bool = False, session: AsyncSession = Depends(get_session)
+) -> dict[str, object]:
     async with request.app.state.pool.acquire() as conn:  # stock levels come from the raw pool
         stock = await conn.fetchval(tag("SELECT 42", "items"))
     count = (await session.execute(text(tag("SELECT count(*) FROM orders", "items")))).scalar_one()

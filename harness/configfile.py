@@ -64,7 +64,9 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise UsageError(f"config file {path} does not exist", hint="check --config, or write one with `drainwatch init`") from exc
+        raise UsageError(
+            f"config file {path} does not exist", hint="check --config, or write one with `drainwatch init`"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}", hint="fix the line it names") from exc
     if path.name == "pyproject.toml":
@@ -80,7 +82,9 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
                 value = str((path.parent / str(value)).resolve())
             if key in TABLE_OPTIONS:
                 if not isinstance(value, dict):
-                    raise UsageError(f"{key} in {path.name} must be a table", hint=f'write {key} = {{ NAME = "value" }}')
+                    raise UsageError(
+                        f"{key} in {path.name} must be a table", hint=f'write {key} = {{ NAME = "value" }}'
+                    )
                 value = {str(k): str(v) for k, v in value.items()}
             options[name] = value
         elif key == "endpoints":
@@ -118,7 +122,9 @@ def _unknown(path: Path, key: str) -> None:
 
 def _endpoint(path: Path, item: Any) -> dict[str, Any]:
     if not isinstance(item, dict):
-        raise UsageError(f"each [[endpoints]] entry in {path.name} must be a table", hint='write method = "GET", path = "/items"')
+        raise UsageError(
+            f"each [[endpoints]] entry in {path.name} must be a table", hint='write method = "GET", path = "/items"'
+        )
     for key in item:
         if key not in ENDPOINT_KEYS:
             _unknown(path, f"endpoints.{key}")
@@ -140,8 +146,14 @@ def _chaos(path: Path, key: str, value: Any) -> dict[str, str]:
     name = f"DRAINWATCH_{kind.upper()}"
     if "request" in value:
         method, _, target = str(value["request"]).partition(" ")
-        env[name] = json.dumps({"method": method.upper(), "path": target or "/", "headers": value.get("headers", {}),
-                                **({"json": value["json"]} if "json" in value else {})})  # fmt: skip
+        env[name] = json.dumps(
+            {
+                "method": method.upper(),
+                "path": target or "/",
+                "headers": value.get("headers", {}),
+                **({"json": value["json"]} if "json" in value else {}),
+            }
+        )
     if "after_ms" in value:
         env["DRAINWATCH_DISCONNECT_AFTER_MS"] = str(value["after_ms"])
     if "after_chunks" in value:
@@ -153,7 +165,7 @@ def _chaos(path: Path, key: str, value: Any) -> dict[str, str]:
     return env
 
 
-STARTER = '''\
+STARTER = """\
 # drainwatch configuration. Command-line options and DRAINWATCH_* variables override it.
 # `drainwatch run` finds it in the current folder (or [tool.drainwatch] in pyproject.toml);
 # `drainwatch check` tries every request below once, without a run.
@@ -224,4 +236,4 @@ timeout = "5s"
 
 [verdict]
 tolerance = 0                         # connections over baseline still accepted as PASS
-'''
+"""

@@ -27,17 +27,36 @@ def describe_pool(pool: Any) -> dict[str, Any]:
     pool = getattr(pool, "pool", pool)  # Engine → its Pool
     if hasattr(pool, "checkedout") and hasattr(pool, "checkedin"):  # SQLAlchemy QueuePool
         limit = pool.size() + max(0, getattr(pool, "_max_overflow", 0))
-        return {"kind": "sqlalchemy", "checked_out": pool.checkedout(), "idle": _sqlalchemy_idle(pool),
-                "min_size": 0, "limit": limit, "max_idle_s": None}  # fmt: skip
+        return {
+            "kind": "sqlalchemy",
+            "checked_out": pool.checkedout(),
+            "idle": _sqlalchemy_idle(pool),
+            "min_size": 0,
+            "limit": limit,
+            "max_idle_s": None,
+        }
     if hasattr(pool, "get_idle_size") and hasattr(pool, "get_max_size"):  # asyncpg Pool
         size, idle = pool.get_size(), pool.get_idle_size()
-        return {"kind": "asyncpg", "checked_out": size - idle, "idle": idle, "min_size": pool.get_min_size(),
-                "limit": pool.get_max_size(), "max_idle_s": getattr(pool, "_max_inactive_connection_lifetime", None)}  # fmt: skip
+        return {
+            "kind": "asyncpg",
+            "checked_out": size - idle,
+            "idle": idle,
+            "min_size": pool.get_min_size(),
+            "limit": pool.get_max_size(),
+            "max_idle_s": getattr(pool, "_max_inactive_connection_lifetime", None),
+        }
     if hasattr(pool, "get_stats") and hasattr(pool, "max_idle"):  # psycopg_pool
         stats = pool.get_stats()
         size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
-        return {"kind": "psycopg_pool", "checked_out": size - idle, "idle": idle, "min_size": pool.min_size,
-                "limit": pool.max_size, "max_idle_s": pool.max_idle, "waiting": stats.get("requests_waiting", 0)}  # fmt: skip
+        return {
+            "kind": "psycopg_pool",
+            "checked_out": size - idle,
+            "idle": idle,
+            "min_size": pool.min_size,
+            "limit": pool.max_size,
+            "max_idle_s": pool.max_idle,
+            "waiting": stats.get("requests_waiting", 0),
+        }
     return {"kind": "unknown"}
 
 

@@ -20,6 +20,7 @@ CHAOS_KINDS = ("steady", "disconnect", "timeout", "error")
 DEFAULT_MIX = {"steady": 4, "disconnect": 2, "timeout": 2, "error": 1}
 VARIANTS = ("leaky", "fixed")
 
+
 def parse_mix(text: str) -> dict[str, int]:
     """``steady=4,disconnect=2`` → weights; unknown kinds are a UsageError."""
     mix: dict[str, int] = {}
@@ -83,7 +84,10 @@ def parse_fault(text: str) -> Fault:
     """``pause-target@10s+3s`` → Fault; UsageError naming the form otherwise."""
     found = _FAULT.match(text.strip())
     if not found or found["kind"] not in FAULT_KINDS:
-        raise UsageError(f"--fault {text!r} is not a fault", hint=f"write KIND@TIME, KIND one of {', '.join(FAULT_KINDS)}, like pg-restart@20s")
+        raise UsageError(
+            f"--fault {text!r} is not a fault",
+            hint=f"write KIND@TIME, KIND one of {', '.join(FAULT_KINDS)}, like pg-restart@20s",
+        )
     at = parse_duration(found["at"], name=f"--fault {text!r} time")
     length = parse_duration(found["length"], name=f"--fault {text!r} length") if found["length"] else 0.0
     if found["kind"] == "pause-target" and not length:
@@ -92,19 +96,30 @@ def parse_fault(text: str) -> Fault:
 
 
 def check_faults(
-    faults: tuple[Fault, ...], *, duration: float, embedded: bool, own_target: bool,
-    docker_postgres: str | None = None, docker_target: str | None = None,
-) -> None:  # fmt: skip
+    faults: tuple[Fault, ...],
+    *,
+    duration: float,
+    embedded: bool,
+    own_target: bool,
+    docker_postgres: str | None = None,
+    docker_target: str | None = None,
+) -> None:
     """Raise UsageError for a fault this run cannot inject."""
     for fault in faults:
         if fault.at >= duration:
-            raise UsageError(f"--fault {fault} comes after the load ends ({duration:g}s)", hint="give a time inside --duration")
+            raise UsageError(
+                f"--fault {fault} comes after the load ends ({duration:g}s)", hint="give a time inside --duration"
+            )
         if fault.kind == "pg-restart" and not (embedded or docker_postgres):
-            raise UsageError("--fault pg-restart needs the embedded PostgreSQL or --docker-postgres CONTAINER",
-                             hint="leave out --dsn, name the container, or use terminate-backends")  # fmt: skip
+            raise UsageError(
+                "--fault pg-restart needs the embedded PostgreSQL or --docker-postgres CONTAINER",
+                hint="leave out --dsn, name the container, or use terminate-backends",
+            )
         if fault.kind == "pause-target" and not (own_target or docker_target):
-            raise UsageError("--fault pause-target needs the demo service drainwatch starts or --docker-target CONTAINER",
-                             hint="leave out --target-url, or name the target's container")  # fmt: skip
+            raise UsageError(
+                "--fault pause-target needs the demo service drainwatch starts or --docker-target CONTAINER",
+                hint="leave out --target-url, or name the target's container",
+            )
 
 
 @dataclass(frozen=True)
@@ -231,14 +246,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0 <= cfg.workers <= 64:
         raise UsageError(f"--workers must be between 0 and 64, got {cfg.workers}", hint="try --workers 2")
     if not 10 <= cfg.embedded_max_connections <= 10000:
-        raise UsageError(f"--embedded-max-connections must be between 10 and 10000, got {cfg.embedded_max_connections}",
-                         hint="the default is 100, as PostgreSQL's")  # fmt: skip
+        raise UsageError(
+            f"--embedded-max-connections must be between 10 and 10000, got {cfg.embedded_max_connections}",
+            hint="the default is 100, as PostgreSQL's",
+        )
     if cfg.spawn_rate <= 0:
         raise UsageError("--spawn-rate must be positive", hint="try --spawn-rate 20")
     if not 0.05 <= cfg.interval <= 60:
-        raise UsageError(
-            f"--interval {cfg.interval}s is outside 50ms..60s", hint="the default 250ms samples at 4 Hz"
-        )
+        raise UsageError(f"--interval {cfg.interval}s is outside 50ms..60s", hint="the default 250ms samples at 4 Hz")
     if cfg.dsn is not None:
         check_dsn(cfg.dsn)
     check_target(cfg.serve, cfg.target_url, cfg.dsn)
@@ -246,11 +261,16 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UsageError("--setup runs before --serve, but no --serve was given", hint="add --serve 'CMD {port}'")
     if cfg.target_url is not None and (cfg.isolate or cfg.sweep_disconnect) and not cfg.no_restart:
         flag = "--isolate" if cfg.isolate else "--sweep-disconnect"
-        raise UsageError(f"{flag} restarts the service between cycles, and drainwatch cannot restart one given by --target-url",
-                         hint="use --serve so drainwatch starts it, or add --no-restart (the cycles then share its state)")  # fmt: skip
+        raise UsageError(
+            f"{flag} restarts the service between cycles, and drainwatch cannot restart one given by --target-url",
+            hint="use --serve so drainwatch starts it, or add --no-restart (the cycles then share its state)",
+        )
     if cfg.target_url is not None and not any(vars(cfg.match).values()) and not _loopback(cfg.target_url):
-        raise UsageError("drainwatch cannot see the processes of a service on another machine, so it cannot tell its "
-                         "backends from the others", hint="select them: --app-name 'myapp%' (or --usename, --datname, --client-addr)")  # fmt: skip
+        raise UsageError(
+            "drainwatch cannot see the processes of a service on another machine, so it cannot tell its "
+            "backends from the others",
+            hint="select them: --app-name 'myapp%' (or --usename, --datname, --client-addr)",
+        )
     if cfg.locustfile is not None:
         if not cfg.locustfile.is_file():
             raise UsageError(f"locustfile {cfg.locustfile} does not exist", hint="check the path given to --locustfile")
@@ -264,8 +284,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.sweep_disconnect and cfg.isolate:
         raise UsageError("--isolate and --sweep-disconnect cannot be combined", hint="run them one after the other")
     if cfg.faults:
-        check_faults(cfg.faults, duration=cfg.duration, embedded=cfg.dsn is None, own_target=cfg.target_url is None,
-                     docker_postgres=cfg.docker_postgres, docker_target=cfg.docker_target)  # fmt: skip
+        check_faults(
+            cfg.faults,
+            duration=cfg.duration,
+            embedded=cfg.dsn is None,
+            own_target=cfg.target_url is None,
+            docker_postgres=cfg.docker_postgres,
+            docker_target=cfg.docker_target,
+        )
     check_writable(cfg.out)
     return cfg
 
@@ -273,7 +299,10 @@ def validate(cfg: RunConfig) -> RunConfig:
 def check_target(serve: str | None, target_url: str | None, dsn: str | None) -> None:
     """Raise UsageError for two targets at once, a target URL that is not one, or one without its database."""
     if serve is not None and target_url is not None:
-        raise UsageError("--serve and --target-url name two services", hint="give one: --serve starts yours, --target-url uses a running one")
+        raise UsageError(
+            "--serve and --target-url name two services",
+            hint="give one: --serve starts yours, --target-url uses a running one",
+        )
     if target_url is not None:
         parts = urlsplit(target_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -71,5 +71,7 @@ def make_run_dir(run_dir: Path) -> None:
     except FileExistsError as exc:
         raise UsageError(f"run folder {run_dir} already exists", hint="choose another --run-id") from exc
     except OSError as exc:
-        raise UsageError(f"cannot create the run folder {run_dir} ({exc.strerror or exc})",
-                         hint="choose a writable folder with --out DIR") from exc  # fmt: skip
+        raise UsageError(
+            f"cannot create the run folder {run_dir} ({exc.strerror or exc})",
+            hint="choose a writable folder with --out DIR",
+        ) from exc

@@ -27,10 +27,21 @@ DEMO_REQUESTS = {
 DEMO_PROBE = "/health/db"
 # The scenarios' own variables (drainwatch.scenarios.chaos): set in drainwatch's environment, they
 # describe the traffic as a config file's [[endpoints]] and [chaos.*] do, and win over the file.
-SCENARIO_VARIABLES = tuple(f"DRAINWATCH_{name}" for name in (
-    "STEADY", "DISCONNECT", "DISCONNECT_AFTER_MS", "DISCONNECT_AFTER_CHUNKS", "TIMEOUT", "TIMEOUT_EXPECT",
-    "TIMEOUT_CLIENT_MS", "ERROR", "ERROR_EXPECT", "REQUEST_TIMEOUT",
-))
+SCENARIO_VARIABLES = tuple(
+    f"DRAINWATCH_{name}"
+    for name in (
+        "STEADY",
+        "DISCONNECT",
+        "DISCONNECT_AFTER_MS",
+        "DISCONNECT_AFTER_CHUNKS",
+        "TIMEOUT",
+        "TIMEOUT_EXPECT",
+        "TIMEOUT_CLIENT_MS",
+        "ERROR",
+        "ERROR_EXPECT",
+        "REQUEST_TIMEOUT",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,12 @@ class Request:
 
     def spec(self) -> dict[str, Any]:
         """The JSON form the scenarios read."""
-        out: dict[str, Any] = {"method": self.method, "path": self.path, "headers": dict(self.headers), "weight": self.weight}
+        out: dict[str, Any] = {
+            "method": self.method,
+            "path": self.path,
+            "headers": dict(self.headers),
+            "weight": self.weight,
+        }
         if self.json is not None:
             out["json"] = self.json
         return out
@@ -61,8 +77,13 @@ def parse_request(text: str, *, what: str = "request") -> Request:
     if text.startswith("{"):
         try:
             spec = json.loads(text)
-            return Request(str(spec.get("method", "GET")).upper(), str(spec["path"]), spec.get("headers") or {},
-                           spec.get("json"), int(spec.get("weight", 1)))  # fmt: skip
+            return Request(
+                str(spec.get("method", "GET")).upper(),
+                str(spec["path"]),
+                spec.get("headers") or {},
+                spec.get("json"),
+                int(spec.get("weight", 1)),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{what} {text!r} is not a request", hint='write it like "GET /items"') from exc
     method, _, path = text.partition(" ")
@@ -119,8 +140,11 @@ class Traffic:
         def add(r: Request) -> Request:
             return replace(r, headers={**headers, **r.headers})
 
-        return replace(self, steady=tuple(add(r) for r in self.steady),
-                       chaos={k: add(r) if r else None for k, r in self.chaos.items()})  # fmt: skip
+        return replace(
+            self,
+            steady=tuple(add(r) for r in self.steady),
+            chaos={k: add(r) if r else None for k, r in self.chaos.items()},
+        )
 
     def public(self) -> dict[str, Any]:
         """For run.json: header values that look like credentials are redacted."""
@@ -131,16 +155,29 @@ class Traffic:
             hidden = [name for name in r.headers if _credential(name)]
             return str(r) + (f" (headers: {', '.join(hidden)} redacted)" if hidden else "")
 
-        return {"steady": [safe(r) for r in self.steady], **{k: safe(r) for k, r in self.chaos.items()},
-                "settings": dict(self.settings)}  # fmt: skip
+        return {
+            "steady": [safe(r) for r in self.steady],
+            **{k: safe(r) for k, r in self.chaos.items()},
+            "settings": dict(self.settings),
+        }
 
 
 def _credential(name: str) -> bool:
-    return name.lower() in ("authorization", "cookie", "proxy-authorization") or "token" in name.lower() or "key" in name.lower()
+    return (
+        name.lower() in ("authorization", "cookie", "proxy-authorization")
+        or "token" in name.lower()
+        or "key" in name.lower()
+    )
 
 
-def traffic_from(env: Mapping[str, str], *, demo: bool, endpoints: Iterable[str] = (), headers: Mapping[str, str] | None = None,
-                 own_locustfile: bool = False) -> Traffic:
+def traffic_from(
+    env: Mapping[str, str],
+    *,
+    demo: bool,
+    endpoints: Iterable[str] = (),
+    headers: Mapping[str, str] | None = None,
+    own_locustfile: bool = False,
+) -> Traffic:
     """The traffic of a run, from the config file's environment and ``--endpoint`` requests.
 
     The demo gets its own routes for whatever is not given. Any other service must name at

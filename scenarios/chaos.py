@@ -107,8 +107,13 @@ def _parse_endpoint(text: str) -> Endpoint:
     text = text.strip()
     if text.startswith("{"):
         spec = json.loads(text)
-        return {"method": str(spec.get("method", "GET")).upper(), "path": spec["path"],
-                "headers": spec.get("headers") or {}, "json": spec.get("json"), "weight": int(spec.get("weight", 1))}  # fmt: skip
+        return {
+            "method": str(spec.get("method", "GET")).upper(),
+            "path": spec["path"],
+            "headers": spec.get("headers") or {},
+            "json": spec.get("json"),
+            "weight": int(spec.get("weight", 1)),
+        }
     method, _, path = text.partition(" ")
     return {"method": method.upper(), "path": path.strip() or "/", "headers": {}, "json": None, "weight": 1}
 
@@ -203,8 +208,10 @@ class RequestLog:
             self.flush()
 
     def _give_up(self, exc: BaseException) -> None:
-        print(f"drainwatch: cannot write the request log {self.path or self.prefix}: {exc}; it is switched off",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"drainwatch: cannot write the request log {self.path or self.prefix}: {exc}; it is switched off",
+            file=sys.stderr,
+        )
         self.prefix, self._file, self._writer = None, None, None
 
 
@@ -475,17 +482,41 @@ class ChaosUser(HttpUser):
         return sent, headers
 
     @staticmethod
-    def _log(scenario: str, endpoint: Endpoint, start: float, end: float, status: int | None, outcome: str,
-             request_id: str, detail: str) -> None:  # fmt: skip
-        REQUEST_LOG.write((f"{start:.3f}", f"{end:.3f}", scenario, endpoint["method"], endpoint["path"].split("?")[0],
-                           "" if status is None else status, outcome, request_id, _short(detail)))  # fmt: skip
+    def _log(
+        scenario: str,
+        endpoint: Endpoint,
+        start: float,
+        end: float,
+        status: int | None,
+        outcome: str,
+        request_id: str,
+        detail: str,
+    ) -> None:
+        REQUEST_LOG.write(
+            (
+                f"{start:.3f}",
+                f"{end:.3f}",
+                scenario,
+                endpoint["method"],
+                endpoint["path"].split("?")[0],
+                "" if status is None else status,
+                outcome,
+                request_id,
+                _short(detail),
+            )
+        )
 
     def _plain(self, scenario: str, endpoint: Endpoint, judge: Any) -> None:
         """One request through Locust's client; ``judge(status, body_head) -> (outcome, detail)``
         decides a response with a status line. Connection errors and timeouts are failures."""
         rid, headers = self._headers(scenario, endpoint)
-        kwargs: dict[str, Any] = {"headers": headers, "timeout": self.request_timeout, "catch_response": True,
-                                  "name": self._name(scenario, endpoint), "context": {"scenario": scenario, "request_id": rid}}  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "headers": headers,
+            "timeout": self.request_timeout,
+            "catch_response": True,
+            "name": self._name(scenario, endpoint),
+            "context": {"scenario": scenario, "request_id": rid},
+        }
         if endpoint.get("json") is not None:
             kwargs["json"] = endpoint["json"]
         start, status, outcome, detail = time.time(), None, "failed", "cut: Locust stopped the user mid-request"
@@ -507,14 +538,29 @@ class ChaosUser(HttpUser):
         finally:
             self._log(scenario, endpoint, start, time.time(), status, outcome, rid, detail)
 
-    def _fire(self, endpoint: Endpoint, scenario: str, rid: str, start: float, elapsed_ms: float, length: int,
-              failure: str | None, url: str) -> None:  # fmt: skip
+    def _fire(
+        self,
+        endpoint: Endpoint,
+        scenario: str,
+        rid: str,
+        start: float,
+        elapsed_ms: float,
+        length: int,
+        failure: str | None,
+        url: str,
+    ) -> None:
         """Report a request Locust's client did not make to Locust's stats."""
         self.environment.events.request.fire(
-            request_type=endpoint["method"], name=self._name(scenario, endpoint), response_time=elapsed_ms,
-            response_length=length, response=None, exception=None if failure is None else CatchResponseError(failure),
-            context={**self.context(), "scenario": scenario, "request_id": rid}, start_time=start, url=url,
-        )  # fmt: skip
+            request_type=endpoint["method"],
+            name=self._name(scenario, endpoint),
+            response_time=elapsed_ms,
+            response_length=length,
+            response=None,
+            exception=None if failure is None else CatchResponseError(failure),
+            context={**self.context(), "scenario": scenario, "request_id": rid},
+            start_time=start,
+            url=url,
+        )
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
@@ -525,8 +571,9 @@ class ChaosUser(HttpUser):
             self._tls = ctx
         return self._tls
 
-    def exchange(self, endpoint: Endpoint, headers: dict[str, str], after_ms: float | None,
-                 after_chunks: int = 0) -> Exchange:  # fmt: skip
+    def exchange(
+        self, endpoint: Endpoint, headers: dict[str, str], after_ms: float | None, after_chunks: int = 0
+    ) -> Exchange:
         """Send ``endpoint`` on a fresh socket, read the response, and close the socket
         ``after_ms`` after the request was sent, once ``after_chunks`` chunks have arrived,
         when a status >= 400 arrives, or when the response ends -- whichever comes first.
@@ -661,8 +708,10 @@ class ChaosUser(HttpUser):
                     f"hung up mid-stream after {seen.chunks} chunk(s), {seen.hung_up_ms:.0f} ms (HTTP {seen.status})",
                 )
             if chunks:
-                return "chaos", (f"hung up after the {self.request_timeout:g} s wait with {seen.chunks} of {chunks} "
-                                 f"chunk(s) (HTTP {seen.status})")  # fmt: skip
+                return "chaos", (
+                    f"hung up after the {self.request_timeout:g} s wait with {seen.chunks} of {chunks} "
+                    f"chunk(s) (HTTP {seen.status})"
+                )
             return (
                 "chaos",
                 f"hung up mid-body, {seen.hung_up_ms:.0f} ms after sending (HTTP {seen.status}, {seen.chunks} chunk(s) of body)",

@@ -24,11 +24,17 @@ SHORT_PHASES = ["--warmup", "3s", "--baseline", "2s", "--duration", "10s", "--se
 FAST = [*SHORT_PHASES, "--users", "20", "-q"]
 
 
-def drainwatch(*args: str, timeout: float = 180, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def drainwatch(
+    *args: str, timeout: float = 180, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "drainwatch", *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})}, cwd=cwd,
-    )  # fmt: skip
+        [sys.executable, "-m", "drainwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
 
 
 def leftovers(run_dir: Path) -> dict[str, int]:
@@ -85,16 +91,28 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> tuple[int, float
 
 
 @contextmanager
-def serving(argv: list[str], log: Path, *, ready: str = "/", env: dict[str, str] | None = None,
-            timeout: float = 30.0, cwd: Path = REPO) -> Iterator[Served]:  # fmt: skip
+def serving(
+    argv: list[str],
+    log: Path,
+    *,
+    ready: str = "/",
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    cwd: Path = REPO,
+) -> Iterator[Served]:
     """Start a server (``{port}`` in ``argv`` becomes a free loopback port), wait until ``ready``
     answers 200, stop it at the end. Fails the test, with the server's log, if it never answers."""
     from drainwatch.provision.processes import free_port
 
     port = free_port()
     with open(log, "ab") as sink:
-        proc = subprocess.Popen([arg.replace("{port}", str(port)) for arg in argv], cwd=cwd,
-                                env={**os.environ, **(env or {})}, stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [arg.replace("{port}", str(port)) for arg in argv],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     served = Served(f"http://127.0.0.1:{port}", proc, log)
     try:
         deadline = time.monotonic() + timeout

@@ -13,14 +13,32 @@ from tests.helpers import drainwatch, needs_system_pg
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--duration", "soon"], "error: --duration 'soon' is not a duration — hint: write it like 30s, 2m, 1m30s or 500ms"),
+        (
+            ["--duration", "soon"],
+            "error: --duration 'soon' is not a duration — hint: write it like 30s, 2m, 1m30s or 500ms",
+        ),
         (["--settle", "-3s"], "error: --settle must be positive, got '-3s' — hint: give it a value above zero"),
         (["--users", "0"], "error: --users must be at least 1, got 0 — hint: try --users 20"),
-        (["--locustfile", "nope.py"], "error: locustfile nope.py does not exist — hint: check the path given to --locustfile"),
-        (["--mix", "chaos=3"], "error: unknown chaos kind 'chaos' in --mix — hint: use some of steady, disconnect, timeout, error, like steady=4,disconnect=2"),
-        (["--dsn", "postgresql://u@h:notaport/db"], "error: port 'notaport' in --dsn is not a number — hint: write it like postgresql://USER@127.0.0.1:5432/DBNAME"),
-        (["--dsn", "nonsense"], "error: --dsn is not a valid connection string (missing \"=\" after \"nonsense\" in connection info string) — hint: write it like postgresql://USER@127.0.0.1:5432/DBNAME"),
-        (["--target-url", "ftp://x"], "error: --target-url 'ftp://x' is not an http(s) URL — hint: write it like http://127.0.0.1:8000"),
+        (
+            ["--locustfile", "nope.py"],
+            "error: locustfile nope.py does not exist — hint: check the path given to --locustfile",
+        ),
+        (
+            ["--mix", "chaos=3"],
+            "error: unknown chaos kind 'chaos' in --mix — hint: use some of steady, disconnect, timeout, error, like steady=4,disconnect=2",
+        ),
+        (
+            ["--dsn", "postgresql://u@h:notaport/db"],
+            "error: port 'notaport' in --dsn is not a number — hint: write it like postgresql://USER@127.0.0.1:5432/DBNAME",
+        ),
+        (
+            ["--dsn", "nonsense"],
+            'error: --dsn is not a valid connection string (missing "=" after "nonsense" in connection info string) — hint: write it like postgresql://USER@127.0.0.1:5432/DBNAME',
+        ),
+        (
+            ["--target-url", "ftp://x"],
+            "error: --target-url 'ftp://x' is not an http(s) URL — hint: write it like http://127.0.0.1:8000",
+        ),
         (["--target-url", "http://127.0.0.1:9"], "error: --target-url needs --dsn"),
         (["--variant", "sturdy"], "error: Invalid value for '--variant'"),
     ],
@@ -40,7 +58,10 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
     blocker.write_text("")
     proc = drainwatch("run", "--out", str(blocker / "reports"))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: output folder {blocker / 'reports'} is not writable — hint: choose another with --out DIR"
+    assert (
+        proc.stderr.strip()
+        == f"error: output folder {blocker / 'reports'} is not writable — hint: choose another with --out DIR"
+    )
 
 
 def test_locustfile_without_user_class(tmp_path: Path) -> None:
@@ -55,7 +76,9 @@ def test_locustfile_without_user_class(tmp_path: Path) -> None:
 
 def test_unreachable_database(tmp_path: Path) -> None:
     port = free_port()
-    proc = drainwatch("run", "--out", str(tmp_path / "r"), "--dsn", f"postgresql://postgres@127.0.0.1:{port}/postgres", "-q")
+    proc = drainwatch(
+        "run", "--out", str(tmp_path / "r"), "--dsn", f"postgresql://postgres@127.0.0.1:{port}/postgres", "-q"
+    )
     assert proc.returncode == 2
     assert not (tmp_path / "r").exists()
     line = proc.stderr.strip()
@@ -66,8 +89,16 @@ def test_unreachable_database(tmp_path: Path) -> None:
 
 def test_password_of_an_unreachable_server_is_not_printed(tmp_path: Path) -> None:
     port = free_port()
-    proc = drainwatch("run", "--out", str(tmp_path), "--run-id", "r", "-q",
-                      "--dsn", f"postgresql://app:Sup3rSecret@127.0.0.1:{port}/postgres")  # fmt: skip
+    proc = drainwatch(
+        "run",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "r",
+        "-q",
+        "--dsn",
+        f"postgresql://app:Sup3rSecret@127.0.0.1:{port}/postgres",
+    )
     assert proc.returncode == 2
     assert "Sup3rSecret" not in proc.stdout + proc.stderr
     assert list(tmp_path.iterdir()) == []  # refused before the run folder was made
@@ -76,24 +107,54 @@ def test_password_of_an_unreachable_server_is_not_printed(tmp_path: Path) -> Non
 def test_help_teaches() -> None:
     proc = drainwatch("run", "--help")
     assert proc.returncode == 0
-    for words in ("--variant", "--dsn", "--target-url", "--duration", "--settle", "--interval", "Exit codes: 0 PASS, 1 LEAK"):
+    for words in (
+        "--variant",
+        "--dsn",
+        "--target-url",
+        "--duration",
+        "--settle",
+        "--interval",
+        "Exit codes: 0 PASS, 1 LEAK",
+    ):
         assert words in proc.stdout
 
 
 @needs_system_pg
 def test_unreachable_target(tmp_path: Path) -> None:
     port = free_port()
-    proc = drainwatch("run", "--out", str(tmp_path / "r"), "--target-url", f"http://127.0.0.1:{port}",
-                      "--dsn", "postgresql://postgres@127.0.0.1:5432/test", "-e", "GET /items", "-q")  # fmt: skip
+    proc = drainwatch(
+        "run",
+        "--out",
+        str(tmp_path / "r"),
+        "--target-url",
+        f"http://127.0.0.1:{port}",
+        "--dsn",
+        "postgresql://postgres@127.0.0.1:5432/test",
+        "-e",
+        "GET /items",
+        "-q",
+    )
     assert proc.returncode == 2
     assert not (tmp_path / "r").exists()
-    assert proc.stderr.strip() == (f"error: nothing answers HTTP at http://127.0.0.1:{port} (ConnectError) — hint: start "
-                                   "the service first, or fix --target-url")  # fmt: skip
+    assert proc.stderr.strip() == (
+        f"error: nothing answers HTTP at http://127.0.0.1:{port} (ConnectError) — hint: start "
+        "the service first, or fix --target-url"
+    )
 
 
 def test_unreachable_target_is_checked_after_the_database(tmp_path: Path) -> None:
     db_port, port = free_port(), free_port()
-    proc = drainwatch("run", "--out", str(tmp_path / "r"), "--target-url", f"http://127.0.0.1:{port}",
-                      "--dsn", f"postgresql://postgres@127.0.0.1:{db_port}/test", "-e", "GET /items", "-q")  # fmt: skip
+    proc = drainwatch(
+        "run",
+        "--out",
+        str(tmp_path / "r"),
+        "--target-url",
+        f"http://127.0.0.1:{port}",
+        "--dsn",
+        f"postgresql://postgres@127.0.0.1:{db_port}/test",
+        "-e",
+        "GET /items",
+        "-q",
+    )
     assert proc.returncode == 2 and not (tmp_path / "r").exists()
     assert proc.stderr.strip().startswith(f"error: cannot reach PostgreSQL at 127.0.0.1:{db_port}")

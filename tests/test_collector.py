@@ -18,9 +18,10 @@ def test_collector_sees_a_connection_come_and_go(pg: Database, tmp_path: Path) -
     out = tmp_path / "samples.csv"
     stop = threading.Event()
     worker = threading.Thread(
-        target=run_collector, args=(pg.dsn, Match(application_name="dw-test-probe%"), out),
+        target=run_collector,
+        args=(pg.dsn, Match(application_name="dw-test-probe%"), out),
         kwargs={"interval": 0.05, "stop": stop},
-    )  # fmt: skip
+    )
     worker.start()
     try:
         time.sleep(0.5)
@@ -41,6 +42,6 @@ def test_collector_sees_a_connection_come_and_go(pg: Database, tmp_path: Path) -
     assert totals[0] == 0 and totals[-1] == 0  # its own connection is never counted
     assert max(totals) == 1 and max(iit) == 1
     first_iit = iit.index(1)
-    assert 0 in totals[: first_iit]
+    assert 0 in totals[:first_iit]
     assert any(t == 1 and i == 0 for t, i in zip(totals[first_iit:], iit[first_iit:]))  # idle after rollback
     assert all(r["gap"] == "0" for r in rows)

@@ -142,8 +142,13 @@ def test_leak_after_pass_is_worse_on_the_leak_figures(synthetic: dict[str, Path]
     assert table["back to baseline"] == ("3.0 s", "never", "", WORSE)  # never is worse than any time
     assert table["idle in transaction"] == ("0", "2", "+2", WORSE)
     assert table["probe"] == ("3/3 served", "3/3 served", "", SAME)
-    assert [r.figure for r in comparison.worse] == ["verdict", "leaked connections", "back to baseline",
-                                                     "idle in transaction", "oldest in transaction"]  # fmt: skip
+    assert [r.figure for r in comparison.worse] == [
+        "verdict",
+        "leaked connections",
+        "back to baseline",
+        "idle in transaction",
+        "oldest in transaction",
+    ]
     assert comparison.exit_code == 1
     assert comparison.headline[0] == "WORSE"
 

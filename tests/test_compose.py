@@ -92,7 +92,9 @@ def read_services() -> dict[str, Service]:
             text=block,
             command=_array(block, "command", name),
             healthcheck=_array(block, "test", name),
-            environment=dict(re.findall(r"^\s+([A-Z][A-Z0-9_]*):\s*(\S.*?)\s*$", _section(block, "environment"), re.MULTILINE)),
+            environment=dict(
+                re.findall(r"^\s+([A-Z][A-Z0-9_]*):\s*(\S.*?)\s*$", _section(block, "environment"), re.MULTILINE)
+            ),
             volumes=re.findall(r"^\s+- \"?([^\"\s]+)\"?", _section(block, "volumes"), re.MULTILINE),
         )
     return services
@@ -128,7 +130,9 @@ def in_repo(container_path: str) -> Path:
 
 @functools.cache
 def locust_help() -> set[str]:
-    proc = subprocess.run([sys.executable, "-m", "locust", "--help"], check=False, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust", "--help"], check=False, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     return set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", proc.stdout))
 
@@ -173,7 +177,9 @@ def test_agrees_with_a_yaml_parser() -> None:
     assert set(data) == set(SERVICES)
     for name, service in SERVICES.items():
         assert [interpolate(str(a)) for a in data[name].get("command", [])] == service.command, name
-        assert [interpolate(str(a)) for a in data[name].get("healthcheck", {}).get("test", [])] == service.healthcheck, name
+        assert [
+            interpolate(str(a)) for a in data[name].get("healthcheck", {}).get("test", [])
+        ] == service.healthcheck, name
         assert {k: str(v) for k, v in data[name].get("environment", {}).items()} == service.environment, name
         assert data[name].get("volumes", []) == service.volumes, name
 
@@ -189,7 +195,9 @@ def test_drainwatch_command_parses_with_the_real_cli(service: Service, monkeypat
     """Subcommand, options, values and required options (from the container's environment)."""
     sub, args = service.command[1], service.command[2:]
     command = cli_module.cli.commands.get(sub)
-    assert command is not None, f"{service.name}: drainwatch has no subcommand {sub!r} (it has {sorted(cli_module.cli.commands)})"
+    assert command is not None, (
+        f"{service.name}: drainwatch has no subcommand {sub!r} (it has {sorted(cli_module.cli.commands)})"
+    )
     known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
     unknown = [arg for arg in args if arg.startswith("-") and arg.split("=")[0] not in known]
     assert not unknown, f"{service.name}: `drainwatch {sub}` has no option {unknown} (it has {sorted(known)})"
@@ -198,7 +206,9 @@ def test_drainwatch_command_parses_with_the_real_cli(service: Service, monkeypat
         monkeypatch.delenv(name)  # the developer's shell must not fill in what the container lacks
     for name, value in service.env().items():
         monkeypatch.setenv(name, value)
-    args = [str(REPO) + arg.removeprefix("/app") if arg.startswith("/app/") else arg for arg in args]  # the image's /app
+    args = [
+        str(REPO) + arg.removeprefix("/app") if arg.startswith("/app/") else arg for arg in args
+    ]  # the image's /app
     ctx = command.make_context(f"drainwatch {sub}", list(args))  # raises on a missing or bad option
     if sub == "run":  # the checks `drainwatch run` makes before starting anything (out: /reports is not here)
         config = ctx.params.pop("config_path")
@@ -248,7 +258,9 @@ def test_dsns_hold_no_password_and_point_at_postgres() -> None:
         for dsn in dsns:
             parts = psycopg.conninfo.conninfo_to_dict(dsn)
             assert "password" not in parts, f"{service.name}: a password in a DSN; use PGPASSWORD"
-            assert parts.get("host") in SERVICES and SERVICES[parts["host"]].name == "postgres", f"{service.name}: {dsn}"
+            assert parts.get("host") in SERVICES and SERVICES[parts["host"]].name == "postgres", (
+                f"{service.name}: {dsn}"
+            )
         if dsns:
             assert service.environment.get("PGPASSWORD") == password, f"{service.name}: PGPASSWORD must be {password}"
 
@@ -261,8 +273,13 @@ def test_locust_command_uses_real_options_and_scenarios(service: Service) -> Non
     assert locustfile.is_file(), f"{service.name}: {locustfile.relative_to(REPO)} does not exist"
     listed = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(locustfile), "--list"],
-        check=False, capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, **service.env()},
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, **service.env()},
+    )
     assert listed.returncode == 0 and "User" in listed.stdout, f"{service.name}: {listed.stdout}{listed.stderr}"
 
 

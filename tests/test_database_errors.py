@@ -48,8 +48,14 @@ def test_wrong_password(roles: str, tmp_path: Path) -> None:
 
 
 def test_password_missing(roles: str, tmp_path: Path) -> None:
-    proc = drainwatch("run", "--dsn", f"postgresql://dw_pw@{roles}/postgres", "--out", str(tmp_path / "r"),
-                      env={"PGPASSFILE": str(tmp_path / "none")})  # fmt: skip
+    proc = drainwatch(
+        "run",
+        "--dsn",
+        f"postgresql://dw_pw@{roles}/postgres",
+        "--out",
+        str(tmp_path / "r"),
+        env={"PGPASSFILE": str(tmp_path / "none")},
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         f"error: PostgreSQL at {roles} wants a password for user dw_pw — hint: set PGPASSWORD or add a line to ~/.pgpass"
@@ -71,7 +77,10 @@ def test_metrics_port_in_use(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         proc = drainwatch("run", "--metrics-port", str(port), "--out", str(tmp_path / "r"))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: port {port} (--metrics-port) is already in use — hint: choose another --metrics-port"
+    assert (
+        proc.stderr.strip()
+        == f"error: port {port} (--metrics-port) is already in use — hint: choose another --metrics-port"
+    )
     assert not (tmp_path / "r").exists()
 
 

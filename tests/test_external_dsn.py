@@ -13,7 +13,9 @@ pytestmark = [pytest.mark.slow, needs_system_pg]
 
 
 def test_fixed_variant_against_external_server(tmp_path: Path) -> None:
-    proc = drainwatch("run", "--variant", "fixed", "--dsn", SYSTEM_DSN, "--out", str(tmp_path), "--run-id", "ext", *FAST)
+    proc = drainwatch(
+        "run", "--variant", "fixed", "--dsn", SYSTEM_DSN, "--out", str(tmp_path), "--run-id", "ext", *FAST
+    )
     summary = json.loads((tmp_path / "ext" / "summary.json").read_text())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert summary["verdict"] == "PASS"

@@ -23,8 +23,20 @@ def _summary(run_dir: Path) -> dict:
 
 
 def test_restart_and_pause_on_the_fixed_variant(tmp_path: Path) -> None:
-    proc = drainwatch("run", "--variant", "fixed", "--fault", "pg-restart@3s", "--fault", "pause-target@6s+2s",
-                      "--out", str(tmp_path), "--run-id", "f", *FAST)  # fmt: skip
+    proc = drainwatch(
+        "run",
+        "--variant",
+        "fixed",
+        "--fault",
+        "pg-restart@3s",
+        "--fault",
+        "pause-target@6s+2s",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "f",
+        *FAST,
+    )
     summary = _summary(tmp_path / "f")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert summary["verdict"] == "PASS"
@@ -40,8 +52,9 @@ def test_restart_and_pause_on_the_fixed_variant(tmp_path: Path) -> None:
 
 def test_terminated_backends_leave_the_leaky_pool_counting_ghosts(tmp_path: Path) -> None:
     """The server kills the held connections: PostgreSQL shows nothing, the pool still counts them."""
-    proc = drainwatch("run", "--variant", "leaky", "--fault", "terminate-backends@8s",
-                      "--out", str(tmp_path), "--run-id", "t", *FAST)  # fmt: skip
+    proc = drainwatch(
+        "run", "--variant", "leaky", "--fault", "terminate-backends@8s", "--out", str(tmp_path), "--run-id", "t", *FAST
+    )
     summary = _summary(tmp_path / "t")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert summary["verdict"] == "LEAK" and "pool_view" in summary["evidence"]
@@ -50,8 +63,24 @@ def test_terminated_backends_leave_the_leaky_pool_counting_ghosts(tmp_path: Path
 
 
 def test_collector_killed_is_an_error_with_what_it_wrote(tmp_path: Path) -> None:
-    run = subprocess.Popen([sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--out", str(tmp_path),
-                            "--run-id", "k", *FAST], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "drainwatch",
+            "run",
+            "--variant",
+            "fixed",
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "k",
+            *FAST,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     run_json = tmp_path / "k" / "run.json"
     deadline = time.monotonic() + 60
     while True:
@@ -76,9 +105,20 @@ def test_collector_killed_is_an_error_with_what_it_wrote(tmp_path: Path) -> None
     [
         (["--fault", "meteor@3s"], "error: --fault 'meteor@3s' is not a fault — hint: write KIND@TIME"),
         (["--fault", "pg-restart@90s"], "error: --fault pg-restart@90s comes after the load ends (30s)"),
-        (["--fault", "pause-target@3s", "--target-url", "http://127.0.0.1:9", "--dsn", "postgresql://x@127.0.0.1:9/x", "-e", "GET /x"],
-         "error: --fault pause-target needs the demo service drainwatch starts or --docker-target CONTAINER — "
-         "hint: leave out --target-url, or name the target's container"),
+        (
+            [
+                "--fault",
+                "pause-target@3s",
+                "--target-url",
+                "http://127.0.0.1:9",
+                "--dsn",
+                "postgresql://x@127.0.0.1:9/x",
+                "-e",
+                "GET /x",
+            ],
+            "error: --fault pause-target needs the demo service drainwatch starts or --docker-target CONTAINER — "
+            "hint: leave out --target-url, or name the target's container",
+        ),
     ],
 )
 def test_bad_faults(args: list[str], message: str, tmp_path: Path) -> None:
@@ -88,8 +128,16 @@ def test_bad_faults(args: list[str], message: str, tmp_path: Path) -> None:
 
 def test_docker_faults_without_an_engine_fail_before_the_run(tmp_path: Path) -> None:
     """The Docker SDK path, as far as a machine without an engine allows: a clear refusal."""
-    proc = drainwatch("run", "--fault", "pg-restart@3s", "--docker-postgres", "compose-postgres-1",
-                      "--out", str(tmp_path / "r"), env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})  # fmt: skip
+    proc = drainwatch(
+        "run",
+        "--fault",
+        "pg-restart@3s",
+        "--docker-postgres",
+        "compose-postgres-1",
+        "--out",
+        str(tmp_path / "r"),
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"},
+    )
     assert proc.returncode == 2, proc.stderr
     line = proc.stderr.strip()
     assert line.startswith("error: cannot reach the Docker engine (") and "Traceback" not in proc.stderr
@@ -129,18 +177,43 @@ def test_docker_faults_reach_the_containers() -> None:
     events: list[dict] = []
     control = DockerControl(Client(), postgres="pg", target="demo")
     faults = (Fault("pg-restart", 0.0), Fault("pause-target", 0.05, 0.1))
-    asyncio.run(inject(faults, load_start=time.time(), db=None, target=None, match=Match(),
-                       on_event=events.append, docker=control))  # fmt: skip
+    asyncio.run(
+        inject(
+            faults, load_start=time.time(), db=None, target=None, match=Match(), on_event=events.append, docker=control
+        )
+    )
     assert calls == ["restart pg 10", "pause demo", "unpause demo"]
     assert [e["detail"] for e in events] == ["container pg restarted", "container demo paused 0.1s"]
 
 
 def test_report_is_checkpointed_during_a_long_load(tmp_path: Path) -> None:
     """A soak killed mid-load still has a report: it is rendered now and then while the load runs."""
-    run = subprocess.Popen([sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--out", str(tmp_path),
-                            "--run-id", "c", "--warmup", "2s", "--baseline", "2s", "--duration", "12s", "--settle", "3s", "-q"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env={**os.environ, "DRAINWATCH_CHECKPOINT_EVERY": "3"})  # fmt: skip
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "drainwatch",
+            "run",
+            "--variant",
+            "fixed",
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "c",
+            "--warmup",
+            "2s",
+            "--baseline",
+            "2s",
+            "--duration",
+            "12s",
+            "--settle",
+            "3s",
+            "-q",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "DRAINWATCH_CHECKPOINT_EVERY": "3"},
+    )
     run_json, report = tmp_path / "c" / "run.json", tmp_path / "c" / "report.html"
     seen_during_load = False
     deadline = time.monotonic() + 90

@@ -19,7 +19,9 @@ def test_time_to_exhaustion_from_known_counts() -> None:
     result = forecast({"disconnect": 1000, "steady": 5000}, {"disconnect": 10}, prod)
     assert result.seconds == pytest.approx(15000)
     assert result.low_s < result.seconds < result.high_s  # a range: ten leaks are not a precise figure
-    assert result.sentence.startswith("at 40 req/s with 0.5 % disconnect, a pool of 30 is exhausted in about 4h 10m (95 %: ")
+    assert result.sentence.startswith(
+        "at 40 req/s with 0.5 % disconnect, a pool of 30 is exhausted in about 4h 10m (95 %: "
+    )
     assert result.rates["disconnect"]["rate"] == pytest.approx(0.01)
 
 
@@ -39,7 +41,11 @@ def test_exhausted_pool_makes_it_an_upper_bound() -> None:
 
 
 def test_requests_by_kind_and_shares() -> None:
-    rows = [{"Name": "disconnect POST /chat", "Request Count": "30"}, {"Name": "steady GET /items", "Request Count": "70"},
-            {"Name": "steady GET /other", "Request Count": "5"}, {"Name": "Aggregated", "Request Count": "105"}]  # fmt: skip
+    rows = [
+        {"Name": "disconnect POST /chat", "Request Count": "30"},
+        {"Name": "steady GET /items", "Request Count": "70"},
+        {"Name": "steady GET /other", "Request Count": "5"},
+        {"Name": "Aggregated", "Request Count": "105"},
+    ]
     assert requests_by_kind(rows) == {"disconnect": 30, "steady": 75}
     assert parse_share("0.5%") == pytest.approx(0.005) and parse_share("0.02") == 0.02

@@ -34,10 +34,34 @@ def test_interrupt_at_each_phase(phase: str, signum: int, tmp_path: Path) -> Non
     # The probe only lasts long when the pool is exhausted: use the leaky variant there.
     variant = "leaky" if phase == "probe" else "fixed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "drainwatch", "run", "--variant", variant, "--out", str(tmp_path), "--run-id", "r", "-q",
-         "--warmup", "4s", "--baseline", "3s", "--duration", "8s", "--settle", "6s", "--probe-timeout", "10s"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "drainwatch",
+            "run",
+            "--variant",
+            variant,
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "r",
+            "-q",
+            "--warmup",
+            "4s",
+            "--baseline",
+            "3s",
+            "--duration",
+            "8s",
+            "--settle",
+            "6s",
+            "--probe-timeout",
+            "10s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ,
+    )
     run_json = tmp_path / "r" / "run.json"
     deadline = time.monotonic() + 90
     while _current_phase(run_json) != phase:
@@ -64,10 +88,32 @@ def test_second_interrupt_kills_everything_and_still_reports(tmp_path: Path) -> 
     """Ctrl-C twice while unwinding a leaky run (its target ignores the polite stop): every
     child is killed at once, nothing is left behind, and the partial report is written."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "drainwatch", "run", "--variant", "leaky", "--out", str(tmp_path), "--run-id", "r", "-q",
-         "--warmup", "3s", "--baseline", "2s", "--duration", "10s", "--settle", "10s"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "drainwatch",
+            "run",
+            "--variant",
+            "leaky",
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "r",
+            "-q",
+            "--warmup",
+            "3s",
+            "--baseline",
+            "2s",
+            "--duration",
+            "10s",
+            "--settle",
+            "10s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ,
+    )
     run_json = tmp_path / "r" / "run.json"
     deadline = time.monotonic() + 90
     while _current_phase(run_json) != "settle":

@@ -15,7 +15,9 @@ TINY = ["--warmup", "2s", "--baseline", "2s", "--duration", "5s", "--settle", "4
 
 @pytest.mark.parametrize(("variant", "code"), [("leaky", 1), ("fixed", 0)])
 def test_isolate_names_the_leaking_kinds(variant: str, code: int, tmp_path: Path) -> None:
-    proc = drainwatch("run", "--isolate", "--variant", variant, "--out", str(tmp_path), "--run-id", "i", *TINY, timeout=400)
+    proc = drainwatch(
+        "run", "--isolate", "--variant", variant, "--out", str(tmp_path), "--run-id", "i", *TINY, timeout=400
+    )
     assert proc.returncode == code, proc.stdout + proc.stderr
     record = json.loads((tmp_path / "i" / "run.json").read_text())
     isolation = record["isolation"]
@@ -27,7 +29,10 @@ def test_isolate_names_the_leaking_kinds(variant: str, code: int, tmp_path: Path
             assert isolation[kind]["leaked"] > 0 and isolation[kind]["per_1000"] > 0
         assert isolation["disconnect"]["endpoints"]["POST /chat"]["leaked"] > 0
         summary = json.loads((tmp_path / "i" / "summary.json").read_text())
-        assert summary["reasons"][0].startswith("leaked under disconnect (") and summary["reasons"][1] == "clean under steady"
+        assert (
+            summary["reasons"][0].startswith("leaked under disconnect (")
+            and summary["reasons"][1] == "clean under steady"
+        )
     else:
         assert set(verdicts.values()) == {"PASS"}
     assert leftovers(tmp_path / "i") == {}  # every restarted target too
@@ -37,8 +42,19 @@ def test_isolate_names_the_leaking_kinds(variant: str, code: int, tmp_path: Path
 
 def test_sweep_disconnect_shows_the_race_window(tmp_path: Path) -> None:
     """Hanging up mid-stream leaks on the leaky /chat; hanging up after the stream has ended cannot."""
-    proc = drainwatch("run", "--sweep-disconnect", "0,150,1500", "--users", "4", "--out", str(tmp_path),
-                      "--run-id", "s", *TINY, timeout=400)  # fmt: skip
+    proc = drainwatch(
+        "run",
+        "--sweep-disconnect",
+        "0,150,1500",
+        "--users",
+        "4",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "s",
+        *TINY,
+        timeout=400,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     sweep = {row["after_ms"]: row for row in json.loads((tmp_path / "s" / "run.json").read_text())["sweep"]}
     assert sweep[0.0]["requests"] > 0

@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-ROOTS = {"drainwatch": REPO / "harness", "drainwatch.scenarios": REPO / "scenarios", "drainwatch.demo_service": REPO / "demo_service"}
+ROOTS = {
+    "drainwatch": REPO / "harness",
+    "drainwatch.scenarios": REPO / "scenarios",
+    "drainwatch.demo_service": REPO / "demo_service",
+}
 LAYERS = ["cli", "run", "report", "judge", "sample", "provision", "leaf"]
 
 
@@ -65,8 +69,13 @@ def known(name: str, mods: dict[str, Path]) -> str | None:
 
 def test_the_tree_is_found() -> None:
     mods = modules()
-    assert {"drainwatch.cli.boundary", "drainwatch.judge.verdict", "drainwatch.scenarios.chaos",
-            "drainwatch.demo_service.app", "drainwatch.plan"} <= set(mods)  # fmt: skip
+    assert {
+        "drainwatch.cli.boundary",
+        "drainwatch.judge.verdict",
+        "drainwatch.scenarios.chaos",
+        "drainwatch.demo_service.app",
+        "drainwatch.plan",
+    } <= set(mods)
 
 
 @pytest.mark.parametrize("module", sorted(modules()))
@@ -83,8 +92,10 @@ def test_imports_only_rightwards(module: str) -> None:
             assert there == "scenarios", f"{module} imports {target}"
         elif there == "demo_service":
             # provision reads the demo's facts to start it; the CLI's demo-service command serves it
-            assert (here, target) in (("provision", "drainwatch.demo_service"), ("cli", "drainwatch.demo_service.__main__")), \
-                f"{module} imports {target}"
+            assert (here, target) in (
+                ("provision", "drainwatch.demo_service"),
+                ("cli", "drainwatch.demo_service.__main__"),
+            ), f"{module} imports {target}"
         elif there == "scenarios":
             assert target == "drainwatch.scenarios" and here == "provision", f"{module} imports {target}"
         else:
@@ -94,7 +105,10 @@ def test_imports_only_rightwards(module: str) -> None:
 def test_no_import_circle() -> None:
     mods = modules()
     graph = {m: {known(n, mods) for n in imports(p)} - {None, m} for m, p in mods.items()}
-    graph = {m: {t for t in targets if not mods[m].name == "__init__.py" or not t.startswith(m + ".")} for m, targets in graph.items()}
+    graph = {
+        m: {t for t in targets if not mods[m].name == "__init__.py" or not t.startswith(m + ".")}
+        for m, targets in graph.items()
+    }
     state: dict[str, int] = {}
 
     def visit(node: str, path: list[str]) -> None:

@@ -35,7 +35,7 @@ def test_config_file_alone_drives_a_run(variant: str, verdict: str, code: int, t
 
 
 def test_unknown_config_key_names_the_nearest(tmp_path: Path) -> None:
-    (tmp_path / "drainwatch.toml").write_text('[load]\nuser = 20\n')
+    (tmp_path / "drainwatch.toml").write_text("[load]\nuser = 20\n")
     proc = drainwatch("run", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: unknown key 'load.user' in drainwatch.toml — hint: did you mean 'load.users'?"
@@ -60,8 +60,9 @@ def test_own_locustfile(tmp_path: Path) -> None:
         "        self.steady(self.endpoint('GET', '/items'))\n"
         "        self.error(self.endpoint('POST', '/orders?fail=1'))\n"
     )
-    proc = drainwatch("run", "--locustfile", str(locustfile), "--variant", "fixed", "--out", str(tmp_path),
-                      "--run-id", "mine", *FAST)  # fmt: skip
+    proc = drainwatch(
+        "run", "--locustfile", str(locustfile), "--variant", "fixed", "--out", str(tmp_path), "--run-id", "mine", *FAST
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stats = (tmp_path / "mine" / "locust_stats.csv").read_text()
     assert "steady GET /items" in stats and "error POST /orders" in stats
@@ -72,10 +73,29 @@ def test_workers_and_prometheus_endpoint(tmp_path: Path) -> None:
     """--workers 2: both workers send traffic, the master merges their stats; /metrics answers during the run."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--workers", "2", "--metrics-port", str(port),
-         "--out", str(tmp_path), "--run-id", "w", *SHORT_PHASES, "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "drainwatch",
+            "run",
+            "--variant",
+            "fixed",
+            "--workers",
+            "2",
+            "--metrics-port",
+            str(port),
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "w",
+            *SHORT_PHASES,
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ,
+    )
     scraped = ""
     deadline = time.monotonic() + 90
     while proc.poll() is None and time.monotonic() < deadline:
@@ -111,7 +131,9 @@ def test_a_locustfile_that_sends_nothing_is_an_error(tmp_path: Path) -> None:
         "    def oops(self):\n"
         "        raise RuntimeError('a typo in the locustfile')\n"
     )
-    proc = drainwatch("run", "--locustfile", str(broken), "--variant", "fixed", "--out", str(tmp_path), "--run-id", "b", *FAST)
+    proc = drainwatch(
+        "run", "--locustfile", str(broken), "--variant", "fixed", "--out", str(tmp_path), "--run-id", "b", *FAST
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["verdict"] == "ERROR" and summary["evidence"] == ["no_load"]

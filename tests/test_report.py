@@ -88,8 +88,13 @@ def test_traffic_tables_group_requests_by_scenario(leak: tuple[Path, str]) -> No
     _, page = leak
     traffic = section(page, "Traffic")
     scenarios = re.findall(r'<tr class="(leak|total|)"><td>(\w+)</td>', traffic)
-    assert scenarios == [("leak", "disconnect"), ("leak", "error"), ("", "steady"), ("leak", "timeout"),
-                         ("total", "all")]  # fmt: skip
+    assert scenarios == [
+        ("leak", "disconnect"),
+        ("leak", "error"),
+        ("", "steady"),
+        ("leak", "timeout"),
+        ("total", "all"),
+    ]
     assert "<td>timeout GET /report</td>" in traffic
     assert traffic.count('<span class="ok">yes</span>') == 3  # probe.csv's ok column is 1/0
     assert "CatchResponseError(&#x27;client hung up after 150 ms &lt;by design&gt;&#x27;)" in traffic
@@ -178,7 +183,9 @@ def test_gap_rows_are_no_reading_not_zero_connections(tmp_path: Path) -> None:
     lines = (run_dir / "samples.csv").read_text().splitlines()
     gap_row = "{:.3f},0,0,0,0,0,0,0,0,0,0,0,1.0,1"
     (run_dir / "samples.csv").write_text(
-        "\n".join([lines[0], *(gap_row.format(1760000020 + i) for i in range(20)), "17600x0041.0,3,1", "1760000042.0,3"])
+        "\n".join(
+            [lines[0], *(gap_row.format(1760000020 + i) for i in range(20)), "17600x0041.0,3,1", "1760000042.0,3"]
+        )
         + "\n"
     )
     samples = load_run(run_dir).samples

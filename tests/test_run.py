@@ -45,8 +45,17 @@ def test_leaky_variant_is_a_leak(leaky_run: tuple[int, str, Path]) -> None:
 
 def test_leaky_run_folder_is_complete(leaky_run: tuple[int, str, Path]) -> None:
     _, _, run_dir = leaky_run
-    for name in ("run.json", "samples.csv", "lingering.csv", "locust_stats.csv", "locust_stats_history.csv",
-                 "probe.csv", "summary.json", "junit.xml", "report.html"):  # fmt: skip
+    for name in (
+        "run.json",
+        "samples.csv",
+        "lingering.csv",
+        "locust_stats.csv",
+        "locust_stats_history.csv",
+        "probe.csv",
+        "summary.json",
+        "junit.xml",
+        "report.html",
+    ):
         assert (run_dir / name).is_file(), name
     record = json.loads((run_dir / "run.json").read_text())
     assert list(record["phases"]) == ["provision", "warmup", "baseline", "load", "settle", "probe"]
@@ -91,7 +100,9 @@ def test_pool_warmed_to_its_maximum_is_still_a_leak(leaky_run: tuple[int, str, P
     assert "drain" not in summary["evidence"]  # the counts alone would have passed it
 
 
-def test_junit_xml_is_read_by_a_junit_library(leaky_run: tuple[int, str, Path], fixed_run: tuple[int, str, Path]) -> None:
+def test_junit_xml_is_read_by_a_junit_library(
+    leaky_run: tuple[int, str, Path], fixed_run: tuple[int, str, Path]
+) -> None:
     from junitparser import Failure, JUnitXml
 
     leaky = {case.name: case for suite in JUnitXml.fromfile(str(leaky_run[2] / "junit.xml")) for case in suite}

@@ -39,7 +39,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("target") / "target.log"
-    with serving([sys.executable, "-m", "tests.targets.plain_starlette", "--port", "{port}"], log_path, ready="/stats") as served:
+    with serving(
+        [sys.executable, "-m", "tests.targets.plain_starlette", "--port", "{port}"], log_path, ready="/stats"
+    ) as served:
         yield served.url
 
 
@@ -77,9 +79,31 @@ def locust(tmp_path: Path, host: str, locustfile: str, env: dict[str, str], targ
     prefix = tmp_path / "locust"
     run_env = {k: v for k, v in os.environ.items() if not k.startswith("DRAINWATCH_")}
     run_env |= {"PYTHONUNBUFFERED": "1", "DRAINWATCH_REQUESTS_CSV": str(tmp_path / "requests"), **env}
-    argv = [sys.executable, "-m", "locust", "-f", str(SCENARIOS / f"{locustfile}.py"), "--headless",
-            "-u", str(USERS), "-r", str(USERS), "-t", f"{RUN_SECONDS}s", "--host", host, "--csv", str(prefix),
-            "--only-summary", "--stop-timeout", "2", "--exit-code-on-error", "0", "--loglevel", "WARNING"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(SCENARIOS / f"{locustfile}.py"),
+        "--headless",
+        "-u",
+        str(USERS),
+        "-r",
+        str(USERS),
+        "-t",
+        f"{RUN_SECONDS}s",
+        "--host",
+        host,
+        "--csv",
+        str(prefix),
+        "--only-summary",
+        "--stop-timeout",
+        "2",
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "WARNING",
+    ]
     before = counters(target) if target else Counter()
     log_path = tmp_path / "locust.log"
     with open(log_path, "wb") as log:
@@ -103,9 +127,14 @@ def locust(tmp_path: Path, host: str, locustfile: str, env: dict[str, str], targ
             reader = csv.DictReader(handle)
             assert reader.fieldnames == LOG_FIELDS, path
             rows += list(reader)
-    return Run(stats={r["Name"]: r for r in read_csv(Path(f"{prefix}_stats.csv"))},
-               failures=read_csv(Path(f"{prefix}_failures.csv")), exceptions=read_csv(Path(f"{prefix}_exceptions.csv")),
-               rows=rows, seen=+seen, log=output)  # fmt: skip
+    return Run(
+        stats={r["Name"]: r for r in read_csv(Path(f"{prefix}_stats.csv"))},
+        failures=read_csv(Path(f"{prefix}_failures.csv")),
+        exceptions=read_csv(Path(f"{prefix}_exceptions.csv")),
+        rows=rows,
+        seen=+seen,
+        log=output,
+    )
 
 
 def well_formed(run: Run) -> None:
@@ -135,8 +164,13 @@ def all_outcome(rows: list[dict[str, str]], outcome: str) -> None:
 @pytest.mark.parametrize("after_ms", [0, 150])
 def test_disconnect_on_a_plain_slow_endpoint(tmp_path: Path, target: str, after_ms: int) -> None:
     """The hang-up before the first byte: delivered, a Locust success, and seen by the target."""
-    run = locust(tmp_path, target, "disconnect", {"DRAINWATCH_DISCONNECT": "GET /slow?ms=500",
-                                                  "DRAINWATCH_DISCONNECT_AFTER_MS": str(after_ms)}, target)  # fmt: skip
+    run = locust(
+        tmp_path,
+        target,
+        "disconnect",
+        {"DRAINWATCH_DISCONNECT": "GET /slow?ms=500", "DRAINWATCH_DISCONNECT_AFTER_MS": str(after_ms)},
+        target,
+    )
     well_formed(run)
     assert run.requests("disconnect GET /slow") > 0 and run.failures == []
     rows = run.of("disconnect")
@@ -148,8 +182,13 @@ def test_disconnect_on_a_plain_slow_endpoint(tmp_path: Path, target: str, after_
 
 
 def test_disconnect_mid_stream(tmp_path: Path, target: str) -> None:
-    run = locust(tmp_path, target, "disconnect", {"DRAINWATCH_DISCONNECT": "GET /stream",
-                                                  "DRAINWATCH_DISCONNECT_AFTER_CHUNKS": "3"}, target)  # fmt: skip
+    run = locust(
+        tmp_path,
+        target,
+        "disconnect",
+        {"DRAINWATCH_DISCONNECT": "GET /stream", "DRAINWATCH_DISCONNECT_AFTER_CHUNKS": "3"},
+        target,
+    )
     well_formed(run)
     assert run.requests("disconnect GET /stream") > 0 and run.failures == []
     rows = run.of("disconnect")
@@ -161,32 +200,54 @@ def test_disconnect_mid_stream(tmp_path: Path, target: str) -> None:
 def test_no_chaos_on_a_fast_endpoint(tmp_path: Path, target: str) -> None:
     """The response ends before the hang-up, the answer before the client deadline, a 200 where
     an error was asked for: each a failure saying the chaos did not happen, never an exception."""
-    run = locust(tmp_path, target, "mixed", {
-        "DRAINWATCH_MIX": "disconnect=1,timeout=1,error=1",
-        "DRAINWATCH_DISCONNECT": "GET /fast", "DRAINWATCH_DISCONNECT_AFTER_MS": "150",
-        "DRAINWATCH_TIMEOUT": "GET /fast", "DRAINWATCH_TIMEOUT_CLIENT_MS": "100",
-        "DRAINWATCH_ERROR": "GET /fast", "DRAINWATCH_ERROR_EXPECT": "500,502",
-    })  # fmt: skip
+    run = locust(
+        tmp_path,
+        target,
+        "mixed",
+        {
+            "DRAINWATCH_MIX": "disconnect=1,timeout=1,error=1",
+            "DRAINWATCH_DISCONNECT": "GET /fast",
+            "DRAINWATCH_DISCONNECT_AFTER_MS": "150",
+            "DRAINWATCH_TIMEOUT": "GET /fast",
+            "DRAINWATCH_TIMEOUT_CLIENT_MS": "100",
+            "DRAINWATCH_ERROR": "GET /fast",
+            "DRAINWATCH_ERROR_EXPECT": "500,502",
+        },
+    )
     well_formed(run)
     for kind in ("disconnect", "timeout", "error"):
         name = f"{kind} GET /fast"
         assert run.requests(name) > 0 and int(run.stats[name]["Failure Count"]) == run.requests(name)
         all_outcome(run.of(kind), "no_chaos")
-    assert all(re.fullmatch(r"CatchResponseError\('no chaos: the response ended after \d+ ms, before the hang-up at 150 ms'\)", e)
-               for e in run.errors("disconnect GET /fast"))  # fmt: skip
-    assert all(re.fullmatch(r"CatchResponseError\('no chaos: answered in \d+ ms, before the client deadline of 100 ms'\)", e)
-               for e in run.errors("timeout GET /fast"))  # fmt: skip
+    assert all(
+        re.fullmatch(
+            r"CatchResponseError\('no chaos: the response ended after \d+ ms, before the hang-up at 150 ms'\)", e
+        )
+        for e in run.errors("disconnect GET /fast")
+    )
+    assert all(
+        re.fullmatch(r"CatchResponseError\('no chaos: answered in \d+ ms, before the client deadline of 100 ms'\)", e)
+        for e in run.errors("timeout GET /fast")
+    )
     assert run.errors("error GET /fast") == ["CatchResponseError('no chaos: HTTP 200, expected one of [500, 502]')"]
 
 
 def test_statuses_before_the_chaos(tmp_path: Path, target: str) -> None:
     """A 404 is the service's answer, not chaos; a 200 from a server-side deadline is no chaos."""
-    run = locust(tmp_path, target, "mixed", {
-        "DRAINWATCH_MIX": "disconnect=1,steady=1,timeout=1,error=1",
-        "DRAINWATCH_DISCONNECT": "GET /missing", "DRAINWATCH_STEADY": "GET /missing",
-        "DRAINWATCH_TIMEOUT": "GET /fast", "DRAINWATCH_TIMEOUT_EXPECT": "504",
-        "DRAINWATCH_ERROR": "GET /missing", "DRAINWATCH_ERROR_EXPECT": "500",
-    })  # fmt: skip
+    run = locust(
+        tmp_path,
+        target,
+        "mixed",
+        {
+            "DRAINWATCH_MIX": "disconnect=1,steady=1,timeout=1,error=1",
+            "DRAINWATCH_DISCONNECT": "GET /missing",
+            "DRAINWATCH_STEADY": "GET /missing",
+            "DRAINWATCH_TIMEOUT": "GET /fast",
+            "DRAINWATCH_TIMEOUT_EXPECT": "504",
+            "DRAINWATCH_ERROR": "GET /missing",
+            "DRAINWATCH_ERROR_EXPECT": "500",
+        },
+    )
     well_formed(run)
     assert run.errors("disconnect GET /missing") == ["CatchResponseError('HTTP 404 before the hang-up')"]
     assert run.errors("steady GET /missing") == ["""CatchResponseError('HTTP 404: {"detail":"no such thing"}')"""]
@@ -200,14 +261,22 @@ def test_statuses_before_the_chaos(tmp_path: Path, target: str) -> None:
 def test_delivered_chaos_and_headers_of_the_endpoint(tmp_path: Path, target: str) -> None:
     """A client deadline that fires, an expected handler error, and an Authorization header that
     reaches the server for steady and disconnect alike: all Locust successes."""
-    run = locust(tmp_path, target, "mixed", {
-        "DRAINWATCH_MIX": "steady=1,disconnect=1,timeout=1,error=1",
-        "DRAINWATCH_STEADY": json.dumps({"method": "GET", "path": "/auth", "headers": AUTH}),
-        "DRAINWATCH_DISCONNECT": json.dumps({"method": "GET", "path": "/auth?ms=500", "headers": AUTH}),
-        "DRAINWATCH_DISCONNECT_AFTER_MS": "150",
-        "DRAINWATCH_TIMEOUT": "GET /slow?ms=500", "DRAINWATCH_TIMEOUT_CLIENT_MS": "100",
-        "DRAINWATCH_ERROR": "GET /boom", "DRAINWATCH_ERROR_EXPECT": "500,502",
-    }, target)  # fmt: skip
+    run = locust(
+        tmp_path,
+        target,
+        "mixed",
+        {
+            "DRAINWATCH_MIX": "steady=1,disconnect=1,timeout=1,error=1",
+            "DRAINWATCH_STEADY": json.dumps({"method": "GET", "path": "/auth", "headers": AUTH}),
+            "DRAINWATCH_DISCONNECT": json.dumps({"method": "GET", "path": "/auth?ms=500", "headers": AUTH}),
+            "DRAINWATCH_DISCONNECT_AFTER_MS": "150",
+            "DRAINWATCH_TIMEOUT": "GET /slow?ms=500",
+            "DRAINWATCH_TIMEOUT_CLIENT_MS": "100",
+            "DRAINWATCH_ERROR": "GET /boom",
+            "DRAINWATCH_ERROR_EXPECT": "500,502",
+        },
+        target,
+    )
     well_formed(run)
     assert run.failures == [], run.failures
     for name in ("steady GET /auth", "disconnect GET /auth", "timeout GET /slow", "error GET /boom"):
@@ -225,11 +294,19 @@ def test_delivered_chaos_and_headers_of_the_endpoint(tmp_path: Path, target: str
 def test_nobody_listening(tmp_path: Path) -> None:
     """Connection refused: a failure that names it, for every kind, and still no exception."""
     host = f"http://127.0.0.1:{free_port()}"
-    run = locust(tmp_path, host, "mixed", {
-        "DRAINWATCH_MIX": "steady=1,disconnect=1,timeout=1,error=1",
-        "DRAINWATCH_STEADY": "GET /fast", "DRAINWATCH_DISCONNECT": "GET /slow", "DRAINWATCH_TIMEOUT": "GET /slow",
-        "DRAINWATCH_TIMEOUT_CLIENT_MS": "100", "DRAINWATCH_ERROR": "GET /boom",
-    })  # fmt: skip
+    run = locust(
+        tmp_path,
+        host,
+        "mixed",
+        {
+            "DRAINWATCH_MIX": "steady=1,disconnect=1,timeout=1,error=1",
+            "DRAINWATCH_STEADY": "GET /fast",
+            "DRAINWATCH_DISCONNECT": "GET /slow",
+            "DRAINWATCH_TIMEOUT": "GET /slow",
+            "DRAINWATCH_TIMEOUT_CLIENT_MS": "100",
+            "DRAINWATCH_ERROR": "GET /boom",
+        },
+    )
     well_formed(run)
     assert {f["Error"] for f in run.failures} == {"CatchResponseError('connection refused')"}, run.failures
     for kind in ("steady", "disconnect", "timeout", "error"):

@@ -71,7 +71,9 @@ SYNC = '[[endpoints]]\npath = "/products"\n\n[chaos.error]\nrequest = "GET /prod
 
 
 @pytest.mark.parametrize(("variant", "verdict", "code"), [("leaky", "LEAK", 1), ("correct", "PASS", 0)])
-def test_sync_fastapi_in_a_thread_pool_with_a_select_one_health_check(tmp_path: Path, variant: str, verdict: str, code: int) -> None:
+def test_sync_fastapi_in_a_thread_pool_with_a_select_one_health_check(
+    tmp_path: Path, variant: str, verdict: str, code: int
+) -> None:
     folder = config(tmp_path, "sync_fastapi", variant, SYNC)
     proc = drainwatch("run", "--run-id", variant, "-q", cwd=folder, timeout=240)
     assert proc.returncode == code, proc.stdout + proc.stderr
@@ -123,27 +125,58 @@ def test_django_without_persistent_connections_passes(tmp_path: Path) -> None:
 
 def test_a_leak_that_fills_the_server_is_leak_not_error(tmp_path: Path) -> None:
     # CONN_MAX_AGE = None: every request keeps its connection; a 20-connection server runs out.
-    folder = config(tmp_path, "django_asgi", "leaky", '[[endpoints]]\npath = "/items/"\n', 'env = { CONN_MAX_AGE = "none" }\n')
-    proc = drainwatch("run", "--run-id", "full", "-q", "--embedded-max-connections", "20", "--users", "20",
-                      cwd=folder, timeout=240)  # fmt: skip
+    folder = config(
+        tmp_path, "django_asgi", "leaky", '[[endpoints]]\npath = "/items/"\n', 'env = { CONN_MAX_AGE = "none" }\n'
+    )
+    proc = drainwatch(
+        "run", "--run-id", "full", "-q", "--embedded-max-connections", "20", "--users", "20", cwd=folder, timeout=240
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     found = summary(folder, "full")
     assert found["verdict"] == "LEAK" and "server_limit" in found["evidence"], found["reasons"]
     server = found["server"]
     assert server["max_connections"] == 20 and server["full"] is True
     assert server["refusals"] >= 1  # "sorry, too many clients already" in the embedded server's log
-    assert (folder / "runs" / "full" / "lingering.csv").is_file()  # the snapshot was taken on drainwatch's own connection
+    assert (
+        folder / "runs" / "full" / "lingering.csv"
+    ).is_file()  # the snapshot was taken on drainwatch's own connection
     assert "the server, not the pool, ran out first" in json.dumps(found["diagnosis"])
 
 
 @needs_system_pg  # trust auth: it takes any password, so one can be handed on and looked for
 def test_the_password_handed_to_the_service_never_reaches_the_run_folder(tmp_path: Path) -> None:
-    serve = (f"sh -c 'echo starting with $DATABASE_URL; exec {sys.executable} -m tests.targets.aiohttp_asyncpg "
-             "--port {port} --variant correct'")  # fmt: skip
-    proc = drainwatch("run", "--serve", serve, "--setup", f"{sys.executable} -m tests.targets.aiohttp_asyncpg setup",
-                      "--dsn", "postgresql://postgres:Sup3rSecret@127.0.0.1:5432/test", "-e", "GET /api/items",
-                      "-H", "Authorization: Bearer secret-token", "--out", str(tmp_path), "--run-id", "pw",
-                      "--warmup", "2s", "--baseline", "1s", "--duration", "4s", "--settle", "4s", "-q", cwd=REPO, timeout=240)  # fmt: skip
+    serve = (
+        f"sh -c 'echo starting with $DATABASE_URL; exec {sys.executable} -m tests.targets.aiohttp_asyncpg "
+        "--port {port} --variant correct'"
+    )
+    proc = drainwatch(
+        "run",
+        "--serve",
+        serve,
+        "--setup",
+        f"{sys.executable} -m tests.targets.aiohttp_asyncpg setup",
+        "--dsn",
+        "postgresql://postgres:Sup3rSecret@127.0.0.1:5432/test",
+        "-e",
+        "GET /api/items",
+        "-H",
+        "Authorization: Bearer secret-token",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "pw",
+        "--warmup",
+        "2s",
+        "--baseline",
+        "1s",
+        "--duration",
+        "4s",
+        "--settle",
+        "4s",
+        "-q",
+        cwd=REPO,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     log = (tmp_path / "pw" / "logs" / "target.log").read_text()
     assert "starting with postgresql://postgres:***@127.0.0.1:5432/test" in log

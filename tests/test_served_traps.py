@@ -17,8 +17,14 @@ from tests.test_served import REPO, config, summary
 
 pytestmark = pytest.mark.slow
 
-AIOHTTP = ["--serve", f"{sys.executable} -m tests.targets.aiohttp_asyncpg --port {{port}} --variant correct",
-           "--setup", f"{sys.executable} -m tests.targets.aiohttp_asyncpg setup", "-H", "Authorization: Bearer secret-token"]  # fmt: skip
+AIOHTTP = [
+    "--serve",
+    f"{sys.executable} -m tests.targets.aiohttp_asyncpg --port {{port}} --variant correct",
+    "--setup",
+    f"{sys.executable} -m tests.targets.aiohttp_asyncpg setup",
+    "-H",
+    "Authorization: Bearer secret-token",
+]
 QUICK = ["--warmup", "2s", "--baseline", "1s", "--duration", "6s", "--settle", "6s", "--users", "5", "-q"]
 
 
@@ -28,42 +34,67 @@ def run(tmp_path: Path, *args: str) -> tuple[int, str, Path]:
 
 
 def test_the_readme_command_line_form_on_a_service_that_is_not_the_demo(tmp_path: Path) -> None:
-    code, out, folder = run(tmp_path, "--target-url", "http://127.0.0.1:8000", "--dsn", "postgresql://postgres@127.0.0.1:5432/test",
-                            "--app-name", "myapp%")  # fmt: skip
+    code, out, folder = run(
+        tmp_path,
+        "--target-url",
+        "http://127.0.0.1:8000",
+        "--dsn",
+        "postgresql://postgres@127.0.0.1:5432/test",
+        "--app-name",
+        "myapp%",
+    )
     assert code == 2
-    assert out.strip() == ('error: drainwatch does not know which requests your service serves — hint: name them: '
-                           '--endpoint "GET /items" (repeatable), or [[endpoints]] in drainwatch.toml')  # fmt: skip
+    assert out.strip() == (
+        "error: drainwatch does not know which requests your service serves — hint: name them: "
+        '--endpoint "GET /items" (repeatable), or [[endpoints]] in drainwatch.toml'
+    )
     assert not folder.exists()
 
 
 def test_isolate_against_a_url_needs_no_restart(tmp_path: Path) -> None:
-    code, out, folder = run(tmp_path, "--target-url", "http://127.0.0.1:8000", "--dsn", "postgresql://postgres@127.0.0.1:5432/test",
-                            "-e", "GET /items", "--isolate")  # fmt: skip
+    code, out, folder = run(
+        tmp_path,
+        "--target-url",
+        "http://127.0.0.1:8000",
+        "--dsn",
+        "postgresql://postgres@127.0.0.1:5432/test",
+        "-e",
+        "GET /items",
+        "--isolate",
+    )
     assert code == 2 and not folder.exists()
-    assert out.strip() == ("error: --isolate restarts the service between cycles, and drainwatch cannot restart one given by "
-                           "--target-url — hint: use --serve so drainwatch starts it, or add --no-restart (the cycles then "
-                           "share its state)")  # fmt: skip
+    assert out.strip() == (
+        "error: --isolate restarts the service between cycles, and drainwatch cannot restart one given by "
+        "--target-url — hint: use --serve so drainwatch starts it, or add --no-restart (the cycles then "
+        "share its state)"
+    )
 
 
 def test_a_route_the_service_does_not_serve_stops_the_run_before_load(tmp_path: Path) -> None:
     code, out, folder = run(tmp_path, *AIOHTTP, "-e", "GET /api/nope", *QUICK)
     assert code == 2, out
-    assert out.strip() == ("error: GET /api/nope (steady) answered 404 before any load: the service does not serve it — "
-                           "hint: fix the path in [[endpoints]] or --endpoint")  # fmt: skip
+    assert out.strip() == (
+        "error: GET /api/nope (steady) answered 404 before any load: the service does not serve it — "
+        "hint: fix the path in [[endpoints]] or --endpoint"
+    )
     assert "warmup" not in json.loads((folder / "run.json").read_text())["phases"]
 
 
 def test_a_probe_that_never_touches_the_database_is_refused(tmp_path: Path) -> None:
     code, out, folder = run(tmp_path, *AIOHTTP, "-e", "GET /api/items", "--probe-path", "/healthz", *QUICK)
     assert code == 2, out
-    assert out.strip() == ("error: the probe GET /healthz answered 200 without any of the service's backends running a "
-                           "statement: it would answer even with the pool exhausted — hint: probe a route that queries "
-                           "the database: --probe-path PATH (or [probe] path)")  # fmt: skip
+    assert out.strip() == (
+        "error: the probe GET /healthz answered 200 without any of the service's backends running a "
+        "statement: it would answer even with the pool exhausted — hint: probe a route that queries "
+        "the database: --probe-path PATH (or [probe] path)"
+    )
 
 
 def test_an_error_kind_that_never_errs_is_error_not_pass(tmp_path: Path) -> None:
     body = '[[endpoints]]\npath = "/api/items"\n\n[chaos.error]\nrequest = "GET /api/slow?ms=5"\nexpect = [500]\n'
-    folder = config(tmp_path, "aiohttp_asyncpg", "correct", body, 'headers = { Authorization = "Bearer secret-token" }\n')
+    folder = config(
+        tmp_path, "aiohttp_asyncpg", "correct", body, 'headers = { Authorization = "Bearer secret-token" }\n'
+    )
     proc = drainwatch("run", "--run-id", "r", "-q", cwd=folder, timeout=240)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     found = summary(folder, "r")
@@ -75,8 +106,12 @@ def test_an_error_kind_that_never_errs_is_error_not_pass(tmp_path: Path) -> None
 def test_a_disconnect_backlog_on_a_healthy_service_is_zombie_work_not_a_leak(tmp_path: Path) -> None:
     # aiohttp does not cancel a handler whose client left: the abandoned pg_sleep()s run on.
     body = '[[endpoints]]\npath = "/api/items"\n\n[chaos.disconnect]\nrequest = "GET /api/slow?ms=1000"\nafter_ms = 0\n'
-    folder = config(tmp_path, "aiohttp_asyncpg", "correct", body, 'headers = { Authorization = "Bearer secret-token" }\n')
-    proc = drainwatch("run", "--run-id", "r", "-q", "--mix", "steady=1,disconnect=3", "--settle", "40s", cwd=folder, timeout=300)
+    folder = config(
+        tmp_path, "aiohttp_asyncpg", "correct", body, 'headers = { Authorization = "Bearer secret-token" }\n'
+    )
+    proc = drainwatch(
+        "run", "--run-id", "r", "-q", "--mix", "steady=1,disconnect=3", "--settle", "40s", cwd=folder, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = summary(folder, "r")
     assert found["verdict"] == "PASS" and found["leaked"] == 0

@@ -56,8 +56,14 @@ def _env(dsn: str, extra: dict[str, str]) -> dict[str, str]:
 @contextmanager
 def running(module: str, variant: str, dsn: str, app: str, ready: str, tmp_path: Path, **env: str) -> Iterator[Target]:
     full_env = _env(dsn, env)
-    setup = subprocess.run([sys.executable, "-m", f"tests.targets.{module}", "setup"], cwd=REPO, env=full_env,
-                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    setup = subprocess.run(
+        [sys.executable, "-m", f"tests.targets.{module}", "setup"],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert setup.returncode == 0, f"{module} setup failed:\n{setup.stdout}\n{setup.stderr}"
     argv = [sys.executable, "-m", f"tests.targets.{module}", "--port", "{port}", "--variant", variant]
     with serving(argv, tmp_path / f"{module}-{variant}.log", ready=ready, env=full_env) as served:
@@ -80,8 +86,15 @@ def activity(target: Target) -> list[dict[str, Any]]:
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
-def burst(target: Target, paths: list[str], *, timeout: float, method: str = "GET",
-          headers: dict[str, str] | None = None, json: Any = None) -> list[int | str]:  # fmt: skip
+def burst(
+    target: Target,
+    paths: list[str],
+    *,
+    timeout: float,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    json: Any = None,
+) -> list[int | str]:
     """All ``paths`` at once; each answer's status code, or the name of the error."""
 
     async def one(client: httpx.AsyncClient, path: str) -> int | str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drainwatch.errors import UsageError
-from drainwatch.judge.forensics import classify, is_reset_statement, parse_tag, resetting_apps
+from drainwatch.judge.forensics import classify, is_reset_statement, learn, parse_tag, resetting_apps
 from drainwatch.judge.probe import ProbeResult
 from drainwatch.judge.verdict import ERROR, LEAK, PASS, judge
 from drainwatch.plan import parse_mix, redact_dsn
@@ -99,10 +99,17 @@ def test_classify_uses_what_baseline_taught() -> None:
 
 def _samples(total_by_second: list[int], start: float = 0.0) -> list[dict[str, float]]:
     return [
-        {"t": start + i, "total": n, "active": 0, "idle": n, "idle_in_transaction": 0,
-         "idle_in_transaction_aborted": 0, "gap": 0}
+        {
+            "t": start + i,
+            "total": n,
+            "active": 0,
+            "idle": n,
+            "idle_in_transaction": 0,
+            "idle_in_transaction_aborted": 0,
+            "gap": 0,
+        }
         for i, n in enumerate(total_by_second)
-    ]  # fmt: skip
+    ]
 
 
 PHASES = {"baseline": (0.0, 4.0), "load": (5.0, 9.0), "settle": (10.0, 14.0)}
@@ -172,7 +179,9 @@ def test_dead_target_is_error_not_leak() -> None:
 
 def test_idle_in_transaction_leak() -> None:
     samples = _samples([5] * 5 + [7] * 10)
-    lingering = [_conn("a", "idle in transaction", "INSERT", 12.0) | {"kind": "in_transaction", "scenario": "error"}] * 2
+    lingering = [
+        _conn("a", "idle in transaction", "INSERT", 12.0) | {"kind": "in_transaction", "scenario": "error"}
+    ] * 2
     verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
     assert verdict.outcome == LEAK
     assert verdict.idle_in_transaction == {"count": 2, "oldest_s": 12.0}
@@ -188,8 +197,11 @@ def test_a_health_checks_select_one_is_application_sql() -> None:
 
 def test_an_idle_connection_that_just_changed_state_is_busy_not_held() -> None:
     # Between two queries of a request still running (N+1), a connection is idle with app SQL.
-    rows = [_conn("svc", "idle", "ROLLBACK", 30.0), _conn("svc", "idle", "SELECT * FROM items WHERE id = 3", 0.4),
-            _conn("svc", "idle", "SELECT * FROM items WHERE id = 9", 30.0)]
+    rows = [
+        _conn("svc", "idle", "ROLLBACK", 30.0),
+        _conn("svc", "idle", "SELECT * FROM items WHERE id = 3", 0.4),
+        _conn("svc", "idle", "SELECT * FROM items WHERE id = 9", 30.0),
+    ]
     assert [row["kind"] for row in classify(rows, recent=3.0)] == ["pooled", "active", "held"]
 
 
@@ -260,3 +272,19 @@ def test_a_load_that_sent_nothing_is_an_error_not_a_pass() -> None:
     assert "40 exception(s)" in verdict.reasons[0]
     noisy = judge(samples, PHASES, [], ProbeResult(3, 3), load={"requests": 900, "exceptions": 3})
     assert noisy.outcome == PASS and any("raised 3 exception(s)" in r for r in noisy.reasons)
+
+
+def test_two_pools_under_one_application_name_are_told_apart_by_backend() -> None:
+    # One pool resets what it gets back (DISCARD ALL), the other does not: baseline shows both.
+    baseline = [
+        _conn("svc", "idle", "DISCARD ALL") | {"pid": 1},
+        _conn("svc", "idle", "SELECT * FROM orders") | {"pid": 2},
+    ]
+    resets = learn(baseline)
+    assert resets.pids == {1} and resets.mixed == {"svc"}
+    after = [
+        _conn("svc", "idle", "SELECT * FROM users WHERE id = 7") | {"pid": 1},  # a reset backend now holds app work
+        _conn("svc", "idle", "SELECT * FROM orders") | {"pid": 2},  # the non-resetting pool, as at baseline
+        _conn("svc", "idle", "SELECT * FROM orders") | {"pid": 3},
+    ]  # new: which pool is it in? cannot tell
+    assert [row["kind"] for row in classify(after, resets=resets)] == ["held", "unsure", "unsure"]

@@ -38,9 +38,30 @@ def test_connections_closed_by_the_garbage_collector(pg: Database, tmp_path: Pat
     dsn = fresh_database(pg, "trap_gc")
     with psycopg_target(dsn, tmp_path / "target.log") as url:
         env = {"DRAINWATCH_STEADY": "GET /work", "DRAINWATCH_ERROR": "GET /leak-gc", "DRAINWATCH_ERROR_EXPECT": "200"}
-        proc = drainwatch("run", "--target-url", url, "--dsn", dsn, "--app-name", "dw-test-psycopg%",
-                          "--pool-view", POOL_VIEW_PATH, "--mix", "steady=6,error=1", "--users", "4",
-                          "--probe-timeout", "4s", "--out", str(tmp_path), "--run-id", "gc", *SHORT_PHASES, "-q", env=env)  # fmt: skip
+        proc = drainwatch(
+            "run",
+            "--target-url",
+            url,
+            "--dsn",
+            dsn,
+            "--app-name",
+            "dw-test-psycopg%",
+            "--pool-view",
+            POOL_VIEW_PATH,
+            "--mix",
+            "steady=6,error=1",
+            "--users",
+            "4",
+            "--probe-timeout",
+            "4s",
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "gc",
+            *SHORT_PHASES,
+            "-q",
+            env=env,
+        )
     summary = _summary(tmp_path / "gc")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert summary["verdict"] == "LEAK"
@@ -54,10 +75,33 @@ def test_healthy_pool_with_min_size_and_idle_lifetime_passes(pg: Database, tmp_p
     """Load grows the pool past its warm-up size; its idle connections show app SQL (no reset)."""
     dsn = fresh_database(pg, "trap_idle")
     with psycopg_target(dsn, tmp_path / "target.log") as url:
-        env = {"DRAINWATCH_STEADY": "GET /work", "DRAINWATCH_TIMEOUT": "GET /work?ms=400", "DRAINWATCH_TIMEOUT_EXPECT": "200"}
-        proc = drainwatch("run", "--target-url", url, "--dsn", dsn, "--app-name", "dw-test-psycopg%",
-                          "--pool-view", POOL_VIEW_PATH, "--mix", "steady=1,timeout=3", "--users", "6",
-                          "--out", str(tmp_path), "--run-id", "idle", *SHORT_PHASES, "-q", env=env)  # fmt: skip
+        env = {
+            "DRAINWATCH_STEADY": "GET /work",
+            "DRAINWATCH_TIMEOUT": "GET /work?ms=400",
+            "DRAINWATCH_TIMEOUT_EXPECT": "200",
+        }
+        proc = drainwatch(
+            "run",
+            "--target-url",
+            url,
+            "--dsn",
+            dsn,
+            "--app-name",
+            "dw-test-psycopg%",
+            "--pool-view",
+            POOL_VIEW_PATH,
+            "--mix",
+            "steady=1,timeout=3",
+            "--users",
+            "6",
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "idle",
+            *SHORT_PHASES,
+            "-q",
+            env=env,
+        )
     summary = _summary(tmp_path / "idle")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert summary["verdict"] == "PASS", summary["reasons"]
@@ -69,15 +113,37 @@ def test_dead_target_is_error_not_leak(pg: Database, tmp_path: Path) -> None:
     dsn = fresh_database(pg, "trap_dead")
     with demo_service(dsn, "fixed", tmp_path / "target.log") as url:
         run = subprocess.Popen(
-            [sys.executable, "-m", "drainwatch", "run", "--target-url", url, "--dsn", dsn,
-             "--app-name", "drainwatch-demo-fixed:%", "-e", "GET /items", "--probe-path", "/health/db",
-             "--out", str(tmp_path), "--run-id", "dead", *FAST],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "drainwatch",
+                "run",
+                "--target-url",
+                url,
+                "--dsn",
+                dsn,
+                "--app-name",
+                "drainwatch-demo-fixed:%",
+                "-e",
+                "GET /items",
+                "--probe-path",
+                "/health/db",
+                "--out",
+                str(tmp_path),
+                "--run-id",
+                "dead",
+                *FAST,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         run_json = tmp_path / "dead" / "run.json"
         deadline = time.monotonic() + 60
         while not (run_json.exists() and json.loads(run_json.read_text()).get("current_phase") == "load"):
-            assert time.monotonic() < deadline and run.poll() is None, run.stdout.read() if run.poll() is not None else "no load in 60 s"
+            assert time.monotonic() < deadline and run.poll() is None, (
+                run.stdout.read() if run.poll() is not None else "no load in 60 s"
+            )
             time.sleep(0.1)
         time.sleep(2)
         _kill_listener(url)

@@ -82,8 +82,9 @@ def keep_traceback(exc: BaseException) -> Path:
         path = folder / "traceback.txt"
         path.write_text(text)
     except OSError:
-        handle = tempfile.NamedTemporaryFile("w", prefix=f"drainwatch-{time.strftime('%Y%m%d-%H%M%S')}-",
-                                             suffix=".txt", delete=False)  # fmt: skip
+        handle = tempfile.NamedTemporaryFile(
+            "w", prefix=f"drainwatch-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt", delete=False
+        )
         with handle:
             handle.write(text)
         path = Path(handle.name)
@@ -110,7 +111,9 @@ def run_interruptible(coro: Coroutine[Any, Any, T]) -> T:
                 hurry()
                 return
             received.append(signum)
-            err_console.print(f"\n{signal.Signals(signum).name}: stopping, writing what was collected… (again to force)")
+            err_console.print(
+                f"\n{signal.Signals(signum).name}: stopping, writing what was collected… (again to force)"
+            )
             task.cancel()
 
         for sig in (signal.SIGINT, signal.SIGTERM):

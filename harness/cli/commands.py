@@ -31,27 +31,59 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       drainwatch run --variant fixed      # the same traffic, done right: PASS
     """
     ctx.obj = {"verbose": verbose}
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 cli.add_command(run)
 
 
 @cli.command()
-@click.option("--dsn", envvar="DRAINWATCH_DSN", required=True, metavar="DSN", help="The PostgreSQL to watch (or DRAINWATCH_DSN).")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("samples.csv"), show_default=True, help="CSV file to append samples to.")
+@click.option(
+    "--dsn", envvar="DRAINWATCH_DSN", required=True, metavar="DSN", help="The PostgreSQL to watch (or DRAINWATCH_DSN)."
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("samples.csv"),
+    show_default=True,
+    help="CSV file to append samples to.",
+)
 @click.option("--interval", type=DURATION, default="250ms", show_default=True, help="Sampling interval (50ms..60s).")
 @click.option("--duration", type=DURATION, default=None, help="Stop after this long (default: until SIGINT/SIGTERM).")
 @click.option("--app-name", metavar="PATTERN", help="Only backends whose application_name is LIKE this.")
 @click.option("--usename", help="Only backends of this database user.")
 @click.option("--datname", help="Only backends connected to this database.")
 @click.option("--client-addr", help="Only backends from this client address.")
-@click.option("--client-pid-file", type=click.Path(path_type=Path), help="Only backends whose client is the process (tree) whose pid this file holds; re-read every sample.")
-@click.option("--metrics-port", type=int, help="Also serve the latest sample for Prometheus at http://HOST:PORT/metrics.")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port (0.0.0.0 in a container).")
-def collect(dsn: str, out: Path, interval: float, duration: float | None, app_name: str | None,
-            usename: str | None, datname: str | None, client_addr: str | None, client_pid_file: Path | None,
-            metrics_port: int | None, metrics_host: str) -> None:  # fmt: skip
+@click.option(
+    "--client-pid-file",
+    type=click.Path(path_type=Path),
+    help="Only backends whose client is the process (tree) whose pid this file holds; re-read every sample.",
+)
+@click.option(
+    "--metrics-port", type=int, help="Also serve the latest sample for Prometheus at http://HOST:PORT/metrics."
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address for --metrics-port (0.0.0.0 in a container).",
+)
+def collect(
+    dsn: str,
+    out: Path,
+    interval: float,
+    duration: float | None,
+    app_name: str | None,
+    usename: str | None,
+    datname: str | None,
+    client_addr: str | None,
+    client_pid_file: Path | None,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     """Sample the target's connections in pg_stat_activity into a CSV (the sidecar, alone).
 
     One connection of its own, in autocommit, excluded from the counts; one line per
@@ -62,8 +94,13 @@ def collect(dsn: str, out: Path, interval: float, duration: float | None, app_na
     check_dsn(dsn)
     if not 0.05 <= interval <= 60:
         raise UsageError(f"--interval {interval}s is outside 50ms..60s", hint="the default 250ms samples at 4 Hz")
-    match = Match(application_name=app_name, usename=usename, datname=datname, client_addr=client_addr,
-                  client_pid_file=str(client_pid_file) if client_pid_file else None)
+    match = Match(
+        application_name=app_name,
+        usename=usename,
+        datname=datname,
+        client_addr=client_addr,
+        client_pid_file=str(client_pid_file) if client_pid_file else None,
+    )
     if metrics_port is None:
         run_collector(dsn, match, out, interval=interval, duration=duration)
         return
@@ -87,7 +124,9 @@ def report(run_dir: Path) -> None:
 @cli.command("compare")
 @click.argument("run_a", type=click.Path(path_type=Path))
 @click.argument("run_b", type=click.Path(path_type=Path))
-@click.option("-o", "--out", type=click.Path(path_type=Path), help="Where to write the page (default: RUN_B/compare.html).")
+@click.option(
+    "-o", "--out", type=click.Path(path_type=Path), help="Where to write the page (default: RUN_B/compare.html)."
+)
 @click.pass_context
 def compare_cmd(ctx: click.Context, run_a: Path, run_b: Path, out: Path | None) -> None:
     """Compare run B (after a change) with run A (before): print the figures, write compare.html.
@@ -122,8 +161,10 @@ def forecast_cmd(run_dir: Path, **opts: object) -> None:
     result = from_run_dir(run_dir, Production(float(opts["prod_rps"]), shares(opts), int(opts["prod_pool"])))  # type: ignore[arg-type]
     console.print(result.sentence)
     for kind, rate in result.rates.items():
-        console.print(f"  {kind:<10} {rate['leaked']:>4} leaked / {rate['requests']:>6} requests"
-                      f" = {rate['rate'] * 1000:.1f} per 1,000 (95 %: {rate['low'] * 1000:.1f}–{rate['high'] * 1000:.1f})")
+        console.print(
+            f"  {kind:<10} {rate['leaked']:>4} leaked / {rate['requests']:>6} requests"
+            f" = {rate['rate'] * 1000:.1f} per 1,000 (95 %: {rate['low'] * 1000:.1f}–{rate['high'] * 1000:.1f})"
+        )
     console.print("assumptions: " + "; ".join(result.assumptions))
 
 
@@ -140,9 +181,16 @@ def init(path: Path) -> None:
 
 
 @cli.command()
-@click.option("--master", "master_host", required=True, help="Host of the Locust master (a `drainwatch run --workers N` or `locust --master`).")
+@click.option(
+    "--master",
+    "master_host",
+    required=True,
+    help="Host of the Locust master (a `drainwatch run --workers N` or `locust --master`).",
+)
 @click.option("--master-port", type=int, default=5557, show_default=True)
-@click.option("-f", "--locustfile", type=click.Path(exists=True, path_type=Path), help="Default: the mixed chaos scenario.")
+@click.option(
+    "-f", "--locustfile", type=click.Path(exists=True, path_type=Path), help="Default: the mixed chaos scenario."
+)
 def worker(master_host: str, master_port: int, locustfile: Path | None) -> None:
     """Join a Locust master as a worker (Locust's own distribution; nothing home-made)."""
     import os
@@ -157,9 +205,16 @@ def worker(master_host: str, master_port: int, locustfile: Path | None) -> None:
 @click.option("--variant", type=click.Choice(["leaky", "fixed"]), default="leaky", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--dsn", envvar="DRAINWATCH_DEMO_DSN", required=True, help="PostgreSQL for the demo (or DRAINWATCH_DEMO_DSN).")
-@click.option("--cancel-on-disconnect", is_flag=True, default=None, envvar="DRAINWATCH_DEMO_CANCEL_ON_DISCONNECT",
-              help="Cancel plain handlers when their client hangs up (only while the response is in flight).")
+@click.option(
+    "--dsn", envvar="DRAINWATCH_DEMO_DSN", required=True, help="PostgreSQL for the demo (or DRAINWATCH_DEMO_DSN)."
+)
+@click.option(
+    "--cancel-on-disconnect",
+    is_flag=True,
+    default=None,
+    envvar="DRAINWATCH_DEMO_CANCEL_ON_DISCONNECT",
+    help="Cancel plain handlers when their client hangs up (only while the response is in flight).",
+)
 def demo_service_cmd(variant: str, host: str, port: int, dsn: str, cancel_on_disconnect: bool | None) -> None:
     """Serve the bundled demo service alone (uvicorn)."""
     from drainwatch.demo_service.__main__ import serve

@@ -38,8 +38,6 @@ class Duration(click.ParamType):
 DURATION = Duration()
 
 
-
-
 def _env(name: str) -> str:
     return f"DRAINWATCH_{name}"
 
@@ -48,13 +46,41 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
     """The production figures of the forecast, shared by ``run`` and ``forecast``."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed([
-            click.option("--prod-rps", type=float, required=required, envvar=_env("PROD_RPS"), help="Forecast: production requests per second."),
-            click.option("--prod-disconnect", default="0", envvar=_env("PROD_DISCONNECT"), help="Forecast: share of requests whose client hangs up (0.5%)."),
-            click.option("--prod-timeout", default="0", envvar=_env("PROD_TIMEOUT"), help="Forecast: share of requests that hit a deadline."),
-            click.option("--prod-error", default="0", envvar=_env("PROD_ERROR"), help="Forecast: share of requests whose handler fails."),
-            click.option("--prod-pool", type=int, envvar=_env("PROD_POOL"), help="Forecast: production pool size (default: the target's pool limit)."),
-        ]):
+        for option in reversed(
+            [
+                click.option(
+                    "--prod-rps",
+                    type=float,
+                    required=required,
+                    envvar=_env("PROD_RPS"),
+                    help="Forecast: production requests per second.",
+                ),
+                click.option(
+                    "--prod-disconnect",
+                    default="0",
+                    envvar=_env("PROD_DISCONNECT"),
+                    help="Forecast: share of requests whose client hangs up (0.5%).",
+                ),
+                click.option(
+                    "--prod-timeout",
+                    default="0",
+                    envvar=_env("PROD_TIMEOUT"),
+                    help="Forecast: share of requests that hit a deadline.",
+                ),
+                click.option(
+                    "--prod-error",
+                    default="0",
+                    envvar=_env("PROD_ERROR"),
+                    help="Forecast: share of requests whose handler fails.",
+                ),
+                click.option(
+                    "--prod-pool",
+                    type=int,
+                    envvar=_env("PROD_POOL"),
+                    help="Forecast: production pool size (default: the target's pool limit).",
+                ),
+            ]
+        ):
             command = option(command)
         return command
 
@@ -62,80 +88,253 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
 
 
 @click.command(epilog=EPILOG)
-@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), envvar=_env("CONFIG"),
-              help="TOML config (default: ./drainwatch.toml, or [tool.drainwatch] in ./pyproject.toml). "
-                   "The command line and DRAINWATCH_* variables override it.")
-@click.option("--variant", type=click.Choice(["leaky", "fixed"]), default="leaky", show_default=True, envvar=_env("VARIANT"),
-              help="Which demo service to run (ignored with --target-url).")
-@click.option("--dsn", envvar=_env("DSN"), metavar="DSN",
-              help="Watch this PostgreSQL instead of starting an embedded one. Keep the password in PGPASSWORD or ~/.pgpass.")
-@click.option("--serve", envvar=_env("SERVE"), metavar="CMD",
-              help="Start your service with this command and test it: {port} becomes a free port, and it gets "
-                   "its database in $DATABASE_URL (embedded PostgreSQL unless --dsn). E.g. "
-                   "--serve 'uvicorn app.main:app --port {port}'.")
-@click.option("--setup", envvar=_env("SETUP"), metavar="CMD", help="Run once before --serve starts (e.g. 'alembic upgrade head').")
-@click.option("--database-env", default="DATABASE_URL", show_default=True, envvar=_env("DATABASE_ENV"), metavar="NAME",
-              help="The variable that hands a served service its database URL (PG* variables are set too).")
-@click.option("--embedded-max-connections", type=int, default=100, show_default=True, envvar=_env("EMBEDDED_MAX_CONNECTIONS"),
-              help="max_connections of the embedded PostgreSQL: a small server shows a leak filling it in seconds.")
-@click.option("--target-url", envvar=_env("TARGET_URL"), metavar="URL", help="Test this running service instead of the demo (needs --dsn).")
-@click.option("-e", "--endpoint", "endpoints", multiple=True, metavar="'METHOD /PATH'",
-              help="A steady request of your service (repeatable); the disconnect kind hangs up on the first.")
-@click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'",
-              help="Sent with every request and the probe (repeatable), e.g. 'Authorization: Bearer TOKEN'.")
-@click.option("--no-restart", is_flag=True, envvar=_env("NO_RESTART"),
-              help="Let --isolate/--sweep-disconnect run against a --target-url service drainwatch cannot restart "
-                   "(the cycles then share its state).")
-@click.option("--app-name", envvar=_env("APP_NAME"), metavar="PATTERN",
-              help="Select the target's backends by application_name (SQL LIKE, e.g. 'myapp%').")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar=_env("CONFIG"),
+    help="TOML config (default: ./drainwatch.toml, or [tool.drainwatch] in ./pyproject.toml). "
+    "The command line and DRAINWATCH_* variables override it.",
+)
+@click.option(
+    "--variant",
+    type=click.Choice(["leaky", "fixed"]),
+    default="leaky",
+    show_default=True,
+    envvar=_env("VARIANT"),
+    help="Which demo service to run (ignored with --target-url).",
+)
+@click.option(
+    "--dsn",
+    envvar=_env("DSN"),
+    metavar="DSN",
+    help="Watch this PostgreSQL instead of starting an embedded one. Keep the password in PGPASSWORD or ~/.pgpass.",
+)
+@click.option(
+    "--serve",
+    envvar=_env("SERVE"),
+    metavar="CMD",
+    help="Start your service with this command and test it: {port} becomes a free port, and it gets "
+    "its database in $DATABASE_URL (embedded PostgreSQL unless --dsn). E.g. "
+    "--serve 'uvicorn app.main:app --port {port}'.",
+)
+@click.option(
+    "--setup", envvar=_env("SETUP"), metavar="CMD", help="Run once before --serve starts (e.g. 'alembic upgrade head')."
+)
+@click.option(
+    "--database-env",
+    default="DATABASE_URL",
+    show_default=True,
+    envvar=_env("DATABASE_ENV"),
+    metavar="NAME",
+    help="The variable that hands a served service its database URL (PG* variables are set too).",
+)
+@click.option(
+    "--embedded-max-connections",
+    type=int,
+    default=100,
+    show_default=True,
+    envvar=_env("EMBEDDED_MAX_CONNECTIONS"),
+    help="max_connections of the embedded PostgreSQL: a small server shows a leak filling it in seconds.",
+)
+@click.option(
+    "--target-url",
+    envvar=_env("TARGET_URL"),
+    metavar="URL",
+    help="Test this running service instead of the demo (needs --dsn).",
+)
+@click.option(
+    "-e",
+    "--endpoint",
+    "endpoints",
+    multiple=True,
+    metavar="'METHOD /PATH'",
+    help="A steady request of your service (repeatable); the disconnect kind hangs up on the first.",
+)
+@click.option(
+    "-H",
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="Sent with every request and the probe (repeatable), e.g. 'Authorization: Bearer TOKEN'.",
+)
+@click.option(
+    "--no-restart",
+    is_flag=True,
+    envvar=_env("NO_RESTART"),
+    help="Let --isolate/--sweep-disconnect run against a --target-url service drainwatch cannot restart "
+    "(the cycles then share its state).",
+)
+@click.option(
+    "--app-name",
+    envvar=_env("APP_NAME"),
+    metavar="PATTERN",
+    help="Select the target's backends by application_name (SQL LIKE, e.g. 'myapp%').",
+)
 @click.option("--usename", envvar=_env("USENAME"), help="Select the target's backends by database user.")
 @click.option("--datname", envvar=_env("DATNAME"), help="Select the target's backends by database name.")
 @click.option("--client-addr", envvar=_env("CLIENT_ADDR"), help="Select the target's backends by client address.")
-@click.option("-u", "--users", type=int, default=20, show_default=True, envvar=_env("USERS"), help="Concurrent Locust users.")
-@click.option("-r", "--spawn-rate", type=float, default=20, show_default=True, envvar=_env("SPAWN_RATE"), help="Users started per second.")
-@click.option("--warmup", type=DURATION, default="10s", show_default=True, envvar=_env("WARMUP"),
-              help="Steady traffic first, so pools fill to their working size.")
-@click.option("--baseline", type=DURATION, default="5s", show_default=True, envvar=_env("BASELINE"),
-              help="Quiet window after warm-up; its connection count is the baseline.")
-@click.option("-t", "--duration", type=DURATION, default="30s", show_default=True, envvar=_env("DURATION"),
-              help="Length of the chaos load phase.")
-@click.option("--settle", type=DURATION, default="20s", show_default=True, envvar=_env("SETTLE"),
-              help="Longest wait after traffic stops for connections to come back (ends early once counts are still).")
-@click.option("--interval", type=DURATION, default="250ms", show_default=True, envvar=_env("INTERVAL"),
-              help="Collector sampling interval (4 Hz by default; 50ms for 20 Hz).")
-@click.option("--mix", default=",".join(f"{k}={v}" for k, v in DEFAULT_MIX.items()), show_default=True, envvar=_env("MIX"),
-              help="Weights of the chaos kinds in the load phase.")
-@click.option("-f", "--locustfile", type=click.Path(path_type=Path), envvar=_env("LOCUSTFILE"),
-              help="Your own locustfile for the load phase (drainwatch still does the rest).")
-@click.option("--isolate", is_flag=True, envvar=_env("ISOLATE"),
-              help="Run each chaos kind alone (steady as control), each with its own warm-up, baseline, load, "
-                   "settle and probe, the demo restarted between them: names the kinds that leak, per 1,000 requests.")
-@click.option("--sweep-disconnect", metavar="MS,MS,…", envvar=_env("SWEEP_DISCONNECT"),
-              help="Run the disconnect kind alone at each hang-up delay (e.g. 0,100,300,600,1000) and report leak "
-                   "probability against delay: race windows show up there.")
-@click.option("--fault", "faults", multiple=True, metavar="KIND@TIME",
-              help="Inject a fault during the load (repeatable): pg-restart@20s, terminate-backends@20s, pause-target@20s+5s.")
-@click.option("--docker-postgres", metavar="CONTAINER", envvar=_env("DOCKER_POSTGRES"),
-              help="With the compose stack: --fault pg-restart restarts this container (Docker SDK).")
-@click.option("--docker-target", metavar="CONTAINER", envvar=_env("DOCKER_TARGET"),
-              help="With the compose stack: --fault pause-target pauses this container (Docker SDK).")
-@click.option("--workers", type=int, default=0, show_default=True, envvar=_env("WORKERS"),
-              help="Run Locust as a master with this many local worker processes.")
-@click.option("--metrics-port", type=int, envvar=_env("METRICS_PORT"),
-              help="Serve the collector's latest sample for Prometheus on 127.0.0.1:PORT/metrics during the run.")
-@click.option("--probe-path", envvar=_env("PROBE_PATH"), metavar="PATH",
-              help="Request sent after settle to see whether the service still serves; it must reach the database "
-                   "(default: the first endpoint; /health/db for the demo).")
-@click.option("--probe-timeout", type=DURATION, default="5s", show_default=True, envvar=_env("PROBE_TIMEOUT"),
-              help="A probe request that takes longer has failed (a hung pool).")
-@click.option("--tolerance", type=int, default=0, show_default=True, envvar=_env("TOLERANCE"),
-              help="Connections over baseline (or left in use) still accepted as PASS.")
-@click.option("--pool-limit", type=int, envvar=_env("POOL_LIMIT"), help="The target's pool limit, drawn on the chart (known for the demo).")
-@click.option("--pool-view", envvar=_env("POOL_VIEW"), metavar="PATH",
-              help="Where your service serves its own pool counts (see drainwatch.instrument), e.g. /_drainwatch/pool.")
+@click.option(
+    "-u", "--users", type=int, default=20, show_default=True, envvar=_env("USERS"), help="Concurrent Locust users."
+)
+@click.option(
+    "-r",
+    "--spawn-rate",
+    type=float,
+    default=20,
+    show_default=True,
+    envvar=_env("SPAWN_RATE"),
+    help="Users started per second.",
+)
+@click.option(
+    "--warmup",
+    type=DURATION,
+    default="10s",
+    show_default=True,
+    envvar=_env("WARMUP"),
+    help="Steady traffic first, so pools fill to their working size.",
+)
+@click.option(
+    "--baseline",
+    type=DURATION,
+    default="5s",
+    show_default=True,
+    envvar=_env("BASELINE"),
+    help="Quiet window after warm-up; its connection count is the baseline.",
+)
+@click.option(
+    "-t",
+    "--duration",
+    type=DURATION,
+    default="30s",
+    show_default=True,
+    envvar=_env("DURATION"),
+    help="Length of the chaos load phase.",
+)
+@click.option(
+    "--settle",
+    type=DURATION,
+    default="20s",
+    show_default=True,
+    envvar=_env("SETTLE"),
+    help="Longest wait after traffic stops for connections to come back (ends early once counts are still).",
+)
+@click.option(
+    "--interval",
+    type=DURATION,
+    default="250ms",
+    show_default=True,
+    envvar=_env("INTERVAL"),
+    help="Collector sampling interval (4 Hz by default; 50ms for 20 Hz).",
+)
+@click.option(
+    "--mix",
+    default=",".join(f"{k}={v}" for k, v in DEFAULT_MIX.items()),
+    show_default=True,
+    envvar=_env("MIX"),
+    help="Weights of the chaos kinds in the load phase.",
+)
+@click.option(
+    "-f",
+    "--locustfile",
+    type=click.Path(path_type=Path),
+    envvar=_env("LOCUSTFILE"),
+    help="Your own locustfile for the load phase (drainwatch still does the rest).",
+)
+@click.option(
+    "--isolate",
+    is_flag=True,
+    envvar=_env("ISOLATE"),
+    help="Run each chaos kind alone (steady as control), each with its own warm-up, baseline, load, "
+    "settle and probe, the demo restarted between them: names the kinds that leak, per 1,000 requests.",
+)
+@click.option(
+    "--sweep-disconnect",
+    metavar="MS,MS,…",
+    envvar=_env("SWEEP_DISCONNECT"),
+    help="Run the disconnect kind alone at each hang-up delay (e.g. 0,100,300,600,1000) and report leak "
+    "probability against delay: race windows show up there.",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND@TIME",
+    help="Inject a fault during the load (repeatable): pg-restart@20s, terminate-backends@20s, pause-target@20s+5s.",
+)
+@click.option(
+    "--docker-postgres",
+    metavar="CONTAINER",
+    envvar=_env("DOCKER_POSTGRES"),
+    help="With the compose stack: --fault pg-restart restarts this container (Docker SDK).",
+)
+@click.option(
+    "--docker-target",
+    metavar="CONTAINER",
+    envvar=_env("DOCKER_TARGET"),
+    help="With the compose stack: --fault pause-target pauses this container (Docker SDK).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=0,
+    show_default=True,
+    envvar=_env("WORKERS"),
+    help="Run Locust as a master with this many local worker processes.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    envvar=_env("METRICS_PORT"),
+    help="Serve the collector's latest sample for Prometheus on 127.0.0.1:PORT/metrics during the run.",
+)
+@click.option(
+    "--probe-path",
+    envvar=_env("PROBE_PATH"),
+    metavar="PATH",
+    help="Request sent after settle to see whether the service still serves; it must reach the database "
+    "(default: the first endpoint; /health/db for the demo).",
+)
+@click.option(
+    "--probe-timeout",
+    type=DURATION,
+    default="5s",
+    show_default=True,
+    envvar=_env("PROBE_TIMEOUT"),
+    help="A probe request that takes longer has failed (a hung pool).",
+)
+@click.option(
+    "--tolerance",
+    type=int,
+    default=0,
+    show_default=True,
+    envvar=_env("TOLERANCE"),
+    help="Connections over baseline (or left in use) still accepted as PASS.",
+)
+@click.option(
+    "--pool-limit",
+    type=int,
+    envvar=_env("POOL_LIMIT"),
+    help="The target's pool limit, drawn on the chart (known for the demo).",
+)
+@click.option(
+    "--pool-view",
+    envvar=_env("POOL_VIEW"),
+    metavar="PATH",
+    help="Where your service serves its own pool counts (see drainwatch.instrument), e.g. /_drainwatch/pool.",
+)
 @prod_options(required=False)
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True, envvar=_env("OUT"),
-              help="Folder that receives the run folder <out>/<run-id>/.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    envvar=_env("OUT"),
+    help="Folder that receives the run folder <out>/<run-id>/.",
+)
 @click.option("--run-id", envvar=_env("RUN_ID"), help="Name of the run folder (default: time and variant).")
 @click.option("-q", "--quiet", is_flag=True, envvar=_env("QUIET"), help="Print only the verdict.")
 @click.option("--checkpoint-every", type=DURATION, default="10m", envvar=_env("CHECKPOINT_EVERY"), hidden=True)
@@ -170,7 +369,9 @@ def plan_from(ctx: click.Context, config_path: Path | None, opts: dict[str, obje
                 opts[name] = params[name].type_cast_value(ctx, value)
     locust_env |= {name: os.environ[name] for name in SCENARIO_VARIABLES if name in os.environ}
     mix_given = ctx.get_parameter_source("mix") != ParameterSource.DEFAULT or bool(path and "mix" in file_options)
-    return build_config(_Options(opts), locust_env, tables, config_file=str(path) if path else None, mix_given=mix_given)
+    return build_config(
+        _Options(opts), locust_env, tables, config_file=str(path) if path else None, mix_given=mix_given
+    )
 
 
 class _Options:
@@ -199,41 +400,79 @@ class _Options:
         return tuple(str(v) for v in value) if isinstance(value, (tuple, list)) else (str(value),)
 
 
-def build_config(o: _Options, locust_env: Mapping[str, str], tables: Mapping[str, Any], *,
-                 config_file: str | None = None, mix_given: bool = False) -> RunConfig:  # fmt: skip
+def build_config(
+    o: _Options,
+    locust_env: Mapping[str, str],
+    tables: Mapping[str, Any],
+    *,
+    config_file: str | None = None,
+    mix_given: bool = False,
+) -> RunConfig:
     """The frozen plan. Raises UsageError for a value that cannot be one."""
     variant = o.text("variant") or "leaky"
     serve, target_url = o.text("serve"), o.text("target_url")
     demo = not (serve or target_url)
     check_target(serve, target_url, o.text("dsn"))  # before the traffic: a bad URL is the first thing to fix
     headers = dict(tables.get("header_table", {})) | dict(parse_header(h) for h in o.many("headers"))
-    traffic = traffic_from(locust_env, demo=demo, endpoints=o.many("endpoints"), headers=headers,
-                           own_locustfile=o.text("locustfile") is not None)
+    traffic = traffic_from(
+        locust_env,
+        demo=demo,
+        endpoints=o.many("endpoints"),
+        headers=headers,
+        own_locustfile=o.text("locustfile") is not None,
+    )
     mix = _fitting_mix(parse_mix(o.text("mix") or ""), traffic, given=mix_given)
     who = "serve" if serve else "target" if target_url else variant
     cwd = o.text("serve_cwd") or tables.get("serve_cwd")
     return RunConfig(
-        variant=variant, dsn=o.text("dsn"), target_url=target_url, serve=serve, setup=o.text("setup"),
-        serve_env=tables.get("serve_env", {}), serve_cwd=Path(cwd) if cwd else None,
-        database_env=o.text("database_env") or "DATABASE_URL", no_restart=o.flag("no_restart"),
-        match=Match(application_name=o.text("app_name"), usename=o.text("usename"), datname=o.text("datname"),
-                    client_addr=o.text("client_addr")),
-        users=o.whole("users") or 0, spawn_rate=o.number("spawn_rate") or 0.0,
-        warmup=o.number("warmup") or 0.0, baseline=o.number("baseline") or 0.0, duration=o.number("duration") or 0.0,
-        settle=o.number("settle") or 0.0, interval=o.number("interval") or 0.0, mix=mix,
+        variant=variant,
+        dsn=o.text("dsn"),
+        target_url=target_url,
+        serve=serve,
+        setup=o.text("setup"),
+        serve_env=tables.get("serve_env", {}),
+        serve_cwd=Path(cwd) if cwd else None,
+        database_env=o.text("database_env") or "DATABASE_URL",
+        no_restart=o.flag("no_restart"),
+        match=Match(
+            application_name=o.text("app_name"),
+            usename=o.text("usename"),
+            datname=o.text("datname"),
+            client_addr=o.text("client_addr"),
+        ),
+        users=o.whole("users") or 0,
+        spawn_rate=o.number("spawn_rate") or 0.0,
+        warmup=o.number("warmup") or 0.0,
+        baseline=o.number("baseline") or 0.0,
+        duration=o.number("duration") or 0.0,
+        settle=o.number("settle") or 0.0,
+        interval=o.number("interval") or 0.0,
+        mix=mix,
         locustfile=Path(lf) if (lf := o.text("locustfile")) else None,
-        probe_path=o.text("probe_path"), probe_headers=headers | dict(tables.get("probe_headers", {})),
-        probe_timeout=o.number("probe_timeout") or 0.0, tolerance=o.whole("tolerance") or 0,
-        pool_limit=o.whole("pool_limit"), pool_view=o.text("pool_view"), workers=o.whole("workers") or 0,
-        metrics_port=o.whole("metrics_port"), prod_rps=o.number("prod_rps"), prod_shares=shares(o.values),
-        prod_pool=o.whole("prod_pool"), faults=tuple(parse_fault(text) for text in o.many("faults")),
-        isolate=o.flag("isolate"), docker_postgres=o.text("docker_postgres"), docker_target=o.text("docker_target"),
+        probe_path=o.text("probe_path"),
+        probe_headers=headers | dict(tables.get("probe_headers", {})),
+        probe_timeout=o.number("probe_timeout") or 0.0,
+        tolerance=o.whole("tolerance") or 0,
+        pool_limit=o.whole("pool_limit"),
+        pool_view=o.text("pool_view"),
+        workers=o.whole("workers") or 0,
+        metrics_port=o.whole("metrics_port"),
+        prod_rps=o.number("prod_rps"),
+        prod_shares=shares(o.values),
+        prod_pool=o.whole("prod_pool"),
+        faults=tuple(parse_fault(text) for text in o.many("faults")),
+        isolate=o.flag("isolate"),
+        docker_postgres=o.text("docker_postgres"),
+        docker_target=o.text("docker_target"),
         sweep_disconnect=parse_delays(sweep) if (sweep := o.text("sweep_disconnect")) else (),
-        traffic=traffic, out=Path(o.text("out") or "reports"),
+        traffic=traffic,
+        out=Path(o.text("out") or "reports"),
         run_id=o.text("run_id") or time.strftime("%Y%m%d-%H%M%S-") + who,
-        quiet=o.flag("quiet"), config_file=config_file, checkpoint_every=o.number("checkpoint_every") or 600.0,
+        quiet=o.flag("quiet"),
+        config_file=config_file,
+        checkpoint_every=o.number("checkpoint_every") or 600.0,
         embedded_max_connections=o.whole("embedded_max_connections") or 100,
-    )  # fmt: skip
+    )
 
 
 def _fitting_mix(mix: dict[str, int], traffic: Traffic, *, given: bool) -> dict[str, int]:
@@ -244,8 +483,10 @@ def _fitting_mix(mix: dict[str, int], traffic: Traffic, *, given: bool) -> dict[
     missing = [kind for kind, weight in mix.items() if weight and kind != "steady" and traffic.chaos.get(kind) is None]
     if missing and given:
         kind = missing[0]
-        raise UsageError(f"the {kind} kind has no request to send to your service",
-                         hint=f'add [chaos.{kind}] request = "METHOD /path" to drainwatch.toml, or leave {kind} out of --mix')  # fmt: skip
+        raise UsageError(
+            f"the {kind} kind has no request to send to your service",
+            hint=f'add [chaos.{kind}] request = "METHOD /path" to drainwatch.toml, or leave {kind} out of --mix',
+        )
     kept = {kind: weight for kind, weight in mix.items() if kind not in missing}
     if not any(kept.values()):
         raise UsageError("--mix gives no traffic this service can take", hint="give steady or disconnect a weight")

@@ -84,5 +84,9 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Leaked rows grouped by statement and by the request most likely to have left them."""
     statements = Counter(str(r.get("statement") or normalise(str(r.get("query", "")))) for r in rows)
     likely = Counter(str(r["likely"]) for r in rows if r.get("likely"))
-    return {"statements": dict(statements.most_common(10)), "likely": dict(likely.most_common(10)),
-            "attributed": sum(likely.values()), "of": len(rows)}  # fmt: skip
+    return {
+        "statements": dict(statements.most_common(10)),
+        "likely": dict(likely.most_common(10)),
+        "attributed": sum(likely.values()),
+        "of": len(rows),
+    }

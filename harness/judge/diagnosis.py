@@ -21,73 +21,92 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
     where = f"; left by {by_routes}" if by_routes else ""
     iit = verdict.idle_in_transaction
     if iit["count"]:
-        found.append({
-            "pattern": "idle in transaction after traffic stopped",
-            "evidence": f"{iit['count']} connection(s) idle in transaction, oldest {human_seconds(iit['oldest_s'])}{where}",
-            "cause": "a commit or rollback missing on an error path: a session closed after the work instead of in "
-                     "finally, or a yield dependency without try/finally",
-            "fix": "async with session_factory() as session, session.begin(): ...; put the yield of a dependency "
-                   "inside try/finally",
-        })  # fmt: skip
+        found.append(
+            {
+                "pattern": "idle in transaction after traffic stopped",
+                "evidence": f"{iit['count']} connection(s) idle in transaction, oldest {human_seconds(iit['oldest_s'])}{where}",
+                "cause": "a commit or rollback missing on an error path: a session closed after the work instead of in "
+                "finally, or a yield dependency without try/finally",
+                "fix": "async with session_factory() as session, session.begin(): ...; put the yield of a dependency "
+                "inside try/finally",
+            }
+        )
     held = verdict.leaked_by_kind.get("held", 0)
     if verdict.per_request and (held or iit["count"]):
-        found.append({
-            "pattern": "a connection per request (or thread), never closed",
-            "evidence": f"{held + iit['count']} connection(s) left open, each opened at its own moment during the run{where}",
-            "cause": "connections opened per request or per worker thread and kept: Django's CONN_MAX_AGE > 0 under "
-                     "ASGI (each request's thread keeps its own) or in threads that never call close_old_connections(), "
-                     "a sync SQLAlchemy Session not closed in finally/with, psycopg2's ThreadedConnectionPool.getconn() "
-                     "without putconn()",
-            "fix": "Django under ASGI: CONN_MAX_AGE = 0 (or Django 5.1+'s pooled backend: OPTIONS = {'pool': True}); "
-                   "with Session(engine) as session: ...; putconn() in finally",
-        })  # fmt: skip
+        found.append(
+            {
+                "pattern": "a connection per request (or thread), never closed",
+                "evidence": f"{held + iit['count']} connection(s) left open, each opened at its own moment during the run{where}",
+                "cause": "connections opened per request or per worker thread and kept: Django's CONN_MAX_AGE > 0 under "
+                "ASGI (each request's thread keeps its own) or in threads that never call close_old_connections(), "
+                "a sync SQLAlchemy Session not closed in finally/with, psycopg2's ThreadedConnectionPool.getconn() "
+                "without putconn()",
+                "fix": "Django under ASGI: CONN_MAX_AGE = 0 (or Django 5.1+'s pooled backend: OPTIONS = {'pool': True}); "
+                "with Session(engine) as session: ...; putconn() in finally",
+            }
+        )
     elif held:
-        found.append({
-            "pattern": "idle connections still checked out",
-            "evidence": f"{held} idle connection(s) whose last statement is the app's SQL, not the pool's reset{where}",
-            "cause": "a release that never happened: cleanup that awaits in finally while the task is being "
-                     "cancelled (client disconnect, deadline), a CancelledError caught and swallowed, or a release "
-                     "written after the work instead of in finally",
-            "fix": "async with pool.acquire() as conn: ...; no other await before the release in cleanup; "
-                   "re-raise CancelledError",
-        })  # fmt: skip
+        found.append(
+            {
+                "pattern": "idle connections still checked out",
+                "evidence": f"{held} idle connection(s) whose last statement is the app's SQL, not the pool's reset{where}",
+                "cause": "a release that never happened: cleanup that awaits in finally while the task is being "
+                "cancelled (client disconnect, deadline), a CancelledError caught and swallowed, or a release "
+                "written after the work instead of in finally",
+                "fix": "async with pool.acquire() as conn: ...; no other await before the release in cleanup; "
+                "re-raise CancelledError",
+            }
+        )
     invisible = verdict.leaked_by_kind.get("invisible", 0)
     if invisible:
-        found.append({
-            "pattern": "the pool counts connections PostgreSQL no longer has",
-            "evidence": checks["pool_view"].detail if "pool_view" in checks else f"{invisible} invisible",
-            "cause": "connections checked out and dropped: the garbage collector or the server closed them, "
-                     "the pool still waits for them to come back",
-            "fix": "give every checkout back in finally or async with; never let a checked-out connection go out of scope",
-        })  # fmt: skip
+        found.append(
+            {
+                "pattern": "the pool counts connections PostgreSQL no longer has",
+                "evidence": checks["pool_view"].detail if "pool_view" in checks else f"{invisible} invisible",
+                "cause": "connections checked out and dropped: the garbage collector or the server closed them, "
+                "the pool still waits for them to come back",
+                "fix": "give every checkout back in finally or async with; never let a checked-out connection go out of scope",
+            }
+        )
     probe = checks.get("probe")
-    if probe is not None and not probe.passed and verdict.probe.get("target_alive", True) and not (iit["count"] or held or invisible):
-        found.append({
-            "pattern": "the service starves with no extra connections visible",
-            "evidence": probe.detail,
-            "cause": "pool waiters: connections held across a slow await (an LLM call, a stream), or leaked "
-                     "connections closed behind the pool's back",
-            "fix": "hold a connection only for the queries, not across slow non-database work; expose the pool's "
-                   "own counts (drainwatch.instrument) so drainwatch can tell which",
-        })  # fmt: skip
+    if (
+        probe is not None
+        and not probe.passed
+        and verdict.probe.get("target_alive", True)
+        and not (iit["count"] or held or invisible)
+    ):
+        found.append(
+            {
+                "pattern": "the service starves with no extra connections visible",
+                "evidence": probe.detail,
+                "cause": "pool waiters: connections held across a slow await (an LLM call, a stream), or leaked "
+                "connections closed behind the pool's back",
+                "fix": "hold a connection only for the queries, not across slow non-database work; expose the pool's "
+                "own counts (drainwatch.instrument) so drainwatch can tell which",
+            }
+        )
     server = verdict.server or {}
     if server.get("full"):
-        found.append({
-            "pattern": "the server, not the pool, ran out first",
-            "evidence": checks["server_limit"].detail if "server_limit" in checks else "",
-            "cause": "the leaked connections filled PostgreSQL's max_connections: every other client, the service's "
-                     "own new connections included, is refused (`too many clients already`)",
-            "fix": "fix the leak above; meanwhile cap the service's connections below max_connections (a pool with a "
-                   "maximum, PgBouncer) and set idle_session_timeout / idle_in_transaction_session_timeout",
-        })  # fmt: skip
+        found.append(
+            {
+                "pattern": "the server, not the pool, ran out first",
+                "evidence": checks["server_limit"].detail if "server_limit" in checks else "",
+                "cause": "the leaked connections filled PostgreSQL's max_connections: every other client, the service's "
+                "own new connections included, is refused (`too many clients already`)",
+                "fix": "fix the leak above; meanwhile cap the service's connections below max_connections (a pool with a "
+                "maximum, PgBouncer) and set idle_session_timeout / idle_in_transaction_session_timeout",
+            }
+        )
     zombie = verdict.zombie
     if zombie.get("peak_active") and zombie.get("lasted_s", 0) >= 1:
-        found.append({
-            "pattern": "work for clients that have gone",
-            "evidence": f"{zombie['peak_active']} backend(s) still active {human_seconds(zombie['lasted_s'])} after traffic stopped",
-            "cause": "plain endpoints are not cancelled when the client hangs up: the abandoned work runs to the end",
-            "fix": "stream the reply, cancel on disconnect while the response is in flight, or enforce server-side deadlines",
-        })  # fmt: skip
+        found.append(
+            {
+                "pattern": "work for clients that have gone",
+                "evidence": f"{zombie['peak_active']} backend(s) still active {human_seconds(zombie['lasted_s'])} after traffic stopped",
+                "cause": "plain endpoints are not cancelled when the client hangs up: the abandoned work runs to the end",
+                "fix": "stream the reply, cancel on disconnect while the response is in flight, or enforce server-side deadlines",
+            }
+        )
     if verdict.outcome == LEAK:
         found.append({"pattern": "guardrails", "evidence": "", "cause": "", "fix": GUARDRAILS})
     return found

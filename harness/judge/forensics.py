@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from drainwatch.plan import Match
@@ -65,7 +66,34 @@ def resetting_apps(rows: Iterable[Mapping[str, Any]]) -> set[str]:
     }
 
 
-def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = None, *, recent: float = 0.0) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Resets:
+    """What baseline taught about the pools: which backends were seen reset, and which
+    application names also hold idle connections that were not (two pools, one name)."""
+
+    apps: frozenset[str] = frozenset()
+    pids: frozenset[int] = frozenset()
+    mixed: frozenset[str] = frozenset()
+
+
+def learn(baseline: Iterable[Mapping[str, Any]]) -> Resets:
+    """Resets as the baseline snapshot shows them (every connection back in its pool)."""
+    rows = [row for row in baseline if row["state"] == "idle"]
+    reset = [row for row in rows if row["query"].strip() and is_reset_statement(row["query"])]
+    apps = {row["application_name"] for row in reset}
+    unreset = {row["application_name"] for row in rows if not is_reset_statement(row["query"])}
+    return Resets(
+        frozenset(apps), frozenset(int(row["pid"]) for row in reset if "pid" in row), frozenset(apps & unreset)
+    )
+
+
+def classify(
+    rows: Iterable[Mapping[str, Any]],
+    resetting: set[str] | None = None,
+    *,
+    recent: float = 0.0,
+    resets: Resets | None = None,
+) -> list[dict[str, Any]]:
     """Each connection with its ``kind``: pooled, held, unsure, in_transaction, active or other.
 
     An idle connection with application SQL last is ``held`` where its application's pool
@@ -77,9 +105,14 @@ def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = Non
     Held means frozen: an idle connection whose state changed less than ``recent`` seconds
     ago belongs to a request still running (between two queries of it) and counts as active.
     A health check's ``SELECT 1`` is the application's SQL, not a pool's reset.
+
+    With ``resets`` (learnt at baseline), a backend seen reset is held when it shows
+    application SQL; in an application name that baseline showed with both resetting and
+    non-resetting pools, any other backend is only ``unsure``.
     """
     rows = [dict(row) for row in rows]
-    resetting = resetting_apps(rows) | (resetting or set())
+    resets = resets or Resets()
+    resetting = resetting_apps(rows) | (resetting or set()) | set(resets.apps)
     out = []
     for row in rows:
         state = row["state"]
@@ -92,7 +125,7 @@ def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = Non
             if app_sql and float(row.get("state_age_s") or 0) < recent:
                 kind = ACTIVE
             else:
-                kind = POOLED if not app_sql else HELD if row["application_name"] in resetting else UNSURE
+                kind = POOLED if not app_sql else HELD if _resets(row, resetting, resets) else UNSURE
         else:
             kind = OTHER
         tag = parse_tag(row["query"])
@@ -107,3 +140,9 @@ def classify(rows: Iterable[Mapping[str, Any]], resetting: set[str] | None = Non
         )
     return out
 
+
+def _resets(row: Mapping[str, Any], resetting: set[str], resets: Resets) -> bool:
+    """True when this backend's pool is known to reset what it gets back."""
+    if row.get("pid") in resets.pids:
+        return True
+    return row["application_name"] in resetting and row["application_name"] not in resets.mixed

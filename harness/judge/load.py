@@ -39,8 +39,14 @@ def kind_counts(prefix: Path) -> dict[str, dict[str, Any]]:
         elif status and status.group(1).startswith("4") and status.group(1) not in ("408", "429"):
             out[kind]["not_served"] += count
         out[kind]["errors"][f"{row.get('Name', '').split(' ', 1)[-1]}: {error}"[:200]] += count
-    return {kind: {**entry, "top_error": entry["errors"].most_common(1)[0][0] if entry["errors"] else "",
-                   "errors": dict(entry["errors"].most_common(5))} for kind, entry in out.items()}  # fmt: skip
+    return {
+        kind: {
+            **entry,
+            "top_error": entry["errors"].most_common(1)[0][0] if entry["errors"] else "",
+            "errors": dict(entry["errors"].most_common(5)),
+        }
+        for kind, entry in out.items()
+    }
 
 
 def broken_kinds(counts: dict[str, dict[str, Any]]) -> list[str]:
@@ -54,8 +60,10 @@ def broken_kinds(counts: dict[str, dict[str, Any]]) -> list[str]:
             if key == "no_chaos" and entry.get("sweep"):
                 continue  # a sweep's delay past the response's end is a data point: no hang-up, no leak
             if entry[key] / requests >= BROKEN_SHARE:
-                out.append(f"the {kind} kind tested nothing: {entry[key]} of {requests} requests {what} "
-                           f"(top error: {entry['top_error']})")  # fmt: skip
+                out.append(
+                    f"the {kind} kind tested nothing: {entry[key]} of {requests} requests {what} "
+                    f"(top error: {entry['top_error']})"
+                )
                 break
     return out
 

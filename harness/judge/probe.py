@@ -28,7 +28,9 @@ class ProbeResult:
         return self.attempts > 0 and self.ok == self.attempts
 
 
-async def probe(url: str, request: Request, *, count: int, timeout: float, out: Path, append: bool = False) -> ProbeResult:
+async def probe(
+    url: str, request: Request, *, count: int, timeout: float, out: Path, append: bool = False
+) -> ProbeResult:
     """Send ``request`` up to ``count`` times, each with its own ``timeout``; stop at a hang or a refusal."""
     result = ProbeResult()
     with open(out, "a" if append else "w", newline="") as handle:

@@ -48,9 +48,18 @@ def peak_of_everyone(samples_csv: Path) -> dict[str, Any]:
     return {"peak": peak, "at": when}
 
 
-def server_check_numbers(max_connections: int, reserved: int, peak: dict[str, Any], refused: dict[str, Any]) -> dict[str, Any]:
+def server_check_numbers(
+    max_connections: int, reserved: int, peak: dict[str, Any], refused: dict[str, Any]
+) -> dict[str, Any]:
     usable = max(0, max_connections - reserved)
     full = bool(usable) and peak["peak"] >= usable
-    return {"max_connections": max_connections, "reserved": reserved, "usable": usable, "peak": peak["peak"],
-            "peak_at": peak["at"], "refusals": refused["count"], "first_refusal": refused["first"],
-            "full": full or bool(refused["count"])}  # fmt: skip
+    return {
+        "max_connections": max_connections,
+        "reserved": reserved,
+        "usable": usable,
+        "peak": peak["peak"],
+        "peak_at": peak["at"],
+        "refusals": refused["count"],
+        "first_refusal": refused["first"],
+        "full": full or bool(refused["count"]),
+    }

@@ -157,8 +157,14 @@ def _tally(lingering: Sequence[Mapping[str, Any]], pool_view: Mapping[str, Any] 
     )
 
 
-def _check_drain(baseline: dict[str, float], final: dict[str, float], tally: _Tally, tolerance: int,
-                 recovery_s: float | None, pool_view_given: bool) -> Check:  # fmt: skip
+def _check_drain(
+    baseline: dict[str, float],
+    final: dict[str, float],
+    tally: _Tally,
+    tolerance: int,
+    recovery_s: float | None,
+    pool_view_given: bool,
+) -> Check:
     excess = final["total"] - baseline["total"]
     not_in_pool = max(0.0, final["total"] - tally.pool_idle)  # connections the pool does not hold idle
     drained = excess <= tolerance or not_in_pool <= tolerance
@@ -173,26 +179,50 @@ def _check_drain(baseline: dict[str, float], final: dict[str, float], tally: _Ta
         detail = (
             f"{final['total']:.0f} connections after settle, {excess:.0f} over baseline {baseline['total']:.0f} "
             f"(tolerance {tolerance}) and not idle in their pool"
-            + (f"; {tally.unsure} idle ones ran application SQL last in a pool that does not reset, so they may be leaked"
-               if tally.unsure else "")
-        )  # fmt: skip
+            + (
+                f"; {tally.unsure} idle ones ran application SQL last in a pool that does not reset, so they may be leaked"
+                if tally.unsure
+                else ""
+            )
+        )
     counted = int(min(max(0.0, excess), not_in_pool)) if not drained else 0
-    return Check("drain", drained, detail, {"baseline": baseline["total"], "final": final["total"], "excess": excess,
-                                            "recovery_s": recovery_s, "counted_excess": counted})  # fmt: skip
+    return Check(
+        "drain",
+        drained,
+        detail,
+        {
+            "baseline": baseline["total"],
+            "final": final["total"],
+            "excess": excess,
+            "recovery_s": recovery_s,
+            "counted_excess": counted,
+        },
+    )
 
 
 def _check_idle_in_transaction(tally: _Tally, tolerance: int) -> Check:
     count = len(tally.iit_rows)
-    detail = (f"{count} connection(s) idle in transaction after settle, oldest {human_seconds(tally.oldest_iit)}"
-              if count else "no connection idle in transaction after settle")  # fmt: skip
-    return Check("idle_in_transaction", count <= tolerance, detail, {"count": count, "oldest_s": round(tally.oldest_iit, 2)})
+    detail = (
+        f"{count} connection(s) idle in transaction after settle, oldest {human_seconds(tally.oldest_iit)}"
+        if count
+        else "no connection idle in transaction after settle"
+    )
+    return Check(
+        "idle_in_transaction", count <= tolerance, detail, {"count": count, "oldest_s": round(tally.oldest_iit, 2)}
+    )
 
 
 def _check_held(tally: _Tally, tolerance: int) -> Check:
     held = tally.held
-    detail = (f"{held} idle connection(s) still hold application work (their last statement is the app's SQL, "
-              "not the pool's reset)" if held else "no idle connection holds application work")  # fmt: skip
-    return Check("held_connections", held <= tolerance, detail, {"held": held, "pooled": tally.pooled, "unsure": tally.unsure})
+    detail = (
+        f"{held} idle connection(s) still hold application work (their last statement is the app's SQL, "
+        "not the pool's reset)"
+        if held
+        else "no idle connection holds application work"
+    )
+    return Check(
+        "held_connections", held <= tolerance, detail, {"held": held, "pooled": tally.pooled, "unsure": tally.unsure}
+    )
 
 
 def _check_pool_view(pool_view: Mapping[str, Any], tally: _Tally, tolerance: int) -> Check:
@@ -201,27 +231,38 @@ def _check_pool_view(pool_view: Mapping[str, Any], tally: _Tally, tolerance: int
     if out <= tolerance:
         detail = "the app's pools count nothing checked out"
     elif seen < out:
-        detail = (f"the app's pools count {out} checked out, PostgreSQL shows {seen} of them: the other "
-                  f"{out - seen} were closed behind the pool's back (garbage collector or server), and the pool still counts them")  # fmt: skip
+        detail = (
+            f"the app's pools count {out} checked out, PostgreSQL shows {seen} of them: the other "
+            f"{out - seen} were closed behind the pool's back (garbage collector or server), and the pool still counts them"
+        )
     else:
         detail = f"the app's pools count {out} connection(s) checked out after settle"
-    return Check("pool_view", out <= tolerance, detail, {"checked_out": out, "visible": seen, "limit": pool_view.get("limit")})
+    return Check(
+        "pool_view", out <= tolerance, detail, {"checked_out": out, "visible": seen, "limit": pool_view.get("limit")}
+    )
 
 
 def _check_probe(probe: ProbeResult) -> Check:
-    return Check("probe", probe.passed,
-                 f"{probe.ok}/{probe.attempts} probe requests served" + (f": {probe.detail}" if probe.detail else ""),
-                 {"attempts": probe.attempts, "ok": probe.ok, "target_alive": probe.target_alive})  # fmt: skip
+    return Check(
+        "probe",
+        probe.passed,
+        f"{probe.ok}/{probe.attempts} probe requests served" + (f": {probe.detail}" if probe.detail else ""),
+        {"attempts": probe.attempts, "ok": probe.ok, "target_alive": probe.target_alive},
+    )
 
 
 def _check_server(server: Mapping[str, Any]) -> Check:
     refused = server.get("refusals")
     if server["full"]:
-        detail = (f"the server ran out of connections: peak {server['peak']} of {server['usable']} usable "
-                  f"(max_connections {server['max_connections']}, {server['reserved']} reserved)"
-                  + (f", {refused} connection(s) refused" if refused else ""))  # fmt: skip
+        detail = (
+            f"the server ran out of connections: peak {server['peak']} of {server['usable']} usable "
+            f"(max_connections {server['max_connections']}, {server['reserved']} reserved)"
+            + (f", {refused} connection(s) refused" if refused else "")
+        )
     else:
-        detail = f"peak {server['peak']} of {server['usable']} usable server connections" + (", none refused" if refused == 0 else "")
+        detail = f"peak {server['peak']} of {server['usable']} usable server connections" + (
+            ", none refused" if refused == 0 else ""
+        )
     return Check("server_limit", not server["full"], detail, dict(server))
 
 
@@ -229,52 +270,90 @@ def _leak_reason(check: Check, final: dict[str, float], tally: _Tally) -> str:
     if check.name != "probe":
         return check.detail
     if final["active"] > 0 and not tally.leaked_rows:
-        return (f"the service does not serve yet: {final['active']:.0f} backend(s) are still working for clients "
-                "that have gone (zombie work holds the pool, no connection is leaked); a longer --settle shows "
-                "whether it drains")  # fmt: skip
-    return ("the service no longer serves after traffic stopped (the probe failed while the process is up): "
-            "its pool is exhausted")
+        return (
+            f"the service does not serve yet: {final['active']:.0f} backend(s) are still working for clients "
+            "that have gone (zombie work holds the pool, no connection is leaked); a longer --settle shows "
+            "whether it drains"
+        )
+    return (
+        "the service no longer serves after traffic stopped (the probe failed while the process is up): "
+        "its pool is exhausted"
+    )
 
 
-def _decide(checks: list[Check], *, load: Mapping[str, int], collector_lost: bool, probe: ProbeResult,
-            have_tail: bool, final: dict[str, float], tally: _Tally, baseline_total: float,
-            recovery_s: float | None, broken: list[str]) -> tuple[str, list[str], list[str]]:  # fmt: skip
+def _decide(
+    checks: list[Check],
+    *,
+    load: Mapping[str, int],
+    collector_lost: bool,
+    probe: ProbeResult,
+    have_tail: bool,
+    final: dict[str, float],
+    tally: _Tally,
+    baseline_total: float,
+    recovery_s: float | None,
+    broken: list[str],
+) -> tuple[str, list[str], list[str]]:
     """The ladder ERROR > LEAK > PASS: (outcome, evidence, reasons).
 
     A full server is LEAK even when the target looks down: the leak is what took it down.
     """
     server_full = any(c.name == "server_limit" and not c.passed for c in checks)
     if load.get("requests") == 0:
-        return ERROR, ["no_load"], ["the load phase sent no request, so nothing was tested: check the locustfile "
-                                    f"({load.get('exceptions', 0)} exception(s) in locust_exceptions.csv)"]  # fmt: skip
+        return (
+            ERROR,
+            ["no_load"],
+            [
+                "the load phase sent no request, so nothing was tested: check the locustfile "
+                f"({load.get('exceptions', 0)} exception(s) in locust_exceptions.csv)"
+            ],
+        )
     if collector_lost:
-        return ERROR, ["collector_lost"], ["the collector stopped before the end of the run: counts after its last "
-                                           "sample are unknown (what it wrote is in samples.csv)"]  # fmt: skip
+        return (
+            ERROR,
+            ["collector_lost"],
+            [
+                "the collector stopped before the end of the run: counts after its last "
+                "sample are unknown (what it wrote is in samples.csv)"
+            ],
+        )
     if broken and not server_full:
         return ERROR, ["load_invalid"], broken
     if not probe.target_alive and not server_full:
         return ERROR, ["target_down"], [f"the target is down: {probe.detail or 'it does not accept connections'}"]
     if not have_tail and not server_full:
-        return ERROR, ["no_samples"], ["the collector recorded nothing after the load: connection counts cannot be judged"]
+        return (
+            ERROR,
+            ["no_samples"],
+            ["the collector recorded nothing after the load: connection counts cannot be judged"],
+        )
     failed = [c for c in checks if not c.passed]
     if failed:
         return LEAK, [c.name for c in failed], [_leak_reason(c, final, tally) for c in failed]
-    return PASS, [c.name for c in checks], [
-        f"connections back to baseline ({baseline_total:.0f})"
-        + (f" {human_seconds(recovery_s)} after traffic stopped" if recovery_s is not None else "")
-        + "; no connection left in use; the service still serves"
-    ]
+    return (
+        PASS,
+        [c.name for c in checks],
+        [
+            f"connections back to baseline ({baseline_total:.0f})"
+            + (f" {human_seconds(recovery_s)} after traffic stopped" if recovery_s is not None else "")
+            + "; no connection left in use; the service still serves"
+        ],
+    )
 
 
 def _caveats(outcome: str, load: Mapping[str, int], gaps: dict[str, Any], zombie: dict[str, Any]) -> list[str]:
     """What the reader must know about the evidence, whatever the verdict."""
     notes = []
     if zombie["peak_active"] and outcome == PASS:
-        notes.append(f"zombie work: {zombie['peak_active']} backend(s) kept working up to {human_seconds(zombie['lasted_s'])} "
-                     "after traffic stopped, for clients that had gone; settle waited for it, and none was left holding a connection")  # fmt: skip
+        notes.append(
+            f"zombie work: {zombie['peak_active']} backend(s) kept working up to {human_seconds(zombie['lasted_s'])} "
+            "after traffic stopped, for clients that had gone; settle waited for it, and none was left holding a connection"
+        )
     if load.get("exceptions") and outcome != ERROR:
-        notes.append(f"Locust's users raised {load['exceptions']} exception(s) (locust_exceptions.csv): the load may "
-                     "not be the one you meant")  # fmt: skip
+        notes.append(
+            f"Locust's users raised {load['exceptions']} exception(s) (locust_exceptions.csv): the load may "
+            "not be the one you meant"
+        )
     if gaps["count"]:
         notes.append(
             f"PostgreSQL could not be reached for {human_seconds(gaps['seconds'])} during the run ({gaps['count']} "
@@ -326,18 +405,29 @@ def judge(
     recovery_s = _recovery(tail, baseline["total"] + tolerance, load_end)
     tally = _tally(lingering, pool_view)
 
-    checks = [_check_drain(baseline, final, tally, tolerance, recovery_s, pool_view is not None),
-              _check_idle_in_transaction(tally, tolerance), _check_held(tally, tolerance)]  # fmt: skip
+    checks = [
+        _check_drain(baseline, final, tally, tolerance, recovery_s, pool_view is not None),
+        _check_idle_in_transaction(tally, tolerance),
+        _check_held(tally, tolerance),
+    ]
     if pool_view is not None:
         checks.append(_check_pool_view(pool_view, tally, tolerance))
     checks.append(_check_probe(probe))
     if server is not None:
         checks.append(_check_server(server))
     broken = broken_kinds(dict(load_kinds)) if load_kinds else []
-    outcome, evidence, reasons = _decide(checks, load=load, collector_lost=collector_lost, probe=probe,
-                                         have_tail=bool(tail), final=final, tally=tally,
-                                         baseline_total=baseline["total"], recovery_s=recovery_s,
-                                         broken=broken)  # fmt: skip
+    outcome, evidence, reasons = _decide(
+        checks,
+        load=load,
+        collector_lost=collector_lost,
+        probe=probe,
+        have_tail=bool(tail),
+        final=final,
+        tally=tally,
+        baseline_total=baseline["total"],
+        recovery_s=recovery_s,
+        broken=broken,
+    )
     gaps = _gaps(samples, load_start, settle_end)
     zombie = _zombie(tail, load_end)
     reasons += _caveats(outcome, load, gaps, zombie)
@@ -381,10 +471,14 @@ def with_shutdown(verdict: Verdict, shutdown: Mapping[str, Any]) -> Verdict:
     left = shutdown.get("remaining") or []
     passed = not left and not shutdown.get("killed")
     if passed:
-        detail = f"after SIGTERM the service exited in {human_seconds(shutdown['exited_s'])} and closed every connection"
+        detail = (
+            f"after SIGTERM the service exited in {human_seconds(shutdown['exited_s'])} and closed every connection"
+        )
     elif shutdown.get("killed"):
-        detail = (f"after SIGTERM the service did not exit within {human_seconds(shutdown['grace_s'])} and was killed"
-                  + (f", still holding {len(left)} connection(s)" if left else ""))  # fmt: skip
+        detail = (
+            f"after SIGTERM the service did not exit within {human_seconds(shutdown['grace_s'])} and was killed"
+            + (f", still holding {len(left)} connection(s)" if left else "")
+        )
     else:
         detail = f"{len(left)} connection(s) of the service stayed open after it exited on SIGTERM"
     check = Check("shutdown", passed, detail, dict(shutdown))

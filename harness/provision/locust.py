@@ -44,21 +44,61 @@ def scenario_file(name: str) -> Path:
 
 def locust_argv(plan: LoadPlan, master_port: int | None = None) -> list[str]:
     argv = [
-        sys.executable, "-m", "locust", "-f", str(plan.locustfile), "--headless",
-        "--host", plan.host, "--users", str(plan.users), "--spawn-rate", f"{plan.spawn_rate:g}",
-        "--run-time", f"{max(1, math.ceil(plan.seconds))}s", "--stop-timeout", f"{STOP_TIMEOUT:g}",
-        "--csv", str(plan.csv_prefix), "--csv-full-history", "--only-summary",
-        "--exit-code-on-error", "0", "--loglevel", "WARNING",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(plan.locustfile),
+        "--headless",
+        "--host",
+        plan.host,
+        "--users",
+        str(plan.users),
+        "--spawn-rate",
+        f"{plan.spawn_rate:g}",
+        "--run-time",
+        f"{max(1, math.ceil(plan.seconds))}s",
+        "--stop-timeout",
+        f"{STOP_TIMEOUT:g}",
+        "--csv",
+        str(plan.csv_prefix),
+        "--csv-full-history",
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "WARNING",
+    ]
     if master_port is not None:
-        argv += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
-                 "--expect-workers", str(plan.workers), "--expect-workers-max-wait", "30"]  # fmt: skip
+        argv += [
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(master_port),
+            "--expect-workers",
+            str(plan.workers),
+            "--expect-workers-max-wait",
+            "30",
+        ]
     return argv
 
 
 def worker_argv(locustfile: Path, master_host: str, master_port: int) -> list[str]:
-    return [sys.executable, "-m", "locust", "-f", str(locustfile), "--worker",
-            "--master-host", master_host, "--master-port", str(master_port), "--loglevel", "WARNING"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile),
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+        "--loglevel",
+        "WARNING",
+    ]
 
 
 async def run_load(plan: LoadPlan, on_start: Callable[[str, int], None] | None = None) -> int:
@@ -71,18 +111,29 @@ async def run_load(plan: LoadPlan, on_start: Callable[[str, int], None] | None =
     master_port = free_port() if plan.workers else None
     async with AsyncExitStack() as stack:
         master = await stack.enter_async_context(
-            managed_process(locust_argv(plan, master_port), name="locust", log_path=plan.log_path, env=plan.env,
-                            stop_signal=signal.SIGTERM, grace=STOP_TIMEOUT + 5)
-        )  # fmt: skip
+            managed_process(
+                locust_argv(plan, master_port),
+                name="locust",
+                log_path=plan.log_path,
+                env=plan.env,
+                stop_signal=signal.SIGTERM,
+                grace=STOP_TIMEOUT + 5,
+            )
+        )
         if on_start is not None:
             on_start("locust", master.pid)
         for i in range(plan.workers):
             assert master_port is not None
             worker = await stack.enter_async_context(
-                managed_process(worker_argv(plan.locustfile, "127.0.0.1", master_port), name=f"locust-worker-{i + 1}",
-                                log_path=plan.log_path.with_name(f"{plan.log_path.stem}-worker-{i + 1}.log"),
-                                env=plan.env, stop_signal=signal.SIGTERM, grace=STOP_TIMEOUT + 5)
-            )  # fmt: skip
+                managed_process(
+                    worker_argv(plan.locustfile, "127.0.0.1", master_port),
+                    name=f"locust-worker-{i + 1}",
+                    log_path=plan.log_path.with_name(f"{plan.log_path.stem}-worker-{i + 1}.log"),
+                    env=plan.env,
+                    stop_signal=signal.SIGTERM,
+                    grace=STOP_TIMEOUT + 5,
+                )
+            )
             if on_start is not None:
                 on_start(f"locust-worker-{i + 1}", worker.pid)
         code = await master.wait()

@@ -41,8 +41,6 @@ class Database:
         return redact_dsn(self.dsn)
 
 
-
-
 def _prepare_for_root(workdir: Path) -> dict[str, Any]:
     """As root, run PostgreSQL as an unprivileged user that can reach its files."""
     if os.name != "posix" or os.geteuid() != 0:
@@ -87,10 +85,19 @@ async def embedded_postgres(log_path: Path, *, max_connections: int = 100) -> As
         pgdata = workdir / "data"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         initdb = await asyncio.create_subprocess_exec(
-            str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres",
-            "--auth=trust", "--encoding=UTF8", "--no-sync", "--no-instructions",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, **as_user,
-        )  # fmt: skip
+            str(POSTGRES_BIN_PATH / "initdb"),
+            "-D",
+            str(pgdata),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+            "--no-instructions",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            **as_user,
+        )
         out, _ = await initdb.communicate()
         if initdb.returncode != 0:
             raise DatabaseProblem(
@@ -99,11 +106,24 @@ async def embedded_postgres(log_path: Path, *, max_connections: int = 100) -> As
             )
         port = free_port()
         argv = [
-            str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata), "-p", str(port),
-            "-h", "127.0.0.1", "-k", str(workdir),
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-            "-c", f"max_connections={max_connections}",
-        ]  # fmt: skip
+            str(POSTGRES_BIN_PATH / "postgres"),
+            "-D",
+            str(pgdata),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(workdir),
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            f"max_connections={max_connections}",
+        ]
         dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         server = Child(argv, name="postgres", log_path=log_path, grace=10.0, **as_user)  # SIGINT: fast shutdown
 
@@ -113,8 +133,15 @@ async def embedded_postgres(log_path: Path, *, max_connections: int = 100) -> As
 
         try:
             version, max_conn = await _wait_ready(dsn, await server.start(), log_path)
-            yield Database(dsn=dsn, embedded=True, version=version, max_connections=max_conn,
-                           pid=server.pid, data_dir=pgdata, restart=restart)  # fmt: skip
+            yield Database(
+                dsn=dsn,
+                embedded=True,
+                version=version,
+                max_connections=max_conn,
+                pid=server.pid,
+                data_dir=pgdata,
+                restart=restart,
+            )
         finally:
             await server.stop()
     finally:
@@ -156,9 +183,7 @@ async def _wait_ready(dsn: str, proc: asyncio.subprocess.Process, log_path: Path
 async def server_facts(dsn: str) -> tuple[str, int]:
     """(server version, max_connections), or DatabaseProblem naming the fix."""
     async with await connect(dsn) as conn:
-        cur = await conn.execute(
-            "SELECT current_setting('server_version'), current_setting('max_connections')::int"
-        )
+        cur = await conn.execute("SELECT current_setting('server_version'), current_setting('max_connections')::int")
         version, max_conn = await cur.fetchone()  # type: ignore[misc]
         return str(version), int(max_conn)
 
@@ -167,9 +192,11 @@ async def connect(dsn: str, *, timeout: float = 5.0) -> psycopg.AsyncConnection[
     """An autocommit connection named ``drainwatch-harness``; errors mapped to DatabaseProblem."""
     try:
         return await psycopg.AsyncConnection.connect(
-            dsn, autocommit=True, connect_timeout=max(1, int(timeout)),
+            dsn,
+            autocommit=True,
+            connect_timeout=max(1, int(timeout)),
             application_name=HARNESS_APP_NAME,
-        )  # fmt: skip
+        )
     except psycopg.OperationalError as exc:
         raise map_connect_error(exc, dsn) from exc
 

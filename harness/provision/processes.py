@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 _live: set[asyncio.subprocess.Process] = set()  # every child still running, for hurry()
 _hurry = False
 
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now (never 5432: that one is taken or reserved)."""
     while True:
@@ -107,8 +108,17 @@ async def stop_process(
 class Child:
     """One child that can be restarted: the same argv, log and environment, a new process each start."""
 
-    def __init__(self, argv: Sequence[str], *, name: str, log_path: Path, env: dict[str, str] | None = None,
-                 stop_signal: int = signal.SIGINT, grace: float = 10.0, **popen: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        stop_signal: int = signal.SIGINT,
+        grace: float = 10.0,
+        **popen: Any,
+    ) -> None:
         self.argv, self.name, self.log_path, self.env = list(argv), name, log_path, env
         self.stop_signal, self.grace, self.popen = stop_signal, grace, popen
         self.proc: asyncio.subprocess.Process | None = None

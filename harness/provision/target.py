@@ -83,8 +83,15 @@ async def _serving(child: Child, url: str, what: str, **target: Any) -> AsyncIte
 
     try:
         await start()
-        yield Target(url=url, pid=child.pid, restart=restart, current_pid=lambda: child.pid, stop=child.stop,
-                     log_path=child.log_path, **target)  # fmt: skip
+        yield Target(
+            url=url,
+            pid=child.pid,
+            restart=restart,
+            current_pid=lambda: child.pid,
+            stop=child.stop,
+            log_path=child.log_path,
+            **target,
+        )
     finally:
         await child.stop()
 
@@ -96,16 +103,28 @@ async def demo_service(variant: str, dsn: str, log_path: Path) -> AsyncIterator[
     argv = [sys.executable, "-m", "drainwatch.demo_service", "--variant", variant, "--port", str(port)]
     # The DSN goes through the environment, not argv: argv is world-readable in ps.
     child = Child(argv, name="target", log_path=log_path, env={demo.DSN_ENV: dsn}, stop_signal=signal.SIGINT, grace=8.0)
-    async with _serving(child, f"http://127.0.0.1:{port}", "the demo service", app_name=demo_app_pattern(variant),
-                        pool_limit=demo.POOL_LIMIT, pool_view_path=POOL_VIEW_PATH, kind="demo") as target:  # fmt: skip
+    async with _serving(
+        child,
+        f"http://127.0.0.1:{port}",
+        "the demo service",
+        app_name=demo_app_pattern(variant),
+        pool_limit=demo.POOL_LIMIT,
+        pool_view_path=POOL_VIEW_PATH,
+        kind="demo",
+    ) as target:
         yield target
 
 
 def database_env(dsn: str, name: str) -> dict[str, str]:
     """``name`` = the URL, plus the libpq ``PG*`` variables for code that reads those instead."""
     parts = urlsplit(dsn)
-    env = {name: dsn, "PGHOST": parts.hostname or "127.0.0.1", "PGPORT": str(parts.port or 5432),
-           "PGUSER": unquote(parts.username or ""), "PGDATABASE": parts.path.lstrip("/") or "postgres"}  # fmt: skip
+    env = {
+        name: dsn,
+        "PGHOST": parts.hostname or "127.0.0.1",
+        "PGPORT": str(parts.port or 5432),
+        "PGUSER": unquote(parts.username or ""),
+        "PGDATABASE": parts.path.lstrip("/") or "postgres",
+    }
     if parts.password:
         env["PGPASSWORD"] = unquote(parts.password)
     return {k: v for k, v in env.items() if v}
@@ -121,10 +140,17 @@ def serve_argv(command: str, port: int) -> list[str]:
 
 @asynccontextmanager
 async def served_service(
-    command: str, *, dsn: str, log_path: Path, setup: str | None = None, env: Mapping[str, str] | None = None,
-    cwd: Path | None = None, database_variable: str = "DATABASE_URL", pool_limit: int | None = None,
+    command: str,
+    *,
+    dsn: str,
+    log_path: Path,
+    setup: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    database_variable: str = "DATABASE_URL",
+    pool_limit: int | None = None,
     pool_view_path: str | None = None,
-) -> AsyncIterator[Target]:  # fmt: skip
+) -> AsyncIterator[Target]:
     """The user's own service: ``setup`` once, then ``command`` on a free port until exit (SIGTERM).
 
     Raises TargetProblem naming the exit code and the log's last lines when setup fails or
@@ -134,11 +160,26 @@ async def served_service(
     child_env = {**database_env(dsn, database_variable), "PORT": str(port), **dict(env or {})}
     if setup:
         await run_setup(setup, env=child_env, cwd=cwd, log_path=log_path.with_name("setup.log"))
-    child = Child(serve_argv(command, port), name="target", log_path=log_path, env=child_env,
-                  stop_signal=signal.SIGTERM, grace=SHUTDOWN_GRACE, cwd=cwd)  # fmt: skip
+    child = Child(
+        serve_argv(command, port),
+        name="target",
+        log_path=log_path,
+        env=child_env,
+        stop_signal=signal.SIGTERM,
+        grace=SHUTDOWN_GRACE,
+        cwd=cwd,
+    )
     try:
-        async with _serving(child, f"http://127.0.0.1:{port}", "your service", app_name=None, pool_limit=pool_limit,
-                            pool_view_path=pool_view_path, kind="served", command=command) as target:  # fmt: skip
+        async with _serving(
+            child,
+            f"http://127.0.0.1:{port}",
+            "your service",
+            app_name=None,
+            pool_limit=pool_limit,
+            pool_view_path=pool_view_path,
+            kind="served",
+            command=command,
+        ) as target:
             yield target
     finally:
         # What the service printed may hold the password drainwatch handed it.
@@ -157,29 +198,46 @@ def redact_file(path: Path, secret: str | None) -> None:
 
 async def run_setup(command: str, *, env: Mapping[str, str], cwd: Path | None, log_path: Path) -> None:
     """Run the setup command to its end. Raises TargetProblem when it fails or hangs."""
-    child = Child(serve_argv(command, 0), name="setup", log_path=log_path, env=dict(env), cwd=cwd,
-                  stop_signal=signal.SIGTERM, grace=5.0)  # fmt: skip
+    child = Child(
+        serve_argv(command, 0),
+        name="setup",
+        log_path=log_path,
+        env=dict(env),
+        cwd=cwd,
+        stop_signal=signal.SIGTERM,
+        grace=5.0,
+    )
     try:
         proc = await child.start()
     except OSError as exc:
-        raise TargetProblem(f"the setup command {command!r} cannot start ({exc.strerror or exc})",
-                            hint="check the command and --serve-cwd / [target] cwd") from exc  # fmt: skip
+        raise TargetProblem(
+            f"the setup command {command!r} cannot start ({exc.strerror or exc})",
+            hint="check the command and --serve-cwd / [target] cwd",
+        ) from exc
     try:
         code = await asyncio.wait_for(proc.wait(), SETUP_TIMEOUT)
     except TimeoutError as exc:
-        raise TargetProblem(f"the setup command {command!r} ran for {SETUP_TIMEOUT:.0f}s without ending",
-                            hint="read logs/setup.log in the run folder") from exc  # fmt: skip
+        raise TargetProblem(
+            f"the setup command {command!r} ran for {SETUP_TIMEOUT:.0f}s without ending",
+            hint="read logs/setup.log in the run folder",
+        ) from exc
     finally:
         await child.stop()
     if code != 0:
-        raise TargetProblem(f"the setup command {command!r} failed with exit code {code}: {tail(log_path, 3)}",
-                            hint="read logs/setup.log in the run folder; the run stopped before any load")  # fmt: skip
+        raise TargetProblem(
+            f"the setup command {command!r} failed with exit code {code}: {tail(log_path, 3)}",
+            hint="read logs/setup.log in the run folder; the run stopped before any load",
+        )
 
 
 async def wait_until_serving(
-    url: str, *, proc: asyncio.subprocess.Process | None = None, log_path: Path | None = None, timeout: float = 30,
+    url: str,
+    *,
+    proc: asyncio.subprocess.Process | None = None,
+    log_path: Path | None = None,
+    timeout: float = 30,
     what: str = "the service",
-) -> None:  # fmt: skip
+) -> None:
     """Return once ``url`` answers HTTP (any status); raise TargetProblem if it never does."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as client:
@@ -197,9 +255,10 @@ async def wait_until_serving(
                     started = f" {timeout:.0f}s after it started" if proc is not None else ""
                     raise TargetProblem(
                         f"nothing answers HTTP at {url}{started} ({type(exc).__name__})",
-                        hint="does the command listen on {port}? read logs/target.log" if proc is not None
+                        hint="does the command listen on {port}? read logs/target.log"
+                        if proc is not None
                         else "start the service first, or fix --target-url",
-                    ) from exc  # fmt: skip
+                    ) from exc
             await asyncio.sleep(0.1)
 
 

@@ -42,10 +42,26 @@ BETTER, WORSE, SAME, NA = "better", "worse", "same", "n/a"
 VERDICT_RANK = {"PASS": 0, "LEAK": 1, "ERROR": 2}
 SCENARIO_ORDER = ["steady", "disconnect", "timeout", "error"]
 # Set-up that changes the figures by itself. Not the demo's variant: that is the change under test.
-CONFIG_KEYS = ["target_url", "locustfile", "users", "warmup", "baseline", "duration", "settle",
-               "interval", "mix", "tolerance"]  # fmt: skip
-FORMATS = {"count": "{:,.0f}", "s": "{:.1f} s", "ms": "{:,.0f} ms", "rps": "{:,.1f}/s", "pp": "{:.1f} pp",
-           "%": "{:.1f} %"}  # fmt: skip
+CONFIG_KEYS = [
+    "target_url",
+    "locustfile",
+    "users",
+    "warmup",
+    "baseline",
+    "duration",
+    "settle",
+    "interval",
+    "mix",
+    "tolerance",
+]
+FORMATS = {
+    "count": "{:,.0f}",
+    "s": "{:.1f} s",
+    "ms": "{:,.0f} ms",
+    "rps": "{:,.1f}/s",
+    "pp": "{:.1f} pp",
+    "%": "{:.1f} %",
+}
 RUN_HINT = "pass two run folders written by `drainwatch run`, like reports/<run-id>"
 
 
@@ -127,57 +143,154 @@ def compare_runs(a: RunData, b: RunData) -> Comparison:
 def _leak_rows(a: RunData, b: RunData) -> list[Row]:
     sa, sb = a.summary or {}, b.summary or {}
     va, vb = str(sa.get("verdict")), str(sb.get("verdict"))
-    rows = [Row("verdict", va, vb, "", _judge(VERDICT_RANK.get(va), VERDICT_RANK.get(vb)), True,
-                "PASS is better than LEAK, LEAK than ERROR")]  # fmt: skip
-    rows.append(_row("leaked connections", sa.get("leaked"), sb.get("leaked"), "count", decides=True,
-                     how="held or idle in transaction after settle, or over baseline and not in the pool"))  # fmt: skip
+    rows = [
+        Row(
+            "verdict",
+            va,
+            vb,
+            "",
+            _judge(VERDICT_RANK.get(va), VERDICT_RANK.get(vb)),
+            True,
+            "PASS is better than LEAK, LEAK than ERROR",
+        )
+    ]
+    rows.append(
+        _row(
+            "leaked connections",
+            sa.get("leaked"),
+            sb.get("leaked"),
+            "count",
+            decides=True,
+            how="held or idle in transaction after settle, or over baseline and not in the pool",
+        )
+    )
     # "never" is worse than any time: infinity, shown as a word.
     ra, rb = (math.inf if s.get("recovery_s") is None else float(s["recovery_s"]) for s in (sa, sb))
-    rows.append(_row("back to baseline", ra, rb, "s", decides=True, floor=1.0, rel=0.10,
-                     how="from the end of the load to the first count at baseline; never is worse than any time"))  # fmt: skip
+    rows.append(
+        _row(
+            "back to baseline",
+            ra,
+            rb,
+            "s",
+            decides=True,
+            floor=1.0,
+            rel=0.10,
+            how="from the end of the load to the first count at baseline; never is worse than any time",
+        )
+    )
     iit_a, iit_b = ((s.get("idle_in_transaction") or {}).get("count") for s in (sa, sb))
-    rows.append(_row("idle in transaction", iit_a, iit_b, "count", decides=True,
-                     how="connections still idle in a transaction after settle"))  # fmt: skip
-    rows.append(_row("oldest in transaction", _under_load(a, "oldest_iit_s"), _under_load(b, "oldest_iit_s"), "s",
-                     decides=True, floor=1.0, rel=0.10,
-                     how="the longest a transaction sat idle, from the start of the load to the end of settle"))  # fmt: skip
+    rows.append(
+        _row(
+            "idle in transaction",
+            iit_a,
+            iit_b,
+            "count",
+            decides=True,
+            how="connections still idle in a transaction after settle",
+        )
+    )
+    rows.append(
+        _row(
+            "oldest in transaction",
+            _under_load(a, "oldest_iit_s"),
+            _under_load(b, "oldest_iit_s"),
+            "s",
+            decides=True,
+            floor=1.0,
+            rel=0.10,
+            how="the longest a transaction sat idle, from the start of the load to the end of settle",
+        )
+    )
     pa, pb = (s.get("probe") or {} for s in (sa, sb))
-    rows.append(Row("probe", _probe_text(pa), _probe_text(pb), "",
-                    _judge(_probe_score(pa), _probe_score(pb), higher_is_better=True), True,
-                    "plain requests after settle: does the service still serve?"))  # fmt: skip
+    rows.append(
+        Row(
+            "probe",
+            _probe_text(pa),
+            _probe_text(pb),
+            "",
+            _judge(_probe_score(pa), _probe_score(pb), higher_is_better=True),
+            True,
+            "plain requests after settle: does the service still serve?",
+        )
+    )
     return rows
 
 
 def _traffic_rows(a: RunData, b: RunData) -> list[Row]:
     from drainwatch.report.rundata import scenario_table
 
-    rows = [_row("peak in transaction", _under_load(a, "idle_in_transaction"), _under_load(b, "idle_in_transaction"),
-                 "count", floor=1.0, rel=0.10,
-                 how="most connections idle in transaction at once during load and settle: transactions in flight")]  # fmt: skip
+    rows = [
+        _row(
+            "peak in transaction",
+            _under_load(a, "idle_in_transaction"),
+            _under_load(b, "idle_in_transaction"),
+            "count",
+            floor=1.0,
+            rel=0.10,
+            how="most connections idle in transaction at once during load and settle: transactions in flight",
+        )
+    ]
     tables = [scenario_table(d.stats) if d.stats is not None and not d.stats.empty else None for d in (a, b)]
     names = {str(n) for t in tables if t is not None for n in t.index}
     order = {n: i for i, n in enumerate(SCENARIO_ORDER)}
     for name in sorted(names, key=lambda n: (n == "all", order.get(n, len(order)), n)):
         found = [t.loc[name] if t is not None and name in t.index else None for t in tables]
-        share = [None if r is None or not r["requests"] else 100 * float(r["failures"]) / float(r["requests"])
-                 for r in found]  # fmt: skip
+        share = [
+            None if r is None or not r["requests"] else 100 * float(r["failures"]) / float(r["requests"]) for r in found
+        ]
         diff = "" if share[0] is None or share[1] is None else _signed(share[1] - share[0], FORMATS["pp"])
-        counts = ", ".join(f"{side} {r['failures']:,.0f} of {r['requests']:,.0f}" for side, r in zip("AB", found)
-                           if r is not None)  # fmt: skip
+        counts = ", ".join(
+            f"{side} {r['failures']:,.0f} of {r['requests']:,.0f}" for side, r in zip("AB", found) if r is not None
+        )
         how = ("all requests" if name == "all" else f"requests of the {name} scenario") + f" that failed: {counts}"
-        rows.append(Row(f"failed: {name}", *(_show(v, FORMATS["%"]) for v in share), diff,
-                        _judge(share[0], share[1], floor=0.5, rel=0.05), False, how))  # fmt: skip
+        rows.append(
+            Row(
+                f"failed: {name}",
+                *(_show(v, FORMATS["%"]) for v in share),
+                diff,
+                _judge(share[0], share[1], floor=0.5, rel=0.05),
+                False,
+                how,
+            )
+        )
     agg = [_aggregated(d) for d in (a, b)]
     for column, label in (("50%", "latency p50"), ("95%", "latency p95")):
-        rows.append(_row(label, agg[0].get(column), agg[1].get(column), "ms", rel=0.05,
-                         how=f"{column[:-1]}th percentile of all requests in the load (Locust's totals)"))  # fmt: skip
-    rows.append(_row("requests/s", agg[0].get("Requests/s"), agg[1].get("Requests/s"), "rps", rel=0.05,
-                     higher_is_better=True, how="all requests in the load, per second"))  # fmt: skip
+        rows.append(
+            _row(
+                label,
+                agg[0].get(column),
+                agg[1].get(column),
+                "ms",
+                rel=0.05,
+                how=f"{column[:-1]}th percentile of all requests in the load (Locust's totals)",
+            )
+        )
+    rows.append(
+        _row(
+            "requests/s",
+            agg[0].get("Requests/s"),
+            agg[1].get("Requests/s"),
+            "rps",
+            rel=0.05,
+            higher_is_better=True,
+            how="all requests in the load, per second",
+        )
+    )
     return rows
 
 
-def _row(figure: str, a: Any, b: Any, unit: str, *, decides: bool = False, floor: float = 0.0,
-         rel: float = 0.0, higher_is_better: bool = False, how: str = "") -> Row:  # fmt: skip
+def _row(
+    figure: str,
+    a: Any,
+    b: Any,
+    unit: str,
+    *,
+    decides: bool = False,
+    floor: float = 0.0,
+    rel: float = 0.0,
+    higher_is_better: bool = False,
+    how: str = "",
+) -> Row:
     """A numeric figure in ``unit`` (count, s, ms, rps). ``floor`` and ``rel`` are the tolerance:
     a difference within max(floor, rel × the larger of the two) is the same."""
     fa, fb = _number(a), _number(b)
@@ -198,8 +311,9 @@ def _show(value: float | None, spec: str) -> str:
     return "never" if math.isinf(value) else spec.format(value)
 
 
-def _judge(a: float | None, b: float | None, *, floor: float = 0.0, rel: float = 0.0,
-           higher_is_better: bool = False) -> str:  # fmt: skip
+def _judge(
+    a: float | None, b: float | None, *, floor: float = 0.0, rel: float = 0.0, higher_is_better: bool = False
+) -> str:
     if a is None or b is None:
         return NA
     if a == b:
@@ -268,8 +382,14 @@ def _setup_differences(a: RunData, b: RunData) -> list[str]:
     out = []
     for key in CONFIG_KEYS:
         if ca.get(key) != cb.get(key):
-            show = [", ".join(f"{k}={v}" for k, v in c.get(key).items()) if isinstance(c.get(key), dict)
-                    else "—" if c.get(key) is None else str(c.get(key)) for c in (ca, cb)]  # fmt: skip
+            show = [
+                ", ".join(f"{k}={v}" for k, v in c.get(key).items())
+                if isinstance(c.get(key), dict)
+                else "—"
+                if c.get(key) is None
+                else str(c.get(key))
+                for c in (ca, cb)
+            ]
             out.append(f"{key} {show[0]} → {show[1]}")
     return out
 
@@ -284,40 +404,63 @@ def render_compare(comparison: Comparison) -> str:
     figure = comparison_timeline([(f"A · {_label(a)}", a), (f"B · {_label(b)}", b)])
 
     def table(rows: list[Row]) -> str:
-        cells = [[Raw(f'<b>{escape(r.figure)}</b><br><span class="muted">{escape(r.how)}</span>'), r.a, r.b, r.diff,
-                  Raw(f'<span class="{SAME if r.judgement == NA else r.judgement}">{r.judgement}</span>')]
-                 for r in rows]  # fmt: skip
+        cells = [
+            [
+                Raw(f'<b>{escape(r.figure)}</b><br><span class="muted">{escape(r.how)}</span>'),
+                r.a,
+                r.b,
+                r.diff,
+                Raw(f'<span class="{SAME if r.judgement == NA else r.judgement}">{r.judgement}</span>'),
+            ]
+            for r in rows
+        ]
         classes = ["leak" if r.decides and r.judgement == WORSE else "" for r in rows]
         return table_html(["figure", "A", "B", "B − A", "B vs A"], cells, numeric={1, 2, 3}, classes=classes)
 
-    runs = [[name, d.run.get("run_id") or d.run_dir.name, (d.run.get("config") or {}).get("variant") or "",
-             (d.summary or {}).get("verdict"), utc(d.span()[0]) if d.span() else "", str(d.run_dir)]
-            for name, d in (("A", a), ("B", b))]  # fmt: skip
+    runs = [
+        [
+            name,
+            d.run.get("run_id") or d.run_dir.name,
+            (d.run.get("config") or {}).get("variant") or "",
+            (d.summary or {}).get("verdict"),
+            utc(d.span()[0]) if d.span() else "",
+            str(d.run_dir),
+        ]
+        for name, d in (("A", a), ("B", b))
+    ]
     notes = [f"{name}: {note}" for name, d in (("A", a), ("B", b)) for note in d.notes]
     setup = ""
     if comparison.differences:
-        setup = ('<div class="banner"><strong>The runs were set up differently:</strong> '
-                 + escape("; ".join(comparison.differences)) + ". Their figures may differ for that reason alone.</div>")  # fmt: skip
+        setup = (
+            '<div class="banner"><strong>The runs were set up differently:</strong> '
+            + escape("; ".join(comparison.differences))
+            + ". Their figures may differ for that reason alone.</div>"
+        )
     css = {"WORSE": "leak", "BETTER": "pass"}.get(word, "none")
-    body = "\n".join([
-        f"<h1>drainwatch compare <small>A {escape(_label(a))} → B {escape(_label(b))}</small></h1>",
-        setup,
-        '<div class="notes">Missing or unreadable: ' + "; ".join(escape(n) for n in notes) + ".</div>" if notes else "",
-        f'<section class="verdict {css}"><div><div class="word">{word}</div></div><div><p>{escape(sentence)}.</p>'
-        f'<p class="muted">Exit code {comparison.exit_code}: 1 when B is worse than A on a leak figure. Counts '
-        "are compared exactly; times within max(1 s, 10 %), latency and requests/s within 5 %, "
-        "failure shares within max(0.5 points, 5 %) are the same.</p></div></section>",
-        "<h2>Leaks</h2>", table([r for r in comparison.rows if r.decides]),
-        "<h2>Traffic during the load</h2>",
-        '<p class="muted">Context: judged, but these do not decide the exit code.</p>',
-        table([r for r in comparison.rows if not r.decides]),
-        "<h2>Connections</h2>",
-        figure_html(figure, "Connections by state of run A above run B, aligned on the start of each load"),
-        "<h2>The two runs</h2>",
-        table_html(["", "run", "variant", "verdict", "started (UTC)", "folder"], runs),
-        f"<footer>Rendered by drainwatch from the two run folders alone, "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.</footer>",
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            f"<h1>drainwatch compare <small>A {escape(_label(a))} → B {escape(_label(b))}</small></h1>",
+            setup,
+            '<div class="notes">Missing or unreadable: ' + "; ".join(escape(n) for n in notes) + ".</div>"
+            if notes
+            else "",
+            f'<section class="verdict {css}"><div><div class="word">{word}</div></div><div><p>{escape(sentence)}.</p>'
+            f'<p class="muted">Exit code {comparison.exit_code}: 1 when B is worse than A on a leak figure. Counts '
+            "are compared exactly; times within max(1 s, 10 %), latency and requests/s within 5 %, "
+            "failure shares within max(0.5 points, 5 %) are the same.</p></div></section>",
+            "<h2>Leaks</h2>",
+            table([r for r in comparison.rows if r.decides]),
+            "<h2>Traffic during the load</h2>",
+            '<p class="muted">Context: judged, but these do not decide the exit code.</p>',
+            table([r for r in comparison.rows if not r.decides]),
+            "<h2>Connections</h2>",
+            figure_html(figure, "Connections by state of run A above run B, aligned on the start of each load"),
+            "<h2>The two runs</h2>",
+            table_html(["", "run", "variant", "verdict", "started (UTC)", "folder"], runs),
+            f"<footer>Rendered by drainwatch from the two run folders alone, "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.</footer>",
+        ]
+    )
     return page(f"{word} · drainwatch compare · {_label(a)} → {_label(b)}", body)
 
 
@@ -341,8 +484,10 @@ def write_compare(run_a: Path, run_b: Path, out: Path | None = None) -> tuple[Co
     if target.is_dir():
         target = target / COMPARE_HTML
     if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
-        raise UsageError(f"cannot write {target}: {target.parent} is not a writable folder",
-                         hint="give --out a file in a folder that exists")  # fmt: skip
+        raise UsageError(
+            f"cannot write {target}: {target.parent} is not a writable folder",
+            hint="give --out a file in a folder that exists",
+        )
     a, b = load_pair(run_a, run_b)
     comparison = compare_runs(a, b)
     try:
@@ -360,17 +505,27 @@ def terminal_table(comparison: Comparison) -> Table:
     from rich.text import Text
 
     style = {BETTER: "green", WORSE: "red", SAME: "dim", NA: "dim"}
-    table = Table(title=Text(f"A {_label(comparison.a)}  →  B {_label(comparison.b)}"), title_justify="left",
-                  caption="· context: judged, but does not decide the exit code", caption_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
+    table = Table(
+        title=Text(f"A {_label(comparison.a)}  →  B {_label(comparison.b)}"),
+        title_justify="left",
+        caption="· context: judged, but does not decide the exit code",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     table.add_column("figure")
     for name in ("A", "B", "B − A"):
         table.add_column(name, justify="right")
     table.add_column("B vs A")
     for row in comparison.rows:
         bold = "bold " if row.decides and row.judgement == WORSE else ""
-        table.add_row(Text(row.figure + ("" if row.decides else " ·")), Text(row.a), Text(row.b), Text(row.diff),
-                      Text(row.judgement, style=bold + style[row.judgement]))  # fmt: skip
+        table.add_row(
+            Text(row.figure + ("" if row.decides else " ·")),
+            Text(row.a),
+            Text(row.b),
+            Text(row.diff),
+            Text(row.judgement, style=bold + style[row.judgement]),
+        )
     return table
 
 

@@ -34,10 +34,21 @@ STATE_STYLE = [  # bottom to top of the stack: healthy first, suspicious on top 
     ("idle_in_transaction", "idle in transaction", "#ff922b"),
     ("idle_in_transaction_aborted", "idle in transaction (aborted)", "#e8590c"),
 ]
-PHASE_COLOURS = {"provision": "#868e96", "warmup": "#fab005", "baseline": "#40c057", "load": "#4c6ef5",
-                 "settle": "#be4bdb", "probe": "#15aabf"}  # fmt: skip
-SCENARIO_COLOURS = {"steady": "#2f9e44", "disconnect": "#7048e8", "timeout": "#f08c00", "error": "#e03131",
-                    "all": "#343a40"}  # fmt: skip
+PHASE_COLOURS = {
+    "provision": "#868e96",
+    "warmup": "#fab005",
+    "baseline": "#40c057",
+    "load": "#4c6ef5",
+    "settle": "#be4bdb",
+    "probe": "#15aabf",
+}
+SCENARIO_COLOURS = {
+    "steady": "#2f9e44",
+    "disconnect": "#7048e8",
+    "timeout": "#f08c00",
+    "error": "#e03131",
+    "all": "#343a40",
+}
 OTHER_COLOURS = ["#1098ad", "#d6336c", "#5c940d", "#862e9c", "#a61e4d", "#364fc7"]
 GAP_COLOUR = "#495057"
 LEGEND: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8.5, "frameon": False}
@@ -142,9 +153,18 @@ def _phases(ax: Axes, data: RunData, x: ToX, *, labels: bool, right: float) -> N
         text = name if end is not None else f"{name} (unfinished)"
         # A label only where it fits: a 10 s warm-up is a sliver of a 24 h soak.
         if labels and (b - a) / full > 0.0075 * len(text) + 0.01:
-            ax.text((a + b) / 2, 0.985, text, transform=top, ha="center", va="top", fontsize=9,
-                    color=PHASE_COLOURS.get(name.rsplit("/", 1)[-1], "#495057"), fontweight="bold",
-                    bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1.5})  # fmt: skip
+            ax.text(
+                (a + b) / 2,
+                0.985,
+                text,
+                transform=top,
+                ha="center",
+                va="top",
+                fontsize=9,
+                color=PHASE_COLOURS.get(name.rsplit("/", 1)[-1], "#495057"),
+                fontweight="bold",
+                bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1.5},
+            )
 
 
 def _connections(ax: Axes, data: RunData, samples: pd.DataFrame, x: ToX, gaps: bool) -> float:
@@ -167,9 +187,17 @@ def _connections(ax: Axes, data: RunData, samples: pd.DataFrame, x: ToX, gaps: b
     leaked = (data.summary or {}).get("leaked")
     last = np.flatnonzero(np.isfinite(total))
     if leaked and len(last):
-        ax.annotate(f"{leaked} leaked", xy=(xs[last[-1]], total[last[-1]]), xytext=(-8, 22),
-                    textcoords="offset points", ha="right", color="#c92a2a", fontsize=10, fontweight="bold",
-                    arrowprops={"arrowstyle": "->", "color": "#c92a2a"})  # fmt: skip
+        ax.annotate(
+            f"{leaked} leaked",
+            xy=(xs[last[-1]], total[last[-1]]),
+            xytext=(-8, 22),
+            textcoords="offset points",
+            ha="right",
+            color="#c92a2a",
+            fontsize=10,
+            fontweight="bold",
+            arrowprops={"arrowstyle": "->", "color": "#c92a2a"},
+        )
     if gaps:
         handles.append(Patch(facecolor=GAP_COLOUR, alpha=0.25, hatch="///", label="no reading"))
     ax.set_ylim(0, ceiling * 1.12)
@@ -212,14 +240,22 @@ def _line(colour: str, style: str, label: str, lw: float = 1.3) -> Line2D:
 
 def _traffic(ax: Axes, data: RunData, history: pd.DataFrame, x: ToX) -> bool:
     rps, fps = scenario_rates(history)
-    top = max(float(np.nanmax(rps.to_numpy(dtype="float64"), initial=0)),
-              float(np.nanmax(fps.to_numpy(dtype="float64"), initial=0)), 1.0)  # fmt: skip
+    top = max(
+        float(np.nanmax(rps.to_numpy(dtype="float64"), initial=0)),
+        float(np.nanmax(fps.to_numpy(dtype="float64"), initial=0)),
+        1.0,
+    )
     if data.warmup_history is not None and len(data.warmup_history):
         warm = data.warmup_history[data.warmup_history["Name"] == "Aggregated"]
         peak = float(np.nanmax(warm["Requests/s"].to_numpy(dtype="float64"), initial=0))
         # Faint and off the scale if need be: the warm-up is context, the load is the subject.
-        ax.plot(x(warm["Timestamp"]), warm["Requests/s"], color="#adb5bd", lw=1,
-                label=f"warm-up, all (peak {peak:.0f}/s)" if peak > 1.15 * top else "warm-up, all")  # fmt: skip
+        ax.plot(
+            x(warm["Timestamp"]),
+            warm["Requests/s"],
+            color="#adb5bd",
+            lw=1,
+            label=f"warm-up, all (peak {peak:.0f}/s)" if peak > 1.15 * top else "warm-up, all",
+        )
     others = iter(OTHER_COLOURS * 4)
     for scenario in rps.columns:
         colour = SCENARIO_COLOURS.get(scenario) or next(others, "#495057")
@@ -294,7 +330,10 @@ def comparison_timeline(runs: list[tuple[str, RunData]]) -> Timeline | None:
     axes[-1].set_xlabel(f"time since {' / '.join(sorted(names))} ({unit})")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", facecolor="white")
-    caption = ("Each run's time zero is the start of its load phase" if names == {"load start"}
-               else "Time zero is each run's load start, or its run start when it never reached the load")  # fmt: skip
+    caption = (
+        "Each run's time zero is the start of its load phase"
+        if names == {"load start"}
+        else "Time zero is each run's load start, or its run start when it never reached the load"
+    )
     caption += "; the panels share the time axis and the connection scale. " + ("; ".join(notes) + "." if notes else "")
     return Timeline(png=buffer.getvalue(), caption=caption.strip())

@@ -67,8 +67,13 @@ def forecast(
             continue
         low, high = poisson_interval(n_leak)
         rate = n_leak / n_req
-        rates[kind] = {"leaked": n_leak, "requests": n_req, "rate": rate,
-                       "low": min(1.0, low / n_req), "high": min(1.0, high / n_req)}  # fmt: skip
+        rates[kind] = {
+            "leaked": n_leak,
+            "requests": n_req,
+            "rate": rate,
+            "low": min(1.0, low / n_req),
+            "high": min(1.0, high / n_req),
+        }
         share_rps = prod.rps * prod.shares.get(kind, 0.0)
         per_s += share_rps * rate
         low_per_s += share_rps * rates[kind]["low"]
@@ -81,8 +86,9 @@ def forecast(
     where = f"at {prod.rps:g} req/s with {shares}, a pool of {prod.pool}"
     if seconds is None:
         seen = sum(int(r["requests"]) for r in rates.values())
-        sentence = (f"{where} is not seen leaking: no leak in {seen} faulted requests"
-                    + (f"; it could still be exhausted in as little as {human_seconds(low_s)}" if low_s else ""))  # fmt: skip
+        sentence = f"{where} is not seen leaking: no leak in {seen} faulted requests" + (
+            f"; it could still be exhausted in as little as {human_seconds(low_s)}" if low_s else ""
+        )
     elif pool_exhausted:
         sentence = f"{where} is exhausted in at most about {human_seconds(seconds)}"
     else:
@@ -94,8 +100,10 @@ def forecast(
         "the shares are of all requests, and every faulted request hits a leaking path as often as here",
     ]
     if pool_exhausted:
-        assumptions.append("the pool was exhausted during this run, so fewer leaks could happen than would have: "
-                           "the rates are lower bounds and the time an upper bound")  # fmt: skip
+        assumptions.append(
+            "the pool was exhausted during this run, so fewer leaks could happen than would have: "
+            "the rates are lower bounds and the time an upper bound"
+        )
     return Forecast(rates, seconds, low_s, high_s, pool_exhausted, sentence, assumptions)
 
 
@@ -137,7 +145,10 @@ def from_run_dir(run_dir: Path, prod: Production) -> Forecast:
         with open(run_dir / f"{LOCUST_PREFIX}_stats.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{run_dir} has no finished run to forecast from", hint="pass a run folder with summary.json and locust_stats.csv") from exc
+        raise UsageError(
+            f"{run_dir} has no finished run to forecast from",
+            hint="pass a run folder with summary.json and locust_stats.csv",
+        ) from exc
     if not summary.get("verdict"):
         raise UsageError(f"the run in {run_dir} reached no verdict", hint="forecast from a completed run")
     probe = summary.get("probe") or {}

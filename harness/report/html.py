@@ -23,12 +23,14 @@ from drainwatch.units import human_seconds
 
 MAX_ROWS = 300  # a longer table is read by no one; the CSV is beside the report
 VERDICT_CLASS = {"PASS": "pass", "LEAK": "leak", "ERROR": "error"}
-CHECK_TITLES = {"drain": "Connections drained", "idle_in_transaction": "Nothing idle in a transaction",
-                "held_connections": "No connection still held", "pool_view": "The app's pools agree",
-                "probe": "Service still serves"}  # fmt: skip
+CHECK_TITLES = {
+    "drain": "Connections drained",
+    "idle_in_transaction": "Nothing idle in a transaction",
+    "held_connections": "No connection still held",
+    "pool_view": "The app's pools agree",
+    "probe": "Service still serves",
+}
 ROW_CLASS = {"held": "leak", "in_transaction": "leak", "unsure": "maybe"}
-
-
 
 
 class Raw(str):
@@ -40,15 +42,24 @@ def render_html(data: RunData, figure: Timeline | None) -> str:
     run_id = data.run.get("run_id") or (data.summary or {}).get("run_id") or data.run_dir.name
     verdict = (data.summary or {}).get("verdict") or "NO VERDICT"
     rendered = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    body = "\n".join([
-        f"<h1>drainwatch report <small>{escape(str(run_id))}</small></h1>",
-        f'<p class="meta">{_meta(data)}</p>', _banner(data), _verdict(data), _findings(data),
-        "<h2>Timeline</h2>", figure_html(figure),
-        "<h2>Connections still open after settle</h2>", _lingering(data),
-        "<h2>Traffic</h2>", _traffic(data),
-        "<h2>Run</h2>", _run(data),
-        f"<footer>Rendered by drainwatch {escape(__version__)} from the run directory alone, {rendered}.</footer>",
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            f"<h1>drainwatch report <small>{escape(str(run_id))}</small></h1>",
+            f'<p class="meta">{_meta(data)}</p>',
+            _banner(data),
+            _verdict(data),
+            _findings(data),
+            "<h2>Timeline</h2>",
+            figure_html(figure),
+            "<h2>Connections still open after settle</h2>",
+            _lingering(data),
+            "<h2>Traffic</h2>",
+            _traffic(data),
+            "<h2>Run</h2>",
+            _run(data),
+            f"<footer>Rendered by drainwatch {escape(__version__)} from the run directory alone, {rendered}.</footer>",
+        ]
+    )
     return page(f"{verdict} · drainwatch · {run_id}", body)
 
 
@@ -102,8 +113,10 @@ def _verdict(data: RunData) -> str:
     if s is None or not s.get("verdict"):
         why = "; ".join(escape(str(r)) for r in (s or {}).get("reasons") or []) or "the run was not judged"
         why = f"{_file('summary.json')} is missing" if s is None else why[:1].upper() + why[1:]
-        return ('<section class="verdict none"><div><div class="word">NO VERDICT</div></div>'
-                f"<div><p>{why}. The timeline and tables below show what was collected.</p></div></section>")  # fmt: skip
+        return (
+            '<section class="verdict none"><div><div class="word">NO VERDICT</div></div>'
+            f"<div><p>{why}. The timeline and tables below show what was collected.</p></div></section>"
+        )
     word, leaked = str(s["verdict"]), int(s.get("leaked") or 0)
     kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in (s.get("leaked_by_kind") or {}).items() if n)
     recovery, probe = s.get("recovery_s"), s.get("probe") or {}
@@ -113,25 +126,47 @@ def _verdict(data: RunData) -> str:
     tiles = [
         _tile(leaked, "leaked connections" + (f" ({kinds})" if kinds else ""), bad=leaked > 0),
         # Only "never" is coloured: a pool that shrank below baseline is back to it while still leaking.
-        _tile(f"after {human_seconds(recovery)}" if recovery is not None else "never", "back to baseline after the load",
-              bad=True if recovery is None else None),
-        _tile(served + (", target down" if probe.get("target_alive") is False else ""), "probe after settle",
-              bad=not probe.get("passed", False)),
+        _tile(
+            f"after {human_seconds(recovery)}" if recovery is not None else "never",
+            "back to baseline after the load",
+            bad=True if recovery is None else None,
+        ),
+        _tile(
+            served + (", target down" if probe.get("target_alive") is False else ""),
+            "probe after settle",
+            bad=not probe.get("passed", False),
+        ),
         _tile(" → ".join("?" if v is None else f"{v:g}" for v in levels), "connections baseline → peak → final"),
-        _tile(iit.get("count", 0), f"idle in transaction, oldest {human_seconds(iit.get('oldest_s') or 0)}",
-              bad=bool(iit.get("count"))),
-    ]  # fmt: skip
+        _tile(
+            iit.get("count", 0),
+            f"idle in transaction, oldest {human_seconds(iit.get('oldest_s') or 0)}",
+            bad=bool(iit.get("count")),
+        ),
+    ]
     zombie, pools = s.get("zombie") or {}, s.get("pool_view")
     if zombie.get("peak_active"):  # work the database kept doing for clients that had gone
-        tiles.append(_tile(f"{zombie['peak_active']} active", f"after the load, for {human_seconds(zombie['lasted_s'])}"))
+        tiles.append(
+            _tile(f"{zombie['peak_active']} active", f"after the load, for {human_seconds(zombie['lasted_s'])}")
+        )
     if pools:
-        tiles.append(_tile(f"{pools.get('checked_out', '?')} checked out", "as the app's own pools count them",
-                           bad=bool(pools.get("checked_out"))))  # fmt: skip
+        tiles.append(
+            _tile(
+                f"{pools.get('checked_out', '?')} checked out",
+                "as the app's own pools count them",
+                bad=bool(pools.get("checked_out")),
+            )
+        )
     checks = [
-        (Raw(f'<span class="{"ok" if c.get("passed") else "fail"} nw">{"✓ pass" if c.get("passed") else "✗ fail"}'
-             "</span>"), CHECK_TITLES.get(str(c.get("name")), str(c.get("name"))), c.get("detail", ""))
+        (
+            Raw(
+                f'<span class="{"ok" if c.get("passed") else "fail"} nw">{"✓ pass" if c.get("passed") else "✗ fail"}'
+                "</span>"
+            ),
+            CHECK_TITLES.get(str(c.get("name")), str(c.get("name"))),
+            c.get("detail", ""),
+        )
         for c in s.get("checks") or []
-    ]  # fmt: skip
+    ]
     reasons = "".join(f"<li>{escape(str(r))}</li>" for r in s.get("reasons") or [])
     where = "; ".join(
         f"by {what}: " + ", ".join(f"{escape(str(k))} <b>{escape(str(v))}</b>" for k, v in counts.items())
@@ -154,8 +189,9 @@ def _tile(value: object, label: str, *, bad: bool | None = None) -> str:
     return f'<div class="tile{cls}"><b>{escape(str(value))}</b><span>{escape(label)}</span></div>'
 
 
-def figure_html(figure: Timeline | None,
-            alt: str = "Timeline: connections by state, requests and failures per scenario, latency") -> str:  # fmt: skip
+def figure_html(
+    figure: Timeline | None, alt: str = "Timeline: connections by state, requests and failures per scenario, latency"
+) -> str:
     if figure is None:
         return '<p class="muted">No time series was recorded (no samples.csv, no Locust history).</p>'
     png = base64.b64encode(figure.png).decode("ascii")
@@ -177,39 +213,74 @@ def _lingering(data: RunData) -> str:
     table, classes = [], []
     for r in ordered.head(MAX_ROWS).itertuples(index=False):
         kind, query = str(r.kind), str(r.query)
-        table.append([
-            r.pid, Raw(f'<span class="nw" title="wait event: {escape(str(r.wait_event_type) or "none")}">'
-                       f"{escape(str(r.state))}</span>"),
-            Raw(f'<span class="kind {escape(kind)}">{escape(kind.replace("_", " "))}</span>'),
-            _age(r.backend_age_s), _age(r.xact_age_s), _age(r.state_age_s), r.route, r.scenario,
-            r.request_id, r.application_name,
-            Raw(f'<span title="{escape(query[:2000])}">{escape(_clip(query, 160))}</span>'),
-        ])  # fmt: skip
+        table.append(
+            [
+                r.pid,
+                Raw(
+                    f'<span class="nw" title="wait event: {escape(str(r.wait_event_type) or "none")}">'
+                    f"{escape(str(r.state))}</span>"
+                ),
+                Raw(f'<span class="kind {escape(kind)}">{escape(kind.replace("_", " "))}</span>'),
+                _age(r.backend_age_s),
+                _age(r.xact_age_s),
+                _age(r.state_age_s),
+                r.route,
+                r.scenario,
+                r.request_id,
+                r.application_name,
+                Raw(f'<span title="{escape(query[:2000])}">{escape(_clip(query, 160))}</span>'),
+            ]
+        )
         classes.append(ROW_CLASS.get(kind, ""))
-    head = ["pid", "state", "kind", "backend age", "transaction age", "state age", "route", "scenario", "request id",
-            "application", "last query"]  # fmt: skip
+    head = [
+        "pid",
+        "state",
+        "kind",
+        "backend age",
+        "transaction age",
+        "state age",
+        "route",
+        "scenario",
+        "request id",
+        "application",
+        "last query",
+    ]
     more = len(rows) - MAX_ROWS
     return (
         f"<p>{len(rows)} connection(s) still open: {said}. Held and in-transaction connections are leaks "
         "(red); unsure ones ran application SQL last in a pool that does not reset, so they may be (amber); "
         "pooled ones were reset by their pool and are a warm pool.</p>"
         + f'<div class="scroll">{table_html(head, table, numeric={0, 3, 4, 5}, classes=classes, cells={8: "id", 10: "q"})}'
-        + "</div>" + (f'<p class="muted">… and {more} more in lingering.csv.</p>' if more > 0 else "")
-    )  # fmt: skip
+        + "</div>"
+        + (f'<p class="muted">… and {more} more in lingering.csv.</p>' if more > 0 else "")
+    )
 
 
 def _traffic(data: RunData) -> str:
     out, stats, leaks = [], data.stats, (data.summary or {}).get("scenarios") or {}
     if stats is not None and not stats.empty:
         table = scenario_table(stats)
-        rows = [[name, _fmt(r.requests), _fmt(r.failures), _fmt(r.failure_pct, "{:.1f} %"), _fmt(r.rps, "{:,.1f}"),
-                 _fmt(r.fps, "{:,.1f}"), _fmt(r.p95), leaks.get(name, "")] for name, r in table.iterrows()]  # fmt: skip
+        rows = [
+            [
+                name,
+                _fmt(r.requests),
+                _fmt(r.failures),
+                _fmt(r.failure_pct, "{:.1f} %"),
+                _fmt(r.rps, "{:,.1f}"),
+                _fmt(r.fps, "{:,.1f}"),
+                _fmt(r.p95),
+                leaks.get(name, ""),
+            ]
+            for name, r in table.iterrows()
+        ]
         classes = ["leak" if leaks.get(name) else "total" if name == "all" else "" for name in table.index]
         head = ["scenario", "requests", "failures", "failed", "req/s", "fail/s", "p95 ms", "leaked"]
         out.append("<h3>By scenario</h3>" + table_html(head, rows, numeric=range(1, 8), classes=classes))
         columns = ["Name", "Request Count", "Failure Count", "Median Response Time", "95%", "99%", "Max Response Time"]
-        rows = [[r[0], *(_fmt(v) for v in r[1:-1]), _fmt(r[-1], "{:,.1f}")]
-                for r in stats.loc[stats["Name"] != "Aggregated", [*columns, "Requests/s"]].head(MAX_ROWS).to_numpy()]  # fmt: skip
+        rows = [
+            [r[0], *(_fmt(v) for v in r[1:-1]), _fmt(r[-1], "{:,.1f}")]
+            for r in stats.loc[stats["Name"] != "Aggregated", [*columns, "Requests/s"]].head(MAX_ROWS).to_numpy()
+        ]
         head = ["request", "requests", "failures", "median ms", "p95 ms", "p99 ms", "max ms", "req/s"]
         out.append("<h3>By request</h3>" + table_html(head, rows, numeric=range(1, 8)))
     else:
@@ -224,9 +295,16 @@ def _traffic(data: RunData) -> str:
         rows = [[_fmt(r.Occurrences), r.Method, r.Name, _clip(str(r.Error), 300)] for r in failures.itertuples()]
         out.append(table_html(["count", "method", "request", "error"], rows, numeric={0}, cells={3: "q"}))
     if data.exceptions is not None and not data.exceptions.empty:
-        rows = [[_fmt(r.Count), Raw(f"{escape(str(r.Message))}<details><summary>traceback</summary>"
-                                    f"<pre>{escape(str(r.Traceback))}</pre></details>")]
-                for r in data.exceptions.head(50).itertuples()]  # fmt: skip
+        rows = [
+            [
+                _fmt(r.Count),
+                Raw(
+                    f"{escape(str(r.Message))}<details><summary>traceback</summary>"
+                    f"<pre>{escape(str(r.Traceback))}</pre></details>"
+                ),
+            ]
+            for r in data.exceptions.head(50).itertuples()
+        ]
         out.append("<h3>Exceptions in the Locust users</h3>" + table_html(["count", "exception"], rows, numeric={0}))
     out.append("<h3>Probe after settle</h3>" + _probe(data))
     return "\n".join(out)
@@ -241,31 +319,65 @@ def _findings(data: RunData) -> str:
         parts.append("<h2>Diagnosis</h2>" + table_html(["pattern", "evidence", "likely cause", "fix"], rows))
     isolation = data.run.get("isolation") or {}
     if isolation:
-        rows = [[kind, Raw(f'<span class="{"ok" if r["verdict"] == "PASS" else "fail"}">{escape(r["verdict"])}</span>'),
-                 r["leaked"], r["requests"],
-                 ("≥ " if r.get("lower_bound") else "") + ("—" if r["per_1000"] is None else f"{r['per_1000']:g}"),
-                 "; ".join(f"{name}: {e['leaked']}/{e['requests']}" for name, e in r.get("endpoints", {}).items())]
-                for kind, r in isolation.items()]  # fmt: skip
-        parts.append("<h2>Each chaos kind alone (--isolate)</h2>"
-                     + table_html(["kind", "verdict", "leaked", "requests", "leaked per 1,000", "by endpoint (leaked/requests)"],
-                              rows, numeric={2, 3, 4}))  # fmt: skip
+        rows = [
+            [
+                kind,
+                Raw(f'<span class="{"ok" if r["verdict"] == "PASS" else "fail"}">{escape(r["verdict"])}</span>'),
+                r["leaked"],
+                r["requests"],
+                ("≥ " if r.get("lower_bound") else "") + ("—" if r["per_1000"] is None else f"{r['per_1000']:g}"),
+                "; ".join(f"{name}: {e['leaked']}/{e['requests']}" for name, e in r.get("endpoints", {}).items()),
+            ]
+            for kind, r in isolation.items()
+        ]
+        parts.append(
+            "<h2>Each chaos kind alone (--isolate)</h2>"
+            + table_html(
+                ["kind", "verdict", "leaked", "requests", "leaked per 1,000", "by endpoint (leaked/requests)"],
+                rows,
+                numeric={2, 3, 4},
+            )
+        )
     sweep = data.run.get("sweep") or []
     if sweep:
-        rows = [[f"{r['after_ms']:g} ms", Raw(f'<span class="{"ok" if r["verdict"] == "PASS" else "fail"}">{escape(r["verdict"])}</span>'),
-                 r["leaked"], r["requests"],
-                 ("≥ " if r.get("lower_bound") else "") + ("—" if r.get("probability") is None else f"{r['probability'] * 100:.2f} %")]
-                for r in sweep]  # fmt: skip
-        parts.append("<h2>Disconnect sweep: leak probability against hang-up delay</h2>"
-                     + table_html(["client hangs up after", "verdict", "leaked", "requests", "leaked per request"], rows, numeric={2, 3, 4})
-                     + '<p class="muted">≥: the pool ran dry during that cycle, so fewer leaks could happen than would have.</p>')  # fmt: skip
+        rows = [
+            [
+                f"{r['after_ms']:g} ms",
+                Raw(f'<span class="{"ok" if r["verdict"] == "PASS" else "fail"}">{escape(r["verdict"])}</span>'),
+                r["leaked"],
+                r["requests"],
+                ("≥ " if r.get("lower_bound") else "")
+                + ("—" if r.get("probability") is None else f"{r['probability'] * 100:.2f} %"),
+            ]
+            for r in sweep
+        ]
+        parts.append(
+            "<h2>Disconnect sweep: leak probability against hang-up delay</h2>"
+            + table_html(
+                ["client hangs up after", "verdict", "leaked", "requests", "leaked per request"],
+                rows,
+                numeric={2, 3, 4},
+            )
+            + '<p class="muted">≥: the pool ran dry during that cycle, so fewer leaks could happen than would have.</p>'
+        )
     forecast = summary.get("forecast")
     if forecast:
         assumptions = "".join(f"<li>{escape(a)}</li>" for a in forecast.get("assumptions", []))
-        rates = [[kind, r["leaked"], r["requests"], f"{r['rate'] * 1000:.1f}", f"{r['low'] * 1000:.1f}–{r['high'] * 1000:.1f}"]
-                 for kind, r in forecast.get("rates", {}).items()]  # fmt: skip
-        parts.append(f"<h2>Forecast</h2><p><b>{escape(forecast['sentence'])}</b>.</p>"
-                     + table_html(["kind", "leaked", "requests", "per 1,000", "95 % range"], rates, numeric={1, 2, 3})
-                     + f'<p class="muted">Assumptions:</p><ul class="muted">{assumptions}</ul>')  # fmt: skip
+        rates = [
+            [
+                kind,
+                r["leaked"],
+                r["requests"],
+                f"{r['rate'] * 1000:.1f}",
+                f"{r['low'] * 1000:.1f}–{r['high'] * 1000:.1f}",
+            ]
+            for kind, r in forecast.get("rates", {}).items()
+        ]
+        parts.append(
+            f"<h2>Forecast</h2><p><b>{escape(forecast['sentence'])}</b>.</p>"
+            + table_html(["kind", "leaked", "requests", "per 1,000", "95 % range"], rates, numeric={1, 2, 3})
+            + f'<p class="muted">Assumptions:</p><ul class="muted">{assumptions}</ul>'
+        )
     faults = data.run.get("faults") or []
     if faults:
         rows = [[f["fault"], utc(f.get("start")), f.get("detail") or "", f.get("error") or ""] for f in faults]
@@ -279,24 +391,38 @@ def _probe(data: RunData) -> str:
     if data.probe.empty:
         return "<p>No probe request was made.</p>"
     ok = [str(v).strip().lower() in ("1", "1.0", "true") for v in data.probe["ok"]]  # drainwatch.judge.probe writes 1/0
-    rows = [[utc(r.t), r.status, Raw(f'<span class="{"ok" if good else "fail"}">{"yes" if good else "no"}</span>'),
-             _fmt(r.elapsed_ms, "{:,.1f}"), r.error] for r, good in zip(data.probe.itertuples(), ok)]  # fmt: skip
+    rows = [
+        [
+            utc(r.t),
+            r.status,
+            Raw(f'<span class="{"ok" if good else "fail"}">{"yes" if good else "no"}</span>'),
+            _fmt(r.elapsed_ms, "{:,.1f}"),
+            r.error,
+        ]
+        for r, good in zip(data.probe.itertuples(), ok)
+    ]
     return table_html(["time (UTC)", "status", "ok", "ms", "error"], rows[:MAX_ROWS], numeric={3})
 
 
 def _run(data: RunData) -> str:
-    phases = [[name, utc(start), utc(end) if end else "unfinished", human_seconds(end - start) if end else ""]
-              for name, (start, end) in data.phases.items()]  # fmt: skip
+    phases = [
+        [name, utc(start), utc(end) if end else "unfinished", human_seconds(end - start) if end else ""]
+        for name, (start, end) in data.phases.items()
+    ]
     config = _flatten(data.run.get("config") or {})
     where = _flatten({"target": data.run.get("target") or {}, "database": data.run.get("database") or {}})
     files = sorted(p.name for p in data.run_dir.iterdir() if p.is_file())
     return (
-        '<div class="cols"><div><h3>Configuration</h3>' + _pairs(config)
-        + "<h3>Target and database</h3>" + _pairs(where) + "</div><div><h3>Phases</h3>"
+        '<div class="cols"><div><h3>Configuration</h3>'
+        + _pairs(config)
+        + "<h3>Target and database</h3>"
+        + _pairs(where)
+        + "</div><div><h3>Phases</h3>"
         + table_html(["phase", "start (UTC)", "end (UTC)", "length"], phases, numeric={3})
-        + "<h3>drainwatch's own versions</h3>" + _pairs(data.run.get("versions") or {})
+        + "<h3>drainwatch's own versions</h3>"
+        + _pairs(data.run.get("versions") or {})
         + f'<h3>Files</h3><p class="muted">{escape(", ".join(files))}</p></div></div>'
-    )  # fmt: skip
+    )
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -315,15 +441,20 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _pairs(pairs: Mapping[str, Any]) -> str:
     if not pairs:
         return '<p class="muted">not recorded</p>'
-    rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape('—' if v is None else str(v))}</td></tr>"
-                   for k, v in pairs.items())  # fmt: skip
+    rows = "".join(
+        f"<tr><th>{escape(str(k))}</th><td>{escape('—' if v is None else str(v))}</td></tr>" for k, v in pairs.items()
+    )
     return f"<table>{rows}</table>"
 
 
 def table_html(
-    head: Sequence[str], rows: Iterable[Sequence[object]], *, numeric: Collection[int] = (),
-    classes: Sequence[str] = (), cells: Mapping[int, str] | None = None,
-) -> str:  # fmt: skip
+    head: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    numeric: Collection[int] = (),
+    classes: Sequence[str] = (),
+    cells: Mapping[int, str] | None = None,
+) -> str:
     """A table; a cell is escaped unless it is ``Raw``. ``cells`` gives a column's td class."""
     column_class = dict(cells or {})
 
@@ -332,12 +463,15 @@ def table_html(
         text = value if isinstance(value, Raw) else escape("" if _missing(value) else str(value))
         return f'<td class="{cls}">{text}</td>' if cls else f"<td>{text}</td>"
 
-    top = "".join(f'<th class="n">{escape(h)}</th>' if i in numeric else f"<th>{escape(h)}</th>"
-                  for i, h in enumerate(head))  # fmt: skip
+    top = "".join(
+        f'<th class="n">{escape(h)}</th>' if i in numeric else f"<th>{escape(h)}</th>" for i, h in enumerate(head)
+    )
     body = "".join(
-        (f'<tr class="{classes[n]}">' if n < len(classes) else "<tr>") + "".join(td(i, v) for i, v in enumerate(row))
-        + "</tr>" for n, row in enumerate(rows)
-    )  # fmt: skip
+        (f'<tr class="{classes[n]}">' if n < len(classes) else "<tr>")
+        + "".join(td(i, v) for i, v in enumerate(row))
+        + "</tr>"
+        for n, row in enumerate(rows)
+    )
     return f"<table><tr>{top}</tr>{body}</table>"
 
 

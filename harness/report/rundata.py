@@ -37,8 +37,18 @@ HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 SAMPLE_READINGS = [c for c in Sample.columns() if c not in ("t", "late_ms", "gap")]
 # Only what the report shows: a 24 h history is half a million rows.
 HISTORY_COLUMNS = ["Timestamp", "Name", "Requests/s", "Failures/s", "50%", "95%"]
-STATS_COLUMNS = ["Name", "Request Count", "Failure Count", "Median Response Time", "Max Response Time",
-                 "Requests/s", "Failures/s", "50%", "95%", "99%"]  # fmt: skip
+STATS_COLUMNS = [
+    "Name",
+    "Request Count",
+    "Failure Count",
+    "Median Response Time",
+    "Max Response Time",
+    "Requests/s",
+    "Failures/s",
+    "50%",
+    "95%",
+    "99%",
+]
 LINGERING_DTYPES = {c: "float64" if c.endswith("_s") else "str" for c in LINGERING_COLUMNS}
 
 
@@ -121,15 +131,24 @@ def load_run(run_dir: Path) -> RunData:
     if data.samples is not None:
         data.samples = _clean_samples(data.samples)
     data.lingering = _read_csv(run_dir / LINGERING_CSV, LINGERING_DTYPES, data.notes)
-    data.probe = _read_csv(run_dir / PROBE_CSV, {"t": "float64", "status": "str", "ok": "str",
-                                                 "elapsed_ms": "float64", "error": "str"}, data.notes)  # fmt: skip
+    data.probe = _read_csv(
+        run_dir / PROBE_CSV,
+        {"t": "float64", "status": "str", "ok": "str", "elapsed_ms": "float64", "error": "str"},
+        data.notes,
+    )
     history = {c: "float32" for c in HISTORY_COLUMNS} | {"Timestamp": "float64", "Name": "category"}
     data.history = _read_locust(run_dir, "stats_history", history, data.notes)
     data.warmup_history = _read_csv(run_dir / f"{WARMUP_PREFIX}_stats_history.csv", history, [])
     stats = {c: "float64" for c in STATS_COLUMNS} | {"Name": "str"}
     data.stats = _read_locust(run_dir, "stats", stats, data.notes)
-    failures = {"Method": "str", "Name": "str", "Error": "str", "Occurrences": "float64", "First Seen": "str",
-                "Last Seen": "str"}  # fmt: skip
+    failures = {
+        "Method": "str",
+        "Name": "str",
+        "Error": "str",
+        "Occurrences": "float64",
+        "First Seen": "str",
+        "Last Seen": "str",
+    }
     data.failures = _read_locust(run_dir, "failures", failures, data.notes)
     exceptions = {"Count": "float64", "Message": "str", "Traceback": "str", "Nodes": "str"}
     data.exceptions = _read_locust(run_dir, "exceptions", exceptions, data.notes)
@@ -177,8 +196,13 @@ def _read_csv(path: Path, columns: dict[str, str], notes: list[str]) -> pd.DataF
     if path.stat().st_size == 0:
         notes.append(f"{path.name} is empty")
         return None
-    options: dict[str, Any] = {"usecols": lambda c: c in columns, "keep_default_na": False,
-                               "na_values": ["N/A", ""], "on_bad_lines": "skip", "engine": "c"}  # fmt: skip
+    options: dict[str, Any] = {
+        "usecols": lambda c: c in columns,
+        "keep_default_na": False,
+        "na_values": ["N/A", ""],
+        "on_bad_lines": "skip",
+        "engine": "c",
+    }
     try:
         try:
             frame = pd.read_csv(path, dtype=columns, **options)
@@ -309,12 +333,21 @@ def scenario_table(stats: pd.DataFrame) -> pd.DataFrame:
     """Locust's final totals summed per scenario, plus an "all" row from Aggregated."""
     per_name = stats[stats["Name"] != "Aggregated"]
     table = per_name.groupby(per_name["Name"].map(scenario_of)).agg(
-        requests=("Request Count", "sum"), failures=("Failure Count", "sum"),
-        rps=("Requests/s", "sum"), fps=("Failures/s", "sum"), p95=("95%", "max"),
-    )  # fmt: skip
+        requests=("Request Count", "sum"),
+        failures=("Failure Count", "sum"),
+        rps=("Requests/s", "sum"),
+        fps=("Failures/s", "sum"),
+        p95=("95%", "max"),
+    )
     total = stats[stats["Name"] == "Aggregated"]
     if not total.empty:
         row = total.iloc[-1]
-        table.loc["all"] = [row["Request Count"], row["Failure Count"], row["Requests/s"], row["Failures/s"], row["95%"]]
+        table.loc["all"] = [
+            row["Request Count"],
+            row["Failure Count"],
+            row["Requests/s"],
+            row["Failures/s"],
+            row["95%"],
+        ]
     table["failure_pct"] = 100 * table["failures"] / table["requests"].where(table["requests"] > 0)
     return table

@@ -78,15 +78,20 @@ class RunContext:
             self.pid_file.write_text(str(pid))
 
 
-async def cycle(run: RunContext, prefix: str, mix: Mapping[str, int], csv_name: str,
-                extra_env: Mapping[str, str] | None = None) -> Verdict:  # fmt: skip
+async def cycle(
+    run: RunContext, prefix: str, mix: Mapping[str, int], csv_name: str, extra_env: Mapping[str, str] | None = None
+) -> Verdict:
     """Run one cycle with its phases named ``prefix`` + phase; returns its verdict."""
     cfg, run_dir, record = run.cfg, run.run_dir, run.record
     first = run.cycles == 0
     run.cycles += 1
-    env = {**cfg.traffic.env(), "DRAINWATCH_MIX": ",".join(f"{k}={w}" for k, w in mix.items()),
-           "PYTHONUNBUFFERED": "1", "DRAINWATCH_REQUESTS_CSV": str(run_dir / f"requests-{csv_name}"),
-           **(extra_env or {})}  # fmt: skip
+    env = {
+        **cfg.traffic.env(),
+        "DRAINWATCH_MIX": ",".join(f"{k}={w}" for k, w in mix.items()),
+        "PYTHONUNBUFFERED": "1",
+        "DRAINWATCH_REQUESTS_CSV": str(run_dir / f"requests-{csv_name}"),
+        **(extra_env or {}),
+    }
     await _warmup(run, prefix, env)
     at_baseline = await _baseline(run, prefix, first)
     pool_views = {"baseline": await read_pool_view(run.target)}
@@ -94,7 +99,7 @@ async def cycle(run: RunContext, prefix: str, mix: Mapping[str, int], csv_name: 
     with record.phase(f"{prefix}settle"):
         run.display.phase(f"{prefix}settle", cfg.settle)
         await settle(run, cfg.settle)
-    lingering, snapshot_note = await _lingering(run, forensics.resetting_apps(at_baseline))
+    lingering, snapshot_note = await _lingering(run, forensics.learn(at_baseline))
     lingering = attribute(lingering, read_requests(sorted(run_dir.glob(f"requests-{csv_name}-*.csv"))))
     pool_views["final"] = await read_pool_view(run.target)
     views = read_json(run_dir / POOL_VIEW_JSON) if not first else {}
@@ -105,10 +110,18 @@ async def cycle(run: RunContext, prefix: str, mix: Mapping[str, int], csv_name: 
     kinds = kind_counts(run_dir / csv_name)
     if cfg.sweep_disconnect and "disconnect" in kinds:
         kinds["disconnect"]["sweep"] = True
-    verdict = judge(read_samples(run_dir / SAMPLES_CSV, phases), phases, lingering, result, tolerance=cfg.tolerance,
-                    pool_view=pool_views["final"], collector_lost=run.collector.returncode is not None,
-                    load=load_counts(run_dir / csv_name), load_kinds=kinds,
-                    server=_server(run))  # fmt: skip
+    verdict = judge(
+        read_samples(run_dir / SAMPLES_CSV, phases),
+        phases,
+        lingering,
+        result,
+        tolerance=cfg.tolerance,
+        pool_view=pool_views["final"],
+        collector_lost=run.collector.returncode is not None,
+        load=load_counts(run_dir / csv_name),
+        load_kinds=kinds,
+        server=_server(run),
+    )
     if snapshot_note:
         verdict.reasons.append(snapshot_note)
     return verdict
@@ -119,8 +132,10 @@ async def _warmup(run: RunContext, prefix: str, env: dict[str, str]) -> None:
     locustfile = scenario_file("steady") if cfg.traffic.steady else cfg.locustfile or scenario_file("steady")
     with run.record.phase(f"{prefix}warmup"):
         run.display.phase(f"{prefix}warm-up", cfg.warmup, history=run.run_dir / f"{WARMUP_PREFIX}_stats_history.csv")
-        await run_load(_plan(run, locustfile, cfg.warmup, run.run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env),
-                       on_start=lambda name, pid: run.record.started(f"{name}-warmup", pid))  # fmt: skip
+        await run_load(
+            _plan(run, locustfile, cfg.warmup, run.run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env),
+            on_start=lambda name, pid: run.record.started(f"{name}-warmup", pid),
+        )
 
 
 async def _baseline(run: RunContext, prefix: str, first: bool) -> list[dict[str, Any]]:
@@ -146,29 +161,48 @@ async def _load(run: RunContext, prefix: str, csv_name: str, env: dict[str, str]
         try:
             async with asyncio.TaskGroup() as faults:
                 if cfg.faults:
-                    faults.create_task(inject(cfg.faults, load_start=time.time(), db=run.db, target=run.target, match=run.match,
-                                              on_event=lambda event: _fault_event(run.record, event), docker=run.docker))  # fmt: skip
-                await run_load(_plan(run, locustfile, cfg.duration, run.run_dir / csv_name, logs / f"{csv_name}.log", env),
-                               on_start=run.record.started)  # fmt: skip
+                    faults.create_task(
+                        inject(
+                            cfg.faults,
+                            load_start=time.time(),
+                            db=run.db,
+                            target=run.target,
+                            match=run.match,
+                            on_event=lambda event: _fault_event(run.record, event),
+                            docker=run.docker,
+                        )
+                    )
+                await run_load(
+                    _plan(run, locustfile, cfg.duration, run.run_dir / csv_name, logs / f"{csv_name}.log", env),
+                    on_start=run.record.started,
+                )
         finally:
             checkpoints.cancel()
             await asyncio.wait([checkpoints])  # reaps it without swallowing our own cancellation
 
 
-async def _lingering(run: RunContext, resetting: set[str]) -> tuple[list[dict[str, Any]], str]:
+async def _lingering(run: RunContext, resets: forensics.Resets) -> tuple[list[dict[str, Any]], str]:
     """The target's connections after settle, classified; on drainwatch's own connection."""
     try:
-        return forensics.classify(await snapshot(run.watch, run.match), resetting, recent=SETTLE_QUIET), ""
+        return forensics.classify(await snapshot(run.watch, run.match), recent=SETTLE_QUIET, resets=resets), ""
     except DatabaseProblem as exc:
-        return [], (f"the connections left open could not be listed ({exc}): the verdict rests on the collector's "
-                    "samples and the probe")  # fmt: skip
+        return [], (
+            f"the connections left open could not be listed ({exc}): the verdict rests on the collector's "
+            "samples and the probe"
+        )
 
 
 async def _probe(run: RunContext, prefix: str, first: bool) -> ProbeResult:
     with run.record.phase(f"{prefix}probe"):
         run.display.phase(f"{prefix}probe")
-        result = await probe(run.target.url, run.probe_request, count=run.cfg.probe_count,
-                             timeout=run.cfg.probe_timeout, out=run.run_dir / PROBE_CSV, append=not first)  # fmt: skip
+        result = await probe(
+            run.target.url,
+            run.probe_request,
+            count=run.cfg.probe_count,
+            timeout=run.cfg.probe_timeout,
+            out=run.run_dir / PROBE_CSV,
+            append=not first,
+        )
         pid = run.record.data["processes"].get("target")  # the current one: --isolate restarts it
         if pid is not None and not alive(pid):
             result.target_alive = False
@@ -178,8 +212,9 @@ async def _probe(run: RunContext, prefix: str, first: bool) -> ProbeResult:
 
 def _server(run: RunContext) -> dict[str, Any]:
     log = run.run_dir / LOGS / "postgres.log" if run.db.embedded else None
-    return server_check_numbers(run.db.max_connections, run.reserved, peak_of_everyone(run.run_dir / SAMPLES_CSV),
-                                refusals(log))  # fmt: skip
+    return server_check_numbers(
+        run.db.max_connections, run.reserved, peak_of_everyone(run.run_dir / SAMPLES_CSV), refusals(log)
+    )
 
 
 async def settle(run: RunContext, longest: float) -> None:
@@ -256,10 +291,21 @@ def _fault_event(record: RunRecord, event: dict[str, Any]) -> None:
     record.save()
 
 
-def _plan(run: RunContext, locustfile: Path, seconds: float, prefix: Path, log_path: Path, env: dict[str, str]) -> LoadPlan:
+def _plan(
+    run: RunContext, locustfile: Path, seconds: float, prefix: Path, log_path: Path, env: dict[str, str]
+) -> LoadPlan:
     cfg = run.cfg
-    return LoadPlan(locustfile=locustfile, host=run.target.url, users=cfg.users, spawn_rate=cfg.spawn_rate,
-                    seconds=seconds, csv_prefix=prefix, log_path=log_path, env=env, workers=cfg.workers)  # fmt: skip
+    return LoadPlan(
+        locustfile=locustfile,
+        host=run.target.url,
+        users=cfg.users,
+        spawn_rate=cfg.spawn_rate,
+        seconds=seconds,
+        csv_prefix=prefix,
+        log_path=log_path,
+        env=env,
+        workers=cfg.workers,
+    )
 
 
 def _median_total(path: Path, start: float, end: float) -> float | None:

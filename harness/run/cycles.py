@@ -48,7 +48,9 @@ async def swept(run: Any, cycle: Cycle) -> Verdict:
             await run.restart_target()
         key = f"disconnect@{after_ms:g}ms"
         csv_name = f"{LOCUST_PREFIX}-{key.replace('@', '-')}"
-        verdict = await cycle(run, f"{key}/", {"disconnect": 1}, csv_name, {"DRAINWATCH_DISCONNECT_AFTER_MS": f"{after_ms:g}"})
+        verdict = await cycle(
+            run, f"{key}/", {"disconnect": 1}, csv_name, {"DRAINWATCH_DISCONNECT_AFTER_MS": f"{after_ms:g}"}
+        )
         verdicts[key] = verdict
         row = isolation_row(run.run_dir / f"{csv_name}_stats.csv", "disconnect", verdict)
         row["after_ms"] = after_ms
@@ -72,15 +74,22 @@ def isolation_row(stats_csv: Path, kind: str, verdict: Verdict) -> dict[str, Any
         leaked = verdict.routes.get(route, 0)
         count = int(float(row["Request Count"] or 0))
         by_endpoint[row["Name"].split(" ", 1)[1]] = {
-            "requests": count, "leaked": leaked, "per_1000": round(1000 * leaked / count, 1) if count else None,
-        }  # fmt: skip
+            "requests": count,
+            "leaked": leaked,
+            "per_1000": round(1000 * leaked / count, 1) if count else None,
+        }
     # Once its pool is exhausted a service cannot leak any more: the rate is then a floor.
     exhausted = not verdict.probe.get("passed", True) and verdict.probe.get("target_alive", True)
     return {
-        "verdict": verdict.outcome, "leaked": verdict.leaked, "requests": requests,
-        "per_1000": round(1000 * verdict.leaked / requests, 1) if requests else None, "lower_bound": exhausted,
-        "evidence": verdict.evidence, "reasons": verdict.reasons, "endpoints": by_endpoint,
-    }  # fmt: skip
+        "verdict": verdict.outcome,
+        "leaked": verdict.leaked,
+        "requests": requests,
+        "per_1000": round(1000 * verdict.leaked / requests, 1) if requests else None,
+        "lower_bound": exhausted,
+        "evidence": verdict.evidence,
+        "reasons": verdict.reasons,
+        "endpoints": by_endpoint,
+    }
 
 
 def combine_isolated(verdicts: dict[str, Verdict], results: dict[str, dict[str, Any]]) -> Verdict:
@@ -92,9 +101,14 @@ def combine_isolated(verdicts: dict[str, Verdict], results: dict[str, dict[str, 
     clean = [k for k, v in verdicts.items() if v.outcome == "PASS"]
     reasons = []
     if leaking:
-        reasons.append("leaked under " + ", ".join(
-            f"{k} ({results[k]['leaked']} connection(s), {'at least ' if results[k]['lower_bound'] else ''}"
-            f"{results[k]['per_1000']} per 1,000 {k} requests)" for k in leaking))  # fmt: skip
+        reasons.append(
+            "leaked under "
+            + ", ".join(
+                f"{k} ({results[k]['leaked']} connection(s), {'at least ' if results[k]['lower_bound'] else ''}"
+                f"{results[k]['per_1000']} per 1,000 {k} requests)"
+                for k in leaking
+            )
+        )
     if clean:
         reasons.append("clean under " + ", ".join(clean))
     for kind, verdict in verdicts.items():
@@ -105,6 +119,11 @@ def combine_isolated(verdicts: dict[str, Verdict], results: dict[str, dict[str, 
     for verdict in verdicts.values():
         for route, count in verdict.routes.items():
             routes[route] = routes.get(route, 0) + count
-    return replace(worst, reasons=reasons, evidence=[f"{k}:{e}" for k in verdicts for e in verdicts[k].evidence
-                                                     if verdicts[k].outcome == worst.outcome],
-                   leaked=sum(v.leaked for v in verdicts.values()), scenarios=scenarios, routes=routes)  # fmt: skip
+    return replace(
+        worst,
+        reasons=reasons,
+        evidence=[f"{k}:{e}" for k in verdicts for e in verdicts[k].evidence if verdicts[k].outcome == worst.outcome],
+        leaked=sum(v.leaked for v in verdicts.values()),
+        scenarios=scenarios,
+        routes=routes,
+    )

@@ -95,18 +95,22 @@ async def preflight(cfg: RunConfig) -> DockerControl | None:
     return None
 
 
-async def _provision(stack: AsyncExitStack, cfg: RunConfig, record: RunRecord, display: Display,
-                     docker: DockerControl | None) -> RunContext:  # fmt: skip
+async def _provision(
+    stack: AsyncExitStack, cfg: RunConfig, record: RunRecord, display: Display, docker: DockerControl | None
+) -> RunContext:
     """Start (or reach) every resource of the run, each owned by ``stack``."""
     logs = cfg.run_dir / LOGS
     with record.phase("provision"):
         display.phase("provision")
         db = await stack.enter_async_context(
-            external_postgres(cfg.dsn) if cfg.dsn
+            external_postgres(cfg.dsn)
+            if cfg.dsn
             else embedded_postgres(logs / "postgres.log", max_connections=cfg.embedded_max_connections)
         )
-        record.set("database", {"dsn": db.display, "embedded": db.embedded, "version": db.version,
-                                "max_connections": db.max_connections})  # fmt: skip
+        record.set(
+            "database",
+            {"dsn": db.display, "embedded": db.embedded, "version": db.version, "max_connections": db.max_connections},
+        )
         record.started("postgres", db.pid)
         record.data["versions"]["postgresql"] = db.version
         # drainwatch's own connection, before any traffic: a leak that fills the server cannot lock it out
@@ -114,29 +118,67 @@ async def _provision(stack: AsyncExitStack, cfg: RunConfig, record: RunRecord, d
         reserved = await _reserved_slots(watch)
         target = await stack.enter_async_context(_target(cfg, db, logs))
         match, how, pid_file = _selection(cfg, target, logs)
-        record.set("target", {"url": target.url, "pid": target.pid, "kind": target.kind, "command": target.command,
-                              "match": vars(match), "selected_by": how, "pool_limit": target.pool_limit,
-                              "cycles_share_state": bool((cfg.isolate or cfg.sweep_disconnect) and target.restart is None)})  # fmt: skip
+        record.set(
+            "target",
+            {
+                "url": target.url,
+                "pid": target.pid,
+                "kind": target.kind,
+                "command": target.command,
+                "match": vars(match),
+                "selected_by": how,
+                "pool_limit": target.pool_limit,
+                "cycles_share_state": bool((cfg.isolate or cfg.sweep_disconnect) and target.restart is None),
+            },
+        )
         record.started("target", target.pid)
         display.pool_limit = target.pool_limit
         collector = await stack.enter_async_context(
-            collector_process(db.dsn, match, cfg.run_dir / SAMPLES_CSV, interval=cfg.interval,
-                              log_path=logs / "collector.log", metrics_port=cfg.metrics_port)
-        )  # fmt: skip
+            collector_process(
+                db.dsn,
+                match,
+                cfg.run_dir / SAMPLES_CSV,
+                interval=cfg.interval,
+                log_path=logs / "collector.log",
+                metrics_port=cfg.metrics_port,
+            )
+        )
         record.started("collector", collector.pid)
         await _first_sample(cfg.run_dir / SAMPLES_CSV, logs / "collector.log")
-        display.message(f"PostgreSQL {db.version} at {db.display}; target {target.command or target.url}; "
-                        f"watching backends by {how}")  # fmt: skip
-    return RunContext(cfg=cfg, run_dir=cfg.run_dir, record=record, display=display, db=db, target=target, match=match,
-                      collector=collector, watch=watch, probe_request=_probe_request(cfg), reserved=reserved,
-                      docker=docker, pid_file=pid_file)  # fmt: skip
+        display.message(
+            f"PostgreSQL {db.version} at {db.display}; target {target.command or target.url}; "
+            f"watching backends by {how}"
+        )
+    return RunContext(
+        cfg=cfg,
+        run_dir=cfg.run_dir,
+        record=record,
+        display=display,
+        db=db,
+        target=target,
+        match=match,
+        collector=collector,
+        watch=watch,
+        probe_request=_probe_request(cfg),
+        reserved=reserved,
+        docker=docker,
+        pid_file=pid_file,
+    )
 
 
 def _target(cfg: RunConfig, db: Database, logs: Path) -> AbstractAsyncContextManager[Target]:
     if cfg.serve:
-        return served_service(cfg.serve, dsn=db.dsn, log_path=logs / "target.log", setup=cfg.setup, env=cfg.serve_env,
-                              cwd=cfg.serve_cwd, database_variable=cfg.database_env, pool_limit=cfg.pool_limit,
-                              pool_view_path=cfg.pool_view)  # fmt: skip
+        return served_service(
+            cfg.serve,
+            dsn=db.dsn,
+            log_path=logs / "target.log",
+            setup=cfg.setup,
+            env=cfg.serve_env,
+            cwd=cfg.serve_cwd,
+            database_variable=cfg.database_env,
+            pool_limit=cfg.pool_limit,
+            pool_view_path=cfg.pool_view,
+        )
     if cfg.target_url:
         return external_target(cfg.target_url, cfg.pool_limit, cfg.pool_view)
     return demo_service(cfg.variant, db.dsn, logs / "target.log")
@@ -151,13 +193,19 @@ def _selection(cfg: RunConfig, target: Target, logs: Path) -> tuple[Match, str, 
     given = any(vars(cfg.match).values())
     options = ", ".join(f"{k}={v!r}" for k, v in vars(cfg.match).items() if v)
     if target.kind == "demo":
-        return (cfg.match, options, None) if given else (Match(application_name=target.app_name), f"application_name LIKE {target.app_name!r}", None)
+        return (
+            (cfg.match, options, None)
+            if given
+            else (Match(application_name=target.app_name), f"application_name LIKE {target.app_name!r}", None)
+        )
     pid = target.pid_now() if target.kind == "served" else listening_pid(target.url)
     if pid is None:
         if given:
             return cfg.match, options, None
-        raise TargetProblem(f"no process on this machine listens at {target.url}, so its backends cannot be told from "
-                            "the others", hint="select them: --app-name 'myapp%' (or --usename, --datname, --client-addr)")  # fmt: skip
+        raise TargetProblem(
+            f"no process on this machine listens at {target.url}, so its backends cannot be told from the others",
+            hint="select them: --app-name 'myapp%' (or --usename, --datname, --client-addr)",
+        )
     logs.mkdir(parents=True, exist_ok=True)
     pid_file = logs / "target.pid"
     pid_file.write_text(str(pid))
@@ -173,8 +221,10 @@ def _probe_request(cfg: RunConfig) -> Request:
     if cfg.demo:
         return Request("GET", DEMO_PROBE, headers)
     if not cfg.traffic.steady:
-        raise UsageError("drainwatch does not know which request of your service needs the database",
-                         hint="give --probe-path PATH (or [probe] path)")  # fmt: skip
+        raise UsageError(
+            "drainwatch does not know which request of your service needs the database",
+            hint="give --probe-path PATH (or [probe] path)",
+        )
     first = cfg.traffic.steady[0]
     return replace(first, headers={**first.headers, **headers})
 
@@ -206,13 +256,21 @@ async def _shutdown(run: RunContext) -> dict[str, Any]:
         await asyncio.sleep(0.5)  # the server notices closed sockets a moment later
         match = replace(run.match, client_pid_file=None) if run.match.client_pid_file else run.match
         rows = [row for row in await snapshot(run.watch, match) if row["pid"] in before]
-    return {"exit_code": code, "exited_s": round(exited, 2), "grace_s": SHUTDOWN_GRACE, "killed": exited > SHUTDOWN_GRACE,
-            "before": len(before), "remaining": [{k: row[k] for k in ("pid", "state", "query")} for row in rows]}  # fmt: skip
+    return {
+        "exit_code": code,
+        "exited_s": round(exited, 2),
+        "grace_s": SHUTDOWN_GRACE,
+        "killed": exited > SHUTDOWN_GRACE,
+        "before": len(before),
+        "remaining": [{k: row[k] for k in ("pid", "state", "query")} for row in rows],
+    }
 
 
 async def _reserved_slots(watch: Watch) -> int:
-    rows = await watch.rows("SELECT current_setting('superuser_reserved_connections')::int"
-                            " + coalesce(current_setting('reserved_connections', true), '0')::int AS reserved")  # fmt: skip
+    rows = await watch.rows(
+        "SELECT current_setting('superuser_reserved_connections')::int"
+        " + coalesce(current_setting('reserved_connections', true), '0')::int AS reserved"
+    )
     return int(rows[0]["reserved"])
 
 
@@ -238,8 +296,10 @@ def _forecast(run_dir: Path, record: RunRecord, cfg: RunConfig) -> dict[str, Any
 def _write_outputs(run_dir: Path, record: RunRecord, verdict: Verdict | None, cfg: RunConfig) -> None:
     """summary.json, junit.xml and report.html from what exists; never raises."""
     try:
-        extra = {"pool_limit": record.data["target"].get("pool_limit"),
-                 "max_connections": record.data["database"].get("max_connections")}  # fmt: skip
+        extra = {
+            "pool_limit": record.data["target"].get("pool_limit"),
+            "max_connections": record.data["database"].get("max_connections"),
+        }
         write_summary(run_dir, record.data, verdict, extra)
         if verdict is not None and cfg.prod_rps:
             extra["forecast"] = _forecast(run_dir, record, cfg)

@@ -29,6 +29,7 @@ from drainwatch.plan import Fault, Match
 
 log = logging.getLogger(__name__)
 
+
 class DockerControl:
     """Faults on compose containers through the Docker SDK. ``client`` is a ``docker.DockerClient``
     (or anything with ``containers.get(name)`` returning objects with ``restart/pause/unpause``)."""
@@ -50,14 +51,18 @@ class DockerControl:
             client = docker.from_env()
             client.ping()
         except docker.errors.DockerException as exc:
-            raise UsageError(f"cannot reach the Docker engine ({str(exc).splitlines()[0][:120]})",
-                             hint="start Docker, or leave out --docker-postgres/--docker-target") from exc  # fmt: skip
+            raise UsageError(
+                f"cannot reach the Docker engine ({str(exc).splitlines()[0][:120]})",
+                hint="start Docker, or leave out --docker-postgres/--docker-target",
+            ) from exc
         control = cls(client, postgres, target)
         for name in filter(None, (postgres, target)):
             try:
                 client.containers.get(name)
             except docker.errors.NotFound as exc:
-                raise UsageError(f"no Docker container named {name!r}", hint="see `docker compose ps` for the names") from exc
+                raise UsageError(
+                    f"no Docker container named {name!r}", hint="see `docker compose ps` for the names"
+                ) from exc
         return control
 
     async def restart_postgres(self) -> str:
@@ -76,9 +81,15 @@ class DockerControl:
 
 
 async def inject(
-    faults: tuple[Fault, ...], *, load_start: float, db: Any, target: Any, match: Match,
-    on_event: Callable[[dict[str, Any]], None], docker: DockerControl | None = None,
-) -> None:  # fmt: skip
+    faults: tuple[Fault, ...],
+    *,
+    load_start: float,
+    db: Any,
+    target: Any,
+    match: Match,
+    on_event: Callable[[dict[str, Any]], None],
+    docker: DockerControl | None = None,
+) -> None:
     """Inject each fault at its time; report each as an event (kind, at, start, end, detail)."""
     for fault in sorted(faults, key=lambda f: f.at):
         await asyncio.sleep(max(0.0, load_start + fault.at - time.time()))
@@ -93,9 +104,13 @@ async def inject(
 
 
 async def _perform(
-    fault: Fault, db: Any, target: Any, match: Match, on_event: Callable[[dict[str, Any]], None],
+    fault: Fault,
+    db: Any,
+    target: Any,
+    match: Match,
+    on_event: Callable[[dict[str, Any]], None],
     docker: DockerControl | None = None,
-) -> str:  # fmt: skip
+) -> str:
     if fault.kind == "pg-restart" and docker is not None and docker.postgres:
         return await docker.restart_postgres()
     if fault.kind == "pause-target" and docker is not None and docker.target:
@@ -112,8 +127,9 @@ async def _perform(
         async with await connect(db.dsn) as conn:
             cur = await conn.execute(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                f" WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND {where}", params,
-            )  # fmt: skip
+                f" WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND {where}",
+                params,
+            )
             row = await cur.fetchone()
         return f"terminated {row[0] if row else 0} backend(s)"
     pid = target.pid_now()

@@ -59,7 +59,9 @@ class Display:
         self._ends = time.monotonic() + seconds if seconds else None
         self.history = history
         if not self.quiet and not self.console.is_terminal:
-            self.console.print(f"[{name}] " + (f"{seconds:.0f}s" if seconds else "started"), highlight=False, markup=False)
+            self.console.print(
+                f"[{name}] " + (f"{seconds:.0f}s" if seconds else "started"), highlight=False, markup=False
+            )
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -123,7 +125,12 @@ class Display:
             elif time.monotonic() - self._last_log >= LOG_EVERY:
                 self._last_log = time.monotonic()
                 left, conns, traffic = self._status()
-                self.console.print(f"[{self._phase}{' ' + left if left else ''}] {conns}" + (f" | {traffic}" if traffic else ""), highlight=False, markup=False, soft_wrap=True)
+                self.console.print(
+                    f"[{self._phase}{' ' + left if left else ''}] {conns}" + (f" | {traffic}" if traffic else ""),
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
 
 
 def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> None:
@@ -144,16 +151,21 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         f"leaked       {leaked_text(verdict)}  (held idle {verdict.leaked_by_kind.get('held', 0)}, "
         f"idle in transaction {verdict.leaked_by_kind.get('in_transaction', 0)}, held for up to "
         f"{human_seconds(verdict.oldest_held_s)}); pooled idle {verdict.pooled_idle}",
-        "count back to baseline  " + (f"{verdict.recovery_s:.1f}s after traffic stopped" if verdict.recovery_s is not None else "never"),
+        "count back to baseline  "
+        + (f"{verdict.recovery_s:.1f}s after traffic stopped" if verdict.recovery_s is not None else "never"),
         f"probe        {verdict.probe['ok']}/{verdict.probe['attempts']} served"
         + (f" — {verdict.probe['detail']}" if verdict.probe.get("detail") else ""),
     ]
     if verdict.pool_view is not None:
-        lines.append(f"pool view    the app's pools count {verdict.pool_view['checked_out']} checked out, "
-                     f"{verdict.pool_view['idle']} idle (limit {verdict.pool_view['limit']})")
+        lines.append(
+            f"pool view    the app's pools count {verdict.pool_view['checked_out']} checked out, "
+            f"{verdict.pool_view['idle']} idle (limit {verdict.pool_view['limit']})"
+        )
     if verdict.zombie["peak_active"]:
-        lines.append(f"zombie work  {verdict.zombie['peak_active']} backend(s) still active up to "
-                     f"{verdict.zombie['lasted_s']:.1f}s after traffic stopped")
+        lines.append(
+            f"zombie work  {verdict.zombie['peak_active']} backend(s) still active up to "
+            f"{verdict.zombie['lasted_s']:.1f}s after traffic stopped"
+        )
     lines.append("decided by   " + ", ".join(verdict.evidence))
     if verdict.server is not None and verdict.server.get("full"):
         lines.append(f"server       {next(c.detail for c in verdict.checks if c.name == 'server_limit')}")

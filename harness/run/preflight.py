@@ -24,8 +24,9 @@ REQUEST_TIMEOUT = 15.0
 NOT_SERVED = (404, 405, 501)
 
 
-async def try_requests(url: str, requests: Sequence[tuple[str, Request]],
-                       expected: Mapping[str, set[int]] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+async def try_requests(
+    url: str, requests: Sequence[tuple[str, Request]], expected: Mapping[str, set[int]] | None = None
+) -> list[dict[str, Any]]:
     """Send each (kind, request) once. Returns what each answered. A status the kind is told to
     expect (an error request that answers 404 on purpose) is never a usage error.
 
@@ -37,23 +38,37 @@ async def try_requests(url: str, requests: Sequence[tuple[str, Request]],
         for kind, request in _unique(requests):
             row: dict[str, Any] = {"kind": kind, "request": str(request), "status": None, "error": ""}
             try:
-                resp = await client.request(request.method, request.path, headers=dict(request.headers), json=request.json)
+                resp = await client.request(
+                    request.method, request.path, headers=dict(request.headers), json=request.json
+                )
                 row["status"] = resp.status_code
             except httpx.ConnectError as exc:
-                raise TargetProblem(f"{url} refused the connection for {request} ({exc})",
-                                    hint="is the service up? read logs/target.log") from exc  # fmt: skip
+                raise TargetProblem(
+                    f"{url} refused the connection for {request} ({exc})",
+                    hint="is the service up? read logs/target.log",
+                ) from exc
             except httpx.HTTPError as exc:  # slow or odd: the load will tell; not a usage error
                 row["error"] = f"{type(exc).__name__}: {exc}"
             seen.append(row)
             if row["status"] in (expected or {}).get(kind, set()):
                 continue
             if row["status"] in NOT_SERVED:
-                where = "--probe-path" if kind == "probe" else "[[endpoints]] or --endpoint" if kind == "steady" else f"[chaos.{kind}] request"
-                raise UsageError(f"{request} ({kind}) answered {row['status']} before any load: the service does not serve it",
-                                 hint=f"fix the path in {where}")  # fmt: skip
+                where = (
+                    "--probe-path"
+                    if kind == "probe"
+                    else "[[endpoints]] or --endpoint"
+                    if kind == "steady"
+                    else f"[chaos.{kind}] request"
+                )
+                raise UsageError(
+                    f"{request} ({kind}) answered {row['status']} before any load: the service does not serve it",
+                    hint=f"fix the path in {where}",
+                )
             if row["status"] in (401, 403):
-                raise UsageError(f"{request} ({kind}) answered {row['status']}: the service wants credentials",
-                                 hint="pass them with --header 'Authorization: Bearer TOKEN' (or [target] headers)")  # fmt: skip
+                raise UsageError(
+                    f"{request} ({kind}) answered {row['status']}: the service wants credentials",
+                    hint="pass them with --header 'Authorization: Bearer TOKEN' (or [target] headers)",
+                )
     return seen
 
 
@@ -85,13 +100,19 @@ async def probe_reaches_database(url: str, request: Request, watch: Watch, match
         try:
             resp = await client.request(request.method, request.path, headers=dict(request.headers), json=request.json)
         except httpx.HTTPError as exc:
-            raise UsageError(f"the probe {request} got no answer ({type(exc).__name__}) before any load",
-                             hint="choose a quick request that needs the database: --probe-path PATH") from exc  # fmt: skip
+            raise UsageError(
+                f"the probe {request} got no answer ({type(exc).__name__}) before any load",
+                hint="choose a quick request that needs the database: --probe-path PATH",
+            ) from exc
     after = await _activity(watch, match)
     if resp.status_code >= 300:
-        raise UsageError(f"the probe {request} answered {resp.status_code} before any load",
-                         hint="choose a request that succeeds and needs the database: --probe-path PATH")  # fmt: skip
-    touched = [row for pid, row in after.items() if pid not in before or before[pid]["state_change"] != row["state_change"]]
+        raise UsageError(
+            f"the probe {request} answered {resp.status_code} before any load",
+            hint="choose a request that succeeds and needs the database: --probe-path PATH",
+        )
+    touched = [
+        row for pid, row in after.items() if pid not in before or before[pid]["state_change"] != row["state_change"]
+    ]
     opened = 0
     if not touched:  # a connection per request (Django's CONN_MAX_AGE = 0) is gone before we look again
         opened = await _new_sessions(watch, sessions)
@@ -101,9 +122,14 @@ async def probe_reaches_database(url: str, request: Request, watch: Watch, match
             "statement: it would answer even with the pool exhausted",
             hint="probe a route that queries the database: --probe-path PATH (or [probe] path)",
         )
-    return {"request": str(request), "status": resp.status_code, "backends": len(touched) or opened,
-            "statement": touched[0]["query"][:200] if touched else "", "at": started,
-            "seen_by": "a backend's state changed" if touched else "a session was opened and closed"}  # fmt: skip
+    return {
+        "request": str(request),
+        "status": resp.status_code,
+        "backends": len(touched) or opened,
+        "statement": touched[0]["query"][:200] if touched else "",
+        "at": started,
+        "seen_by": "a backend's state changed" if touched else "a session was opened and closed",
+    }
 
 
 async def _activity(watch: Watch, match: Match) -> dict[int, dict[str, Any]]:
@@ -114,7 +140,9 @@ async def _activity(watch: Watch, match: Match) -> dict[int, dict[str, Any]]:
 async def _sessions(watch: Watch) -> int | None:
     """Sessions the server has opened so far (PostgreSQL 14+), or None where it does not count them."""
     try:
-        rows = await watch.rows("SELECT pg_stat_clear_snapshot(), coalesce(sum(sessions), 0)::bigint AS n FROM pg_stat_database")
+        rows = await watch.rows(
+            "SELECT pg_stat_clear_snapshot(), coalesce(sum(sessions), 0)::bigint AS n FROM pg_stat_database"
+        )
     except DatabaseProblem:
         raise
     except Exception:  # an older server: no sessions column

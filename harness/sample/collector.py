@@ -60,8 +60,6 @@ class Sample:
         return [f.name for f in fields(cls)]
 
 
-
-
 def sample_sql(match: Match, dsn: str = "") -> tuple[str, dict[str, Any]]:
     """The sampling query; with a process-selected target its sockets are looked up now."""
     where, params = resolve(match, dsn)
@@ -247,9 +245,12 @@ async def collector_process(
     if metrics_port:
         argv += ["--metrics-port", str(metrics_port)]
     for flag, value in (
-        ("--app-name", match.application_name), ("--usename", match.usename),
-        ("--datname", match.datname), ("--client-addr", match.client_addr), ("--client-pid-file", match.client_pid_file),
-    ):  # fmt: skip
+        ("--app-name", match.application_name),
+        ("--usename", match.usename),
+        ("--datname", match.datname),
+        ("--client-addr", match.client_addr),
+        ("--client-pid-file", match.client_pid_file),
+    ):
         if value:
             argv += [flag, value]
     # The DSN (it may hold a password) travels in the environment, never in argv.
@@ -301,4 +302,3 @@ def read_samples(path: Path, phases: dict[str, tuple[float, float]] | None = Non
         if peak:
             kept.append({**{k: str(v) for k, v in peak.items()}, "t": str(load_start), "gap": "0"})
         return sorted(kept, key=lambda row: float(row["t"]))
-

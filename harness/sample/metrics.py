@@ -23,7 +23,10 @@ def render(sample: Sample | None, gaps: int) -> str:
         "# TYPE drainwatch_connections gauge",
     ]
     if sample is not None and not sample.gap:
-        lines += [f'drainwatch_connections{{state="{state.replace("_", " ")}"}} {getattr(sample, state)}' for state in STATE_COLUMNS]
+        lines += [
+            f'drainwatch_connections{{state="{state.replace("_", " ")}"}} {getattr(sample, state)}'
+            for state in STATE_COLUMNS
+        ]
         lines += [
             "# HELP drainwatch_connections_total All of the target's client backends.",
             "# TYPE drainwatch_connections_total gauge",
@@ -44,7 +47,10 @@ def render(sample: Sample | None, gaps: int) -> str:
         f"drainwatch_up {0 if sample is None or sample.gap else 1}",
     ]
     if sample is not None:
-        lines += ["# TYPE drainwatch_sample_timestamp_seconds gauge", f"drainwatch_sample_timestamp_seconds {sample.t:.3f}"]
+        lines += [
+            "# TYPE drainwatch_sample_timestamp_seconds gauge",
+            f"drainwatch_sample_timestamp_seconds {sample.t:.3f}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -70,8 +76,10 @@ class MetricsServer:
         if self._error is not None:
             from drainwatch.errors import UsageError
 
-            raise UsageError(f"cannot serve metrics on {self.host}:{self.port} ({self._error})",
-                             hint="choose a free port with --metrics-port") from self._error  # fmt: skip
+            raise UsageError(
+                f"cannot serve metrics on {self.host}:{self.port} ({self._error})",
+                hint="choose a free port with --metrics-port",
+            ) from self._error
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -116,9 +116,11 @@ async def slow(request: web.Request) -> web.Response:
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await asyncpg.create_pool(
-        os.environ["DATABASE_URL"], min_size=POOL_MIN, max_size=POOL_MAX,
+        os.environ["DATABASE_URL"],
+        min_size=POOL_MIN,
+        max_size=POOL_MAX,
         server_settings={"application_name": APP_NAME},
-    )  # fmt: skip
+    )
     app[POOL_KEY] = pool
     yield
     try:
@@ -152,9 +154,13 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.WARNING)
     web.run_app(
-        make_app(args.variant), host="127.0.0.1", port=args.port,
-        access_log=None, print=None, shutdown_timeout=1,
-    )  # fmt: skip
+        make_app(args.variant),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=1,
+    )
 
 
 if __name__ == "__main__":

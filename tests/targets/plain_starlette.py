@@ -111,10 +111,15 @@ async def stats(request: Request) -> Response:
 
 app = Starlette(
     routes=[
-        Route("/slow", slow), Route("/fast", fast), Route("/missing", missing), Route("/boom", boom),
-        Route("/stream", stream), Route("/auth", auth), Route("/stats", stats),
+        Route("/slow", slow),
+        Route("/fast", fast),
+        Route("/missing", missing),
+        Route("/boom", boom),
+        Route("/stream", stream),
+        Route("/auth", auth),
+        Route("/stats", stats),
     ]
-)  # fmt: skip
+)
 
 
 def main() -> None:

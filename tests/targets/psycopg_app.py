@@ -30,9 +30,14 @@ def create_app(dsn: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = AsyncConnectionPool(
-            dsn, min_size=2, max_size=6, max_idle=5, timeout=2, open=False,
+            dsn,
+            min_size=2,
+            max_size=6,
+            max_idle=5,
+            timeout=2,
+            open=False,
             kwargs={"autocommit": True, "application_name": APP_NAME},
-        )  # fmt: skip
+        )
         await pool.open(wait=True)
         app.state.pool = pool
         try:
@@ -72,4 +77,6 @@ def create_app(dsn: str) -> FastAPI:
 
 
 if __name__ == "__main__":
-    uvicorn.run(create_app(os.environ["DRAINWATCH_DEMO_DSN"]), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    uvicorn.run(
+        create_app(os.environ["DRAINWATCH_DEMO_DSN"]), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning"
+    )

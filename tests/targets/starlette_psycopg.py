@@ -81,8 +81,15 @@ def make_pool(dsn: str, name: str, reset=None) -> AsyncConnectionPool:
     # ("prepared statement _pg3_0 does not exist"): a pool that resets that way must not prepare.
     kwargs = {"application_name": APP_NAME, **({"prepare_threshold": None} if reset else {})}
     return AsyncConnectionPool(
-        dsn, name=name, min_size=POOL_SIZE, max_size=POOL_SIZE, timeout=3, open=False, kwargs=kwargs, reset=reset,
-    )  # fmt: skip
+        dsn,
+        name=name,
+        min_size=POOL_SIZE,
+        max_size=POOL_SIZE,
+        timeout=3,
+        open=False,
+        kwargs=kwargs,
+        reset=reset,
+    )
 
 
 def make_app(variant: str, dsn: str) -> Starlette:
@@ -158,9 +165,13 @@ def main() -> None:
         setup_schema(dsn)
         return
     uvicorn.run(
-        make_app(args.variant, dsn), host="127.0.0.1", port=args.port,
-        log_level="warning", access_log=False, timeout_graceful_shutdown=3,
-    )  # fmt: skip
+        make_app(args.variant, dsn),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ APP_NAME = "tgt-stubborn"
 def make_app(variant: str, dsn: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, server_settings={"application_name": APP_NAME})
+        app.state.pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=4, server_settings={"application_name": APP_NAME}
+        )
         app.state.taken = []
         try:
             yield
@@ -66,7 +68,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "setup":
         return
-    uvicorn.run(make_app(args.variant, os.environ["DATABASE_URL"]), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(
+        make_app(args.variant, os.environ["DATABASE_URL"]), host="127.0.0.1", port=args.port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

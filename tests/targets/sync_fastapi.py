@@ -63,9 +63,12 @@ class Product(Base):
 def make_engine(database_url: str) -> Engine:
     url = make_url(database_url).set(drivername="postgresql+psycopg")
     return create_engine(
-        url, pool_size=5, max_overflow=5, pool_timeout=3,
+        url,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=3,
         connect_args={"application_name": APP_NAME},
-    )  # fmt: skip
+    )
 
 
 def setup_schema(database_url: str) -> None:
@@ -160,9 +163,13 @@ def main() -> None:
         setup_schema(database_url)
         return
     uvicorn.run(
-        make_app(args.variant, database_url), host="127.0.0.1", port=args.port,
-        log_level="warning", access_log=False, timeout_graceful_shutdown=3,
-    )  # fmt: skip
+        make_app(args.variant, database_url),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
 
 
 if __name__ == "__main__":

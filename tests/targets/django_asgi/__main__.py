@@ -63,9 +63,14 @@ def main() -> None:
     from .asgi import application
 
     uvicorn.run(
-        application, host="127.0.0.1", port=args.port, lifespan="off",
-        log_level="warning", access_log=False, timeout_graceful_shutdown=3,
-    )  # fmt: skip
+        application,
+        host="127.0.0.1",
+        port=args.port,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
 
 
 if __name__ == "__main__":
