@@ -46,7 +46,7 @@ import json, time
 t0 = time.perf_counter()
 from pathlib import Path
 from drainwatch.report import render_report
-from drainwatch.report import figures, html, load  # what render_report imports lazily
+from drainwatch.report import figures, html, rundata  # what render_report imports lazily
 t1 = time.perf_counter()
 render_report(Path(sys.argv[1]))
 t2 = time.perf_counter()

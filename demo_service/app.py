@@ -6,8 +6,8 @@ import asyncio
 import logging
 import os
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI, Request
@@ -33,7 +33,21 @@ def create_app(variant: str = "leaky", dsn: str | None = None, cancel_on_disconn
     middleware that cancels plain handlers when their client hangs up."""
     if variant not in ("leaky", "fixed"):
         raise ValueError(f"unknown variant {variant!r}")
-    dsn = dsn or os.environ[DSN_ENV]
+    app = FastAPI(title=f"drainwatch demo service ({variant})", lifespan=_lifespan(variant, dsn or os.environ[DSN_ENV]))
+    app.middleware("http")(request_id_middleware)
+    if cancel_on_disconnect if cancel_on_disconnect is not None else os.environ.get(CANCEL_ENV) == "1":
+        app.add_middleware(CancelOnDisconnect)
+    app.include_router(leaky.router if variant == "leaky" else fixed.router)
+    _mount_error_answers(app)
+    _mount_health(app, variant)
+    _mount_experiments(app)
+    # The app's own view of its pools, for drainwatch to reconcile with pg_stat_activity.
+    mount_pool_view(app, lambda: {"sqlalchemy": app.state.engine, "asyncpg": app.state.pool})
+    return app
+
+
+def _lifespan(variant: str, dsn: str) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Both pools, owned by the app's lifespan: opened at start, closed (boundedly) at shutdown."""
     name = app_name(variant)
     pg_url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1).replace("postgres://", "postgresql+asyncpg://", 1)
 
@@ -61,10 +75,8 @@ def create_app(variant: str = "leaky", dsn: str | None = None, cancel_on_disconn
             app.state.pool = pool
             app.state.variant = variant
             app.state.kept = []  # connections /debug/leak-one leaked on purpose
-            app.state.handlers = Counter()
-            app.state.clients = (
-                Counter()
-            )  # requests per load-generator process  # how handlers ended: completed / cancelled
+            app.state.handlers = Counter()  # how handlers ended: completed / cancelled
+            app.state.clients = Counter()  # requests per load-generator process
             yield
         finally:
             # pool.close() waits for every checked-out connection, forever if one leaked:
@@ -75,12 +87,10 @@ def create_app(variant: str = "leaky", dsn: str | None = None, cancel_on_disconn
                 pool.terminate()
             await engine.dispose()
 
-    app = FastAPI(title=f"drainwatch demo service ({variant})", lifespan=lifespan)
-    app.middleware("http")(request_id_middleware)
-    if cancel_on_disconnect if cancel_on_disconnect is not None else os.environ.get(CANCEL_ENV) == "1":
-        app.add_middleware(CancelOnDisconnect)
-    app.include_router(leaky.router if variant == "leaky" else fixed.router)
+    return lifespan
 
+
+def _mount_error_answers(app: FastAPI) -> None:
     @app.exception_handler(PaymentDeclined)
     async def declined(request: Request, exc: PaymentDeclined) -> JSONResponse:
         return JSONResponse({"error": "payment_declined", "detail": str(exc)}, status_code=502)
@@ -93,6 +103,8 @@ def create_app(variant: str = "leaky", dsn: str | None = None, cancel_on_disconn
     async def deadline(request: Request, exc: TimeoutError) -> JSONResponse:
         return JSONResponse({"error": "deadline_exceeded"}, status_code=504)
 
+
+def _mount_health(app: FastAPI, variant: str) -> None:
     @app.get("/health")
     async def health() -> dict[str, str]:
         """Liveness: answers without touching the database."""
@@ -106,6 +118,10 @@ def create_app(variant: str = "leaky", dsn: str | None = None, cancel_on_disconn
         async with request.app.state.pool.acquire() as conn:
             raw_ok = await conn.fetchval("SELECT 1")
         return {"status": "ok", "sqlalchemy": sa_ok, "asyncpg": raw_ok}
+
+
+def _mount_experiments(app: FastAPI) -> None:
+    """Routes the tests and benchmarks use to show one behaviour each."""
 
     @app.get("/slow")
     async def slow(request: Request, ms: int = 500) -> dict[str, str]:
@@ -150,8 +166,3 @@ def create_app(variant: str = "leaky", dsn: str | None = None, cancel_on_disconn
     async def stats(request: Request) -> dict[str, object]:
         """How handlers ended (completed or cancelled) per route, and requests per client process."""
         return {"handlers": dict(request.app.state.handlers), "clients": dict(request.app.state.clients)}
-
-    # The app's own view of its pools, for drainwatch to reconcile with pg_stat_activity.
-    mount_pool_view(app, lambda: {"sqlalchemy": app.state.engine, "asyncpg": app.state.pool})
-
-    return app

@@ -5,17 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.synthetic_rundir import make_rundir
 from drainwatch.report import render_report
 from drainwatch.report.rundata import connection_series, gap_spans, load_run, scenario_of, scenario_rates
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from synthetic_rundir import make_rundir
 
 SHORT = 0.03  # hours: 108 s, enough for every phase
 

@@ -13,26 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import drainwatch, needs_system_pg
+from tests.helpers import REPO, config, drainwatch, needs_system_pg, summary
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parent.parent
-PHASES = '[load]\nwarmup = "2s"\nbaseline = "2s"\nduration = "8s"\nsettle = "8s"\nusers = 10\nspawn_rate = 10\n'
-
-
-def config(tmp_path: Path, target: str, variant: str, body: str, env: str = "") -> Path:
-    """A drainwatch.toml that serves ``tests.targets.<target>`` from the repository."""
-    module = f"{sys.executable} -m tests.targets.{target}"
-    (tmp_path / "drainwatch.toml").write_text(
-        f'[target]\ncommand = "{module} --port {{port}} --variant {variant}"\nsetup = "{module} setup"\n'
-        f'cwd = "{REPO}"\n{env}\n{PHASES}\n[output]\nout = "runs"\n\n{body}'
-    )
-    return tmp_path
-
-
-def summary(folder: Path, run_id: str) -> dict:
-    return json.loads((folder / "runs" / run_id / "summary.json").read_text())
 
 
 def exceptions(folder: Path, run_id: str) -> int:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import drainwatch
-from tests.test_served import REPO, config, summary
+from tests.helpers import REPO, config, drainwatch, summary
 
 pytestmark = pytest.mark.slow
 
@@ -132,3 +131,14 @@ def test_shutdown_check(tmp_path: Path, variant: str, passed: bool) -> None:
     else:
         assert proc.returncode == 1 and "shutdown" in found["evidence"]
         assert shutdown[0]["detail"].startswith("after SIGTERM the service did not exit within 10.0s and was killed")
+
+
+def test_check_tries_everything_without_a_run(tmp_path: Path) -> None:
+    proc = drainwatch("check", *AIOHTTP, "-e", "GET /api/items", cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "ok  steady     GET /api/items → 200" in lines
+    assert any(line.startswith("ok  probe GET /api/items → 200, reached the database") for line in lines)
+    assert lines[-1] == "ready: `drainwatch run` with the same options"
+    bad = drainwatch("check", *AIOHTTP, "-e", "GET /api/nope", cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: GET /api/nope (steady) answered 404 before any load")

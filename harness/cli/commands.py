@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from drainwatch import __version__
-from drainwatch.cli.run_options import DURATION, console, prod_options, run, shares
+from drainwatch.cli.run_options import DURATION, check, console, prod_options, run, shares
 from drainwatch.errors import UsageError
 from drainwatch.plan import Match, check_dsn
 from drainwatch.rundir import read_json
@@ -37,6 +37,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 cli.add_command(run)
+cli.add_command(check)
 
 
 @cli.command()

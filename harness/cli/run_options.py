@@ -519,3 +519,41 @@ def _run_with_boundary(ctx: click.Context, cfg: RunConfig) -> None:
     verdict = run_interruptible(execute(cfg, display))
     print_verdict(console, verdict, cfg.run_dir)
     ctx.exit(verdict.exit_code if verdict else EXIT_USAGE)
+
+
+@click.pass_context
+def _check(ctx: click.Context, config_path: Path | None, **opts: object) -> None:
+    from drainwatch.run.execute import check
+    from drainwatch.run.live import Display
+
+    cfg = validate(plan_from(ctx, config_path, opts))
+    found = run_interruptible(check(cfg, Display(console, quiet=True)))
+    target = found["target"]
+    console.print(
+        f"ok  plan: {len(cfg.traffic.steady)} endpoint(s), mix {', '.join(f'{k}={w}' for k, w in cfg.mix.items())}"
+    )
+    console.print(
+        f"ok  database: PostgreSQL {found['database']['version']} at {found['database']['dsn']}", soft_wrap=True
+    )
+    console.print(
+        f"ok  service: {target['command'] or target['url']}, backends by {target['selected_by']}", soft_wrap=True
+    )
+    for row in (found["preflight"] or {}).get("requests", []):
+        console.print(f"ok  {row['kind']:<10} {row['request']} → {row['status'] or row['error']}", soft_wrap=True)
+    probe = (found["preflight"] or {}).get("probe")
+    if probe:
+        console.print(
+            f"ok  probe {probe['request']} → {probe['status']}, reached the database ({probe['seen_by']})",
+            soft_wrap=True,
+        )
+    console.print("ready: `drainwatch run` with the same options", soft_wrap=True)
+
+
+check = click.Command(
+    "check",
+    callback=_check,
+    params=run.params,
+    help="Check a config without a run: validate it, start the database and the service, try every request once "
+    "and see the probe reach the database. Takes the options of `drainwatch run`; exit 0 when a run could start.",
+    epilog=EPILOG,
+)

@@ -17,7 +17,12 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
     """One entry per pattern seen: ``pattern``, ``evidence``, ``cause``, ``fix``."""
     found: list[dict[str, Any]] = []
     checks = {check.name: check for check in verdict.checks}
-    by_routes = ", ".join(f"{route} ({n})" for route, n in sorted(verdict.routes.items(), key=lambda kv: -kv[1]))
+    tagged = {route: n for route, n in verdict.routes.items() if route != "unknown"}
+    by_routes = ", ".join(f"{route} ({n})" for route, n in sorted(tagged.items(), key=lambda kv: -kv[1]))
+    likely = (verdict.attribution or {}).get("likely") or {}
+    if not by_routes and likely:
+        label, n = next(iter(likely.items()))
+        by_routes = f"most likely {label} ({n})"
     where = f"; left by {by_routes}" if by_routes else ""
     iit = verdict.idle_in_transaction
     if iit["count"]:

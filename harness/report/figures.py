@@ -28,7 +28,7 @@ from matplotlib.transforms import blended_transform_factory
 from drainwatch.report.rundata import RunData, connection_series, gap_spans, latency, scenario_rates
 
 STATE_STYLE = [  # bottom to top of the stack: healthy first, suspicious on top where the eye lands
-    ("idle", "idle (in the pool)", "#a5d8ff"),
+    ("idle", "idle (pooled or held: see the table below)", "#a5d8ff"),
     ("active", "active", "#4dabf7"),
     ("other", "other", "#ced4da"),
     ("idle_in_transaction", "idle in transaction", "#ff922b"),

@@ -29,6 +29,8 @@ CHECK_TITLES = {
     "held_connections": "No connection still held",
     "pool_view": "The app's pools agree",
     "probe": "Service still serves",
+    "server_limit": "The server had room",
+    "shutdown": "Shut down cleanly",
 }
 ROW_CLASS = {"held": "leak", "in_transaction": "leak", "unsure": "maybe"}
 
@@ -118,13 +120,23 @@ def _verdict(data: RunData) -> str:
             f"<div><p>{why}. The timeline and tables below show what was collected.</p></div></section>"
         )
     word, leaked = str(s["verdict"]), int(s.get("leaked") or 0)
+    shown_leaked = leaked if s.get("leaked_exact", True) else f"≥ {max(1, leaked)}"
     kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in (s.get("leaked_by_kind") or {}).items() if n)
     recovery, probe = s.get("recovery_s"), s.get("probe") or {}
     served = f"{probe.get('ok', 0)}/{probe.get('attempts', 0)} served"
     iit = s.get("idle_in_transaction") or {}
     levels = [(s.get(k) or {}).get("total") for k in ("baseline", "peak", "final")]
     tiles = [
-        _tile(leaked, "leaked connections" + (f" ({kinds})" if kinds else ""), bad=leaked > 0),
+        _tile(
+            shown_leaked,
+            (
+                "leaked connections"
+                if s.get("leaked_exact", True)
+                else "leaked: only the probe saw it, the count is a floor"
+            )
+            + (f" ({kinds})" if kinds else ""),
+            bad=leaked > 0 or not s.get("leaked_exact", True),
+        ),
         # Only "never" is coloured: a pool that shrank below baseline is back to it while still leaking.
         _tile(
             f"after {human_seconds(recovery)}" if recovery is not None else "never",
@@ -139,7 +151,8 @@ def _verdict(data: RunData) -> str:
         _tile(" → ".join("?" if v is None else f"{v:g}" for v in levels), "connections baseline → peak → final"),
         _tile(
             iit.get("count", 0),
-            f"idle in transaction, oldest {human_seconds(iit.get('oldest_s') or 0)}",
+            f"idle in transaction, oldest {human_seconds(iit.get('oldest_s') or 0)}"
+            + (f"; held up to {human_seconds(s['oldest_held_s'])}" if s.get("oldest_held_s") else ""),
             bad=bool(iit.get("count")),
         ),
     ]
@@ -168,11 +181,22 @@ def _verdict(data: RunData) -> str:
         for c in s.get("checks") or []
     ]
     reasons = "".join(f"<li>{escape(str(r))}</li>" for r in s.get("reasons") or [])
+    tagged = {k: v for k, v in (s.get("scenarios") or {}).items() if k != "unknown"}
     where = "; ".join(
         f"by {what}: " + ", ".join(f"{escape(str(k))} <b>{escape(str(v))}</b>" for k, v in counts.items())
-        for what, counts in (("scenario", s.get("scenarios") or {}), ("route", s.get("routes") or {}))
+        for what, counts in (("scenario", tagged), ("route", s.get("routes") or {} if tagged else {}))
         if counts
     )
+    found = s.get("attribution") or {}
+    if found.get("likely"):
+        label, count = next(iter(found["likely"].items()))
+        where += (
+            "; " if where else ""
+        ) + f"most likely left by <code>{escape(label)}</code> (<b>{count}</b> of {found['of']})"
+    if found.get("statements"):
+        where += "; by statement: " + ", ".join(
+            f"<b>{n}</b> × <code>{escape(q)}</code>" for q, n in list(found["statements"].items())[:3]
+        )
     return (
         f'<section class="verdict {VERDICT_CLASS.get(word, "none")}">'
         f'<div><div class="word">{escape(word)}</div><ul class="reasons">{reasons}</ul></div>'
@@ -224,8 +248,8 @@ def _lingering(data: RunData) -> str:
                 _age(r.backend_age_s),
                 _age(r.xact_age_s),
                 _age(r.state_age_s),
-                r.route,
-                r.scenario,
+                r.route or "",
+                r.scenario or getattr(r, "likely", "") or "",
                 r.request_id,
                 r.application_name,
                 Raw(f'<span title="{escape(query[:2000])}">{escape(_clip(query, 160))}</span>'),
@@ -240,7 +264,7 @@ def _lingering(data: RunData) -> str:
         "transaction age",
         "state age",
         "route",
-        "scenario",
+        "scenario (or likely request)",
         "request id",
         "application",
         "last query",

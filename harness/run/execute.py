@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import replace
@@ -76,6 +77,28 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
         record.finish(status, error)
         _write_outputs(run_dir, record, verdict, cfg)
     return verdict
+
+
+async def check(cfg: RunConfig, display: Display) -> dict[str, Any]:
+    """Everything a run does before warm-up, then stop: the plan, the database, the service, each
+    request tried once and the probe seen reaching the database. Nothing is kept.
+
+    Returns what was found. Raises DrainwatchError naming the fix, as a run would.
+    """
+    docker = await preflight(cfg)
+    with tempfile.TemporaryDirectory(prefix="drainwatch-check-") as folder:
+        cfg = replace(cfg, out=Path(folder), run_id="check")
+        make_run_dir(cfg.run_dir)
+        record = RunRecord(cfg)
+        async with AsyncExitStack() as stack:
+            run = await _provision(stack, cfg, record, display, docker)
+            await _try_requests(run)
+        return {
+            "target": record.data["target"],
+            "database": record.data["database"],
+            "preflight": record.data.get("preflight"),
+            "probe": str(run.probe_request),
+        }
 
 
 async def preflight(cfg: RunConfig) -> DockerControl | None:
