@@ -168,3 +168,19 @@ def test_the_password_handed_to_the_service_never_reaches_the_run_folder(tmp_pat
     for path in written:
         assert "Sup3rSecret" not in path.read_text(errors="replace"), path
     assert "secret-token" not in (tmp_path / "pw" / "run.json").read_text()  # the auth header is redacted too
+
+
+def test_isolate_restarts_a_served_service_and_names_the_leaking_kind(tmp_path: Path) -> None:
+    folder = config(tmp_path, "aiohttp_asyncpg", "leaky", AIOHTTP[1], AIOHTTP[0])
+    proc = drainwatch(
+        "run", "--run-id", "iso", "-q", "--isolate", "--duration", "5s", "--settle", "6s", cwd=folder, timeout=300
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run = json.loads((folder / "runs" / "iso" / "run.json").read_text())
+    isolation = run["isolation"]
+    assert list(isolation) == ["steady", "disconnect", "error"]
+    assert isolation["error"]["verdict"] == "LEAK"
+    assert isolation["steady"]["verdict"] == "PASS" and isolation["disconnect"]["verdict"] == "PASS"
+    assert run["target"]["cycles_share_state"] is False  # restarted between kinds
+    pids = (folder / "runs" / "iso" / "logs" / "target.pid").read_text()
+    assert int(pids) == run["processes"]["target"]  # the selection followed the restarted service

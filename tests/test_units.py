@@ -288,3 +288,14 @@ def test_two_pools_under_one_application_name_are_told_apart_by_backend() -> Non
         _conn("svc", "idle", "SELECT * FROM orders") | {"pid": 3},
     ]  # new: which pool is it in? cannot tell
     assert [row["kind"] for row in classify(after, resets=resets)] == ["held", "unsure", "unsure"]
+
+
+def test_a_transaction_left_open_since_warm_up_is_a_leak_even_if_it_is_gone_after_settle() -> None:
+    samples = _samples([5] * 15)
+    at_baseline = [_conn("a", "idle in transaction", "SELECT 1 FROM t", 9.0) | {"kind": "in_transaction"}]
+    verdict = judge(samples, PHASES, [], ProbeResult(3, 3), at_baseline=at_baseline)
+    assert verdict.outcome == LEAK and verdict.evidence == ["baseline_clean"]
+    assert verdict.reasons[0].startswith(
+        "the leak began during warm-up: 1 connection(s) were already idle in transaction"
+    )
+    assert judge(samples, PHASES, [], ProbeResult(3, 3), at_baseline=[]).outcome == PASS

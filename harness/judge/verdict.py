@@ -251,6 +251,20 @@ def _check_probe(probe: ProbeResult) -> Check:
     )
 
 
+def _check_baseline(rows: Sequence[Mapping[str, Any]], quiet_s: float, tolerance: int) -> Check:
+    """No connection already left in a transaction at baseline: with no traffic for the whole
+    window, one frozen there is a leak that began during warm-up (or preflight), hidden in the
+    baseline every later count is compared with."""
+    stuck = [r for r in rows if r["kind"] == IN_TRANSACTION and float(r.get("state_age_s") or 0) >= 0.8 * quiet_s]
+    if not stuck:
+        return Check("baseline_clean", True, "no connection was left in a transaction at baseline", {"stuck": 0})
+    detail = (
+        f"the leak began during warm-up: {len(stuck)} connection(s) were already idle in transaction at "
+        "baseline, frozen through the quiet window, so the baseline itself holds leaked connections"
+    )
+    return Check("baseline_clean", len(stuck) <= tolerance, detail, {"stuck": len(stuck)})
+
+
 def _check_server(server: Mapping[str, Any]) -> Check:
     refused = server.get("refusals")
     if server["full"]:
@@ -391,6 +405,7 @@ def judge(
     load: Mapping[str, int] | None = None,
     load_kinds: Mapping[str, Any] | None = None,
     server: Mapping[str, Any] | None = None,
+    at_baseline: Sequence[Mapping[str, Any]] | None = None,
 ) -> Verdict:
     """Weigh the evidence. ``phases`` maps baseline/load/settle to (start, end) unix times;
     ``pool_view`` is the app's own pool counts after settle (drainwatch.instrument), if any."""
@@ -413,6 +428,8 @@ def judge(
     if pool_view is not None:
         checks.append(_check_pool_view(pool_view, tally, tolerance))
     checks.append(_check_probe(probe))
+    if at_baseline is not None:
+        checks.append(_check_baseline(at_baseline, base_end - base_start, tolerance))
     if server is not None:
         checks.append(_check_server(server))
     broken = broken_kinds(dict(load_kinds)) if load_kinds else []

@@ -30,6 +30,7 @@ CHECK_TITLES = {
     "pool_view": "The app's pools agree",
     "probe": "Service still serves",
     "server_limit": "The server had room",
+    "baseline_clean": "Baseline was clean",
     "shutdown": "Shut down cleanly",
 }
 ROW_CLASS = {"held": "leak", "in_transaction": "leak", "unsure": "maybe"}

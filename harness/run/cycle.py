@@ -121,6 +121,7 @@ async def cycle(
         load=load_counts(run_dir / csv_name),
         load_kinds=kinds,
         server=_server(run),
+        at_baseline=at_baseline,
     )
     if snapshot_note:
         verdict.reasons.append(snapshot_note)
