@@ -173,7 +173,19 @@ def test_the_password_handed_to_the_service_never_reaches_the_run_folder(tmp_pat
 def test_isolate_restarts_a_served_service_and_names_the_leaking_kind(tmp_path: Path) -> None:
     folder = config(tmp_path, "aiohttp_asyncpg", "leaky", AIOHTTP[1], AIOHTTP[0])
     proc = drainwatch(
-        "run", "--run-id", "iso", "-q", "--isolate", "--duration", "5s", "--settle", "6s", cwd=folder, timeout=300
+        "run",
+        "--run-id",
+        "iso",
+        "-q",
+        "--isolate",
+        "--duration",
+        "5s",
+        "--settle",
+        "25s",
+        "--users",
+        "4",
+        cwd=folder,
+        timeout=300,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     run = json.loads((folder / "runs" / "iso" / "run.json").read_text())

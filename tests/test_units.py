@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drainwatch.errors import UsageError
+from drainwatch.judge.diagnosis import diagnose
 from drainwatch.judge.forensics import classify, is_reset_statement, learn, parse_tag, resetting_apps
 from drainwatch.judge.probe import ProbeResult
 from drainwatch.judge.verdict import ERROR, LEAK, PASS, judge
@@ -256,13 +257,16 @@ def test_diagnosis_names_cause_and_fix_per_pattern() -> None:
     assert diagnose(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3))) == []
 
 
-def test_zombie_work_holding_the_pool_is_said_plainly() -> None:
+def test_zombie_work_holding_the_pool_is_said_plainly_and_is_not_a_leak() -> None:
+    # --settle ran out while abandoned requests still ran: not a leak (nothing is held), not yet a pass.
     samples = _samples([5] * 15)
     for sample in samples[10:]:
         sample["active"] = 5
     verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
-    assert verdict.outcome == LEAK
-    assert "still working for clients that have gone" in verdict.reasons[0]
+    assert verdict.outcome == ERROR and verdict.evidence == ["still_working"] and verdict.exit_code == 2
+    assert "still working for clients that have gone" in verdict.reasons[0] and "--settle" in verdict.reasons[0]
+    held = [_conn("a", "idle", "SELECT 1 FROM t") | {"kind": "held"}]
+    assert judge(samples, PHASES, held, ProbeResult(1, 0, True, "no answer within 5s")).outcome == LEAK
 
 
 def test_a_load_that_sent_nothing_is_an_error_not_a_pass() -> None:
@@ -299,3 +303,17 @@ def test_a_transaction_left_open_since_warm_up_is_a_leak_even_if_it_is_gone_afte
         "the leak began during warm-up: 1 connection(s) were already idle in transaction"
     )
     assert judge(samples, PHASES, [], ProbeResult(3, 3), at_baseline=[]).outcome == PASS
+
+
+def test_connections_opened_one_by_one_and_kept_get_the_sync_stack_diagnosis() -> None:
+    # Django's CONN_MAX_AGE under ASGI: no pool, no reset, one connection per request, each its own age.
+    samples = _samples([0] * 5 + [12] * 10)
+    lingering = [
+        _conn("", "idle", "SELECT * FROM items", 20.0) | {"kind": "unsure", "backend_age_s": 20.0 + i}
+        for i in range(12)
+    ]
+    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
+    assert verdict.outcome == LEAK and verdict.per_request
+    found = diagnose(verdict)
+    assert found[0]["pattern"] == "a connection per request (or thread), never closed"
+    assert "CONN_MAX_AGE" in found[0]["cause"] and "async with pool.acquire()" not in found[0]["fix"]

@@ -37,11 +37,12 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
             }
         )
     held = verdict.leaked_by_kind.get("held", 0)
-    if verdict.per_request and (held or iit["count"]):
+    if verdict.per_request and verdict.outcome == LEAK:
         found.append(
             {
                 "pattern": "a connection per request (or thread), never closed",
-                "evidence": f"{held + iit['count']} connection(s) left open, each opened at its own moment during the run{where}",
+                "evidence": f"{max(verdict.leaked, held + iit['count'])} connection(s) left open, each opened at its own "
+                f"moment during the run{where}",
                 "cause": "connections opened per request or per worker thread and kept: Django's CONN_MAX_AGE > 0 under "
                 "ASGI (each request's thread keeps its own) or in threads that never call close_old_connections(), "
                 "a sync SQLAlchemy Session not closed in finally/with, psycopg2's ThreadedConnectionPool.getconn() "

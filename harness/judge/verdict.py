@@ -283,12 +283,6 @@ def _check_server(server: Mapping[str, Any]) -> Check:
 def _leak_reason(check: Check, final: dict[str, float], tally: _Tally) -> str:
     if check.name != "probe":
         return check.detail
-    if final["active"] > 0 and not tally.leaked_rows:
-        return (
-            f"the service does not serve yet: {final['active']:.0f} backend(s) are still working for clients "
-            "that have gone (zombie work holds the pool, no connection is leaked); a longer --settle shows "
-            "whether it drains"
-        )
     return (
         "the service no longer serves after traffic stopped (the probe failed while the process is up): "
         "its pool is exhausted"
@@ -342,6 +336,17 @@ def _decide(
             ["the collector recorded nothing after the load: connection counts cannot be judged"],
         )
     failed = [c for c in checks if not c.passed]
+    busy = final["active"] > 0 or tally.kinds.get(ACTIVE, 0) > 0
+    if failed and busy and not tally.leaked_rows and {c.name for c in failed} == {"probe"}:
+        # Work for clients that left was still running when --settle ran out: not a leak, not yet a pass.
+        return (
+            ERROR,
+            ["still_working"],
+            [
+                f"settle ended while {max(final['active'], tally.kinds.get(ACTIVE, 0)):.0f} backend(s) were still working "
+                "for clients that have gone (zombie work holds the pool; no connection is held): give it a longer --settle"
+            ],
+        )
     if failed:
         return LEAK, [c.name for c in failed], [_leak_reason(c, final, tally) for c in failed]
     return (
@@ -478,7 +483,7 @@ def judge(
         load_kinds=dict(load_kinds) if load_kinds is not None else None,
         attribution=attribution_summary(tally.leaked_rows) if tally.leaked_rows else None,
         oldest_held_s=round(max((float(r.get("state_age_s") or 0) for r in tally.leaked_rows), default=0.0), 2),
-        per_request=_opened_per_request(tally.leaked_rows),
+        per_request=_opened_per_request([r for r in lingering if r["kind"] in (HELD, IN_TRANSACTION, UNSURE)]),
     )
 
 
