@@ -24,7 +24,7 @@ _STRING = re.compile(r"'(?:[^']|'')*'")
 _NUMBER = re.compile(r"(?<![\w$])-?\d+(?:\.\d+)?\b")
 _PARAM = re.compile(r"\$\d+|%\(\w+\)s|%s|:\w+\b")
 _SPACE = re.compile(r"\s+")
-SLACK = 0.05  # seconds of clock slack between Locust's timestamps and PostgreSQL's
+SLACK = 0.003  # seconds of slack between Locust's clock and PostgreSQL's (one machine: the same clock)
 
 
 def normalise(query: str, width: int = 90) -> str:
@@ -63,19 +63,24 @@ def in_flight(requests: Sequence[Mapping[str, Any]], t: float) -> list[Mapping[s
 
 
 def attribute(rows: Sequence[dict[str, Any]], requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Each row with ``statement`` (normalised) and ``likely``: of the requests in flight when its
-    state last changed, the chaos request (else any) that started last before it."""
+    """Each row with ``statement`` (normalised) and ``likely``: the tagged request when the app tags
+    its SQL, else the request kind in flight at the most of the leaked connections' last state
+    changes (the kind that leaks is running at every one of its leaks; the others only by chance),
+    ties going to the kind whose request started last before the change."""
+    by_id = {r.get("request_id"): r for r in requests if r.get("request_id")}
+    times = {id(row): float(row["state_change_t"]) for row in rows if row.get("state_change_t") not in (None, "")}
+    running = {key: in_flight(requests, t) for key, t in times.items()}
+    seen = Counter(label for found in running.values() for label in {_label(r) for r in found})
     out = []
     for row in rows:
         likely = ""
-        t = row.get("state_change_t")
-        if requests and t not in (None, ""):
-            running = in_flight(requests, float(t))
-            chaos = [r for r in running if r.get("scenario") != "steady"]
-            # A request runs its statement soon after it starts: the latest one to start before the
-            # statement ended is the likeliest (chaos kinds first: steady traffic is the victim, not the cause).
-            pick = max(chaos or running, key=lambda r: r["start"], default=None)
-            likely = _label(pick) if pick else ""
+        if row.get("request_id") and row["request_id"] in by_id:  # the app tags its SQL: the exact request
+            likely = _label(by_id[row["request_id"]])
+        elif row.get("scenario"):
+            likely = f"{row['scenario']} {row.get('route', '')}".strip()
+        elif running.get(id(row)):
+            latest = {_label(r): r["start"] for r in sorted(running[id(row)], key=lambda r: r["start"])}
+            likely = max(latest, key=lambda label: (seen[label], label.split(" ", 1)[0] != "steady", latest[label]))
         out.append({**row, "statement": normalise(str(row.get("query", ""))), "likely": likely})
     return out
 

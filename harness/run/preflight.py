@@ -17,7 +17,7 @@ import httpx
 from drainwatch.errors import DatabaseProblem, TargetProblem, UsageError
 from drainwatch.plan import Match
 from drainwatch.provision.postgres import Watch
-from drainwatch.sample.selector import resolve
+from drainwatch.sample.selector import pid_in, remote_endpoints, resolve, server_port
 from drainwatch.traffic import Request
 
 REQUEST_TIMEOUT = 15.0
@@ -117,6 +117,13 @@ async def probe_reaches_database(url: str, request: Request, watch: Watch, match
     if not touched:  # a connection per request (Django's CONN_MAX_AGE = 0) is gone before we look again
         opened = await _new_sessions(watch, sessions)
     if not touched and not opened:
+        elsewhere = _other_postgres(match, watch.dsn)
+        if elsewhere:
+            raise UsageError(
+                f"your service talks to PostgreSQL at {elsewhere}, not to the database drainwatch watches "
+                f"({_where(watch.dsn)}), so none of its connections can be seen",
+                hint=f"make it read $DATABASE_URL (or --database-env NAME), or watch that server: --dsn postgresql://USER@{elsewhere}/DB",
+            )
         raise UsageError(
             f"the probe {request} answered {resp.status_code} without any of the service's backends running a "
             "statement: it would answer even with the pool exhausted",
@@ -162,3 +169,18 @@ async def _new_sessions(watch: Watch, before: int | None, wait: float = 1.5) -> 
         if time.monotonic() > deadline:
             return 0
         await asyncio.sleep(0.1)
+
+
+def _where(dsn: str) -> str:
+    return f"127.0.0.1:{server_port(dsn)}" if "127.0.0.1" in dsn or "localhost" in dsn else f"port {server_port(dsn)}"
+
+
+def _other_postgres(match: Match, dsn: str) -> str | None:
+    """``host:port`` of a PostgreSQL-looking server (port 5432) the service talks to instead of ours."""
+    if match.client_pid_file is None:
+        return None
+    ours = server_port(dsn)
+    for address, port in remote_endpoints(pid_in(match.client_pid_file)):
+        if port == 5432 and port != ours:
+            return f"{address}:{port}"
+    return None

@@ -82,3 +82,23 @@ def resolve(match: Match, dsn: str) -> tuple[str, dict[str, Any]]:
     if match.client_pid_file is None:
         return match_clause(match)
     return match_clause(match, client_ports(pid_in(match.client_pid_file), server_port(dsn)))
+
+
+def remote_endpoints(root_pid: int | None) -> list[tuple[str, int]]:
+    """Where ``root_pid`` and its children hold TCP connections to (address, port), for hints."""
+    import psutil
+
+    if root_pid is None:
+        return []
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+    found = set()
+    for proc in procs:
+        try:
+            found |= {(c.raddr.ip, c.raddr.port) for c in proc.net_connections(kind="tcp") if c.raddr}
+        except psutil.Error:
+            continue
+    return sorted(found)
