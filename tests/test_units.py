@@ -317,3 +317,25 @@ def test_connections_opened_one_by_one_and_kept_get_the_sync_stack_diagnosis() -
     found = diagnose(verdict)
     assert found[0]["pattern"] == "a connection per request (or thread), never closed"
     assert "CONN_MAX_AGE" in found[0]["cause"] and "async with pool.acquire()" not in found[0]["fix"]
+
+
+def test_attribution_without_tags_picks_the_kind_running_at_every_leak() -> None:
+    from drainwatch.judge.attribution import attribute, normalise, summary
+
+    # Hang-ups 40 times a second (each a millisecond) and steady traffic all along; an error request at each leak.
+    requests = [{"scenario": "disconnect", "method": "GET", "name": "/users/", "start": 100 + i / 40, "end": 100.001 + i / 40}
+                for i in range(400)]  # fmt: skip
+    requests += [{"scenario": "steady", "method": "GET", "name": "/users/", "start": 100 + i / 10, "end": 100.08 + i / 10}
+                 for i in range(100)]  # fmt: skip
+    leaks = [101.0123, 103.2071, 105.7139, 107.1188]
+    requests += [
+        {"scenario": "error", "method": "GET", "name": "/users/x", "start": t - 0.004, "end": t + 0.002} for t in leaks
+    ]
+    rows = [{"query": f"SELECT name FROM users WHERE email = 'u{i}'", "state_change_t": t} for i, t in enumerate(leaks)]
+    found = summary(attribute(rows, requests))
+    assert found["likely"] == {"error GET /users/x": 4}
+    assert found["statements"] == {"SELECT name FROM users WHERE email = ?": 4}
+    assert (
+        normalise("/* drainwatch route=x */ SELECT 1 FROM t WHERE a = $1 AND b IN (1, 2)")
+        == "SELECT ? FROM t WHERE a = ? AND b IN (?, ?)"
+    )
