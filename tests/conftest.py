@@ -47,3 +47,9 @@ def connections(dsn: str, app_like: str) -> list[dict[str, str]]:
             (app_like,),
         )
         return [{"app": a, "state": s, "query": q} for a, s, q in cur.fetchall()]
+
+
+@pytest.fixture(autouse=True)
+def _no_job_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs started by tests must not append to the CI job summary of drainwatch's own build."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
