@@ -12,6 +12,7 @@ Everything a report, a compare or a CI job needs is in here; nothing else is rea
     probe.csv           each probe request after settle
     pool_view.json      the app's own pool counts at baseline and after settle, if it exposes them
     summary.json        the verdict (schema SUMMARY_SCHEMA, see drainwatch.judge.verdict)
+    summary.md          the same as GitHub-flavoured Markdown, for a CI job summary or a pull-request comment
     junit.xml           one test case per check
     report.html         self-contained report
     logs/               postgres.log, target.log, collector.log, locust-*.log
@@ -34,6 +35,7 @@ BASELINE_CONNECTIONS_CSV = "baseline_connections.csv"
 PROBE_CSV = "probe.csv"
 POOL_VIEW_JSON = "pool_view.json"
 SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
 JUNIT_XML = "junit.xml"
 REPORT_HTML = "report.html"
 LOCUST_PREFIX = "locust"

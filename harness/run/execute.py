@@ -317,19 +317,26 @@ def _forecast(run_dir: Path, record: RunRecord, cfg: RunConfig) -> dict[str, Any
 
 
 def _write_outputs(run_dir: Path, record: RunRecord, verdict: Verdict | None, cfg: RunConfig) -> None:
-    """summary.json, junit.xml and report.html from what exists; never raises."""
+    """summary.json, summary.md, junit.xml and report.html from what exists; never raises."""
+    from drainwatch.report.outputs import write_summary_md
+
+    data: dict[str, Any] | None = None
     try:
         extra = {
             "pool_limit": record.data["target"].get("pool_limit"),
             "max_connections": record.data["database"].get("max_connections"),
         }
-        write_summary(run_dir, record.data, verdict, extra)
+        data = write_summary(run_dir, record.data, verdict, extra)
         if verdict is not None and cfg.prod_rps:
             extra["forecast"] = _forecast(run_dir, record, cfg)
-            write_summary(run_dir, record.data, verdict, extra)
+            data = write_summary(run_dir, record.data, verdict, extra)
         write_junit(run_dir, record.data, verdict)
     except Exception:  # a broken summary must not hide the verdict
         log.exception("could not write summary.json/junit.xml")
+    try:  # from what summary.json was written from (without it: from the run folder)
+        write_summary_md(run_dir, data)
+    except Exception:
+        log.exception("could not write summary.md")
     try:
         from drainwatch.report import render_report
 
