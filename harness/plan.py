@@ -211,7 +211,6 @@ class RunConfig:
             data["dsn"] = redact_dsn(self.dsn)
         data["serve_env"] = {k: "***" if _secret(k) else redact_dsn(v) for k, v in self.serve_env.items()}
         data["probe_headers"] = {k: "***" if _secret(k) else v for k, v in self.probe_headers.items()}
-        data["locust_env"] = {k: v for k, v in self.traffic.settings.items()}
         return data
 
 
