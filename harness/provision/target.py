@@ -9,6 +9,7 @@ at the end. Its process tree is known, so its backends can be found by their soc
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import signal
 import sys
@@ -281,3 +282,55 @@ def listening_pid(url: str) -> int | None:
     except psutil.AccessDenied:
         return None
     return None
+
+
+TARGET_DISTRIBUTIONS = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "gunicorn",
+    "hypercorn",
+    "django",
+    "flask",
+    "aiohttp",
+    "sqlalchemy",
+    "sqlmodel",
+    "asyncpg",
+    "psycopg",
+    "psycopg-pool",
+    "psycopg2",
+    "psycopg2-binary",
+)
+_VERSIONS = (
+    "import importlib.metadata as m, json, platform\n"
+    "found = {'python': platform.python_version()}\n"
+    "for d in %r:\n"
+    "    try: found[d] = m.version(d)\n"
+    "    except m.PackageNotFoundError: pass\n"
+    "print(json.dumps(found))"
+)
+
+
+async def served_versions(pid: int | None) -> dict[str, str]:
+    """The versions of the web and database libraries in the served service's own interpreter
+    (read through /proc/PID/exe), or {} when that is not a Python drainwatch can ask."""
+    import json
+
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe") if pid else ""
+    except OSError:
+        return {}
+    if "python" not in Path(exe).name:
+        return {}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            exe,
+            "-c",
+            _VERSIONS % (TARGET_DISTRIBUTIONS,),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+        return {str(k): str(v) for k, v in json.loads(out or b"{}").items()}
+    except (OSError, ValueError, TimeoutError):
+        return {}

@@ -435,7 +435,9 @@ def _run(data: RunData) -> str:
         for name, (start, end) in data.phases.items()
     ]
     config = _flatten(data.run.get("config") or {})
-    where = _flatten({"target": data.run.get("target") or {}, "database": data.run.get("database") or {}})
+    target = dict(data.run.get("target") or {})
+    theirs = target.pop("versions", None) or {}
+    where = _flatten({"target": target, "database": data.run.get("database") or {}})
     files = sorted(p.name for p in data.run_dir.iterdir() if p.is_file())
     return (
         '<div class="cols"><div><h3>Configuration</h3>'
@@ -444,6 +446,7 @@ def _run(data: RunData) -> str:
         + _pairs(where)
         + "</div><div><h3>Phases</h3>"
         + table_html(["phase", "start (UTC)", "end (UTC)", "length"], phases, numeric={3})
+        + ("<h3>The service's versions</h3>" + _pairs(theirs) if theirs else "")
         + "<h3>drainwatch's own versions</h3>"
         + _pairs(data.run.get("versions") or {})
         + f'<h3>Files</h3><p class="muted">{escape(", ".join(files))}</p></div></div>'

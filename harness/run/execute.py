@@ -21,7 +21,14 @@ from drainwatch.errors import DrainwatchError, TargetProblem, UsageError
 from drainwatch.judge.verdict import Verdict, with_shutdown
 from drainwatch.plan import Match, RunConfig
 from drainwatch.provision.postgres import Database, Watch, embedded_postgres, external_postgres
-from drainwatch.provision.target import Target, demo_service, external_target, listening_pid, served_service
+from drainwatch.provision.target import (
+    Target,
+    demo_service,
+    external_target,
+    listening_pid,
+    served_service,
+    served_versions,
+)
 from drainwatch.report.forecast import Production, from_run_dir
 from drainwatch.report.outputs import write_junit, write_summary
 from drainwatch.run.cycle import RunContext, cycle, snapshot
@@ -155,6 +162,8 @@ async def _provision(
             },
         )
         record.started("target", target.pid)
+        if target.kind == "served":
+            record.data["target"]["versions"] = await served_versions(target.pid)
         display.pool_limit = target.pool_limit
         collector = await stack.enter_async_context(
             collector_process(
