@@ -142,3 +142,14 @@ def test_check_tries_everything_without_a_run(tmp_path: Path) -> None:
     assert lines[-1] == "ready: `drainwatch run` with the same options"
     bad = drainwatch("check", *AIOHTTP, "-e", "GET /api/nope", cwd=REPO, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: GET /api/nope (steady) answered 404 before any load")
+
+
+def test_a_load_that_starts_failing_mid_run_for_another_reason_is_error(tmp_path: Path) -> None:
+    # The session expires 8 s after the service starts: from the middle of the load on, 401.
+    folder = config(tmp_path, "stubborn", "correct", '[[endpoints]]\npath = "/session-items"\n')
+    proc = drainwatch("run", "--run-id", "r", "-q", "--mix", "steady=1", cwd=folder, timeout=240)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    found = summary(folder, "r")
+    assert found["verdict"] == "ERROR" and found["evidence"] == ["load_invalid"]
+    assert found["reasons"][0].startswith("the steady kind tested nothing: ")
+    assert "were answered as not served" in found["reasons"][0] and "HTTP 401" in found["reasons"][0]

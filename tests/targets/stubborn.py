@@ -6,7 +6,9 @@ every connection to be released, so uvicorn never finishes its shutdown).
 
 ``leaky``: ``GET /take`` acquires a connection and never releases it. ``correct``: the lifespan
 closes the pool with ``asyncio.wait_for(..., 2)`` and then terminates what is left.
-``GET /items`` is an ordinary query in both.
+``GET /items`` is an ordinary query in both. ``GET /session-items`` is the same query behind a
+session that expires ``EXPIRES_AFTER`` seconds after start (then 401): a load that starts failing
+mid-run for a reason that has nothing to do with connections.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 APP_NAME = "tgt-stubborn"
+EXPIRES_AFTER = float(os.environ.get("EXPIRES_AFTER", "8"))
 
 
 def make_app(variant: str, dsn: str) -> FastAPI:
@@ -48,6 +53,15 @@ def make_app(variant: str, dsn: str) -> FastAPI:
     async def items() -> dict[str, int]:
         async with app.state.pool.acquire() as conn:
             return {"n": await conn.fetchval("SELECT count(*) FROM pg_class")}
+
+    started = time.monotonic()
+
+    @app.get("/session-items")
+    async def session_items() -> JSONResponse:
+        if time.monotonic() - started > EXPIRES_AFTER:
+            return JSONResponse({"error": "session expired"}, status_code=401)
+        async with app.state.pool.acquire() as conn:
+            return JSONResponse({"n": await conn.fetchval("SELECT count(*) FROM pg_class")})
 
     @app.get("/take")
     async def take() -> dict[str, int]:
