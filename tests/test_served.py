@@ -40,7 +40,8 @@ def test_aiohttp_asyncpg_behind_an_auth_header(tmp_path: Path, variant: str, ver
     run = json.loads((folder / "runs" / variant / "run.json").read_text())
     assert run["target"]["selected_by"].startswith("the sockets of process ")
     assert run["preflight"]["probe"]["backends"] >= 1  # the probe was seen reaching the database
-    assert run["target"]["versions"]["aiohttp"] and run["target"]["versions"]["asyncpg"]  # the service's own interpreter
+    versions = run["target"]["versions"]  # read from the service's own interpreter
+    assert versions["aiohttp"] and versions["asyncpg"]
     if variant == "leaky":
         assert found["leaked"] >= 4 and found["leaked_by_kind"]["held"] >= 4
         likely = found["attribution"]["likely"]

@@ -198,6 +198,17 @@ def _connections(ax: Axes, data: RunData, samples: pd.DataFrame, x: ToX, gaps: b
             fontweight="bold",
             arrowprops={"arrowstyle": "->", "color": "#c92a2a"},
         )
+    server = (data.summary or {}).get("server") or {}
+    if server.get("first_refusal"):  # the moment PostgreSQL started turning clients away
+        refused = float(x(np.array([server["first_refusal"]]))[0])
+        ax.axvline(refused, color="#c92a2a", lw=1.4, ls=":")
+        handles.append(_line("#c92a2a", ":", f"server refusing connections ({server.get('refusals')} refused)", lw=1.4))
+    if server.get("full") and server.get("usable"):
+        ax.axhline(server["usable"], color="#862e9c", lw=1.2, ls="-.")
+        ceiling = max(ceiling, server["usable"])
+        handles.append(
+            _line("#862e9c", "-.", f"usable server slots {server['usable']} (reserved {server.get('reserved')})")
+        )
     if gaps:
         handles.append(Patch(facecolor=GAP_COLOUR, alpha=0.25, hatch="///", label="no reading"))
     ax.set_ylim(0, ceiling * 1.12)

@@ -133,7 +133,7 @@ def _verdict(data: RunData) -> str:
             (
                 "leaked connections"
                 if s.get("leaked_exact", True)
-                else "leaked: only the probe saw it, the count is a floor"
+                else "leaked: seen by the probe or a full server, in no row; a floor"
             )
             + (f" ({kinds})" if kinds else ""),
             bad=leaked > 0 or not s.get("leaked_exact", True),
