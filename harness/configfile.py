@@ -49,10 +49,11 @@ def find_config(cwd: Path) -> Path | None:
     pyproject = cwd / "pyproject.toml"
     if pyproject.is_file():
         try:
-            if "drainwatch" in tomllib.loads(pyproject.read_text()).get("tool", {}):
-                return pyproject
-        except tomllib.TOMLDecodeError:
-            return None
+            tool = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return None  # not ours to judge: only a [tool.drainwatch] table makes it a config
+        if isinstance(tool, dict) and "drainwatch" in tool:
+            return pyproject
     return None
 
 
@@ -62,20 +63,41 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     Raises UsageError for a missing file, bad TOML or an unknown key.
     """
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise UsageError(
             f"config file {path} does not exist", hint="check --config, or write one with `drainwatch init`"
         ) from exc
+    except IsADirectoryError as exc:
+        raise UsageError(f"config file {path} is a folder", hint="give --config the TOML file itself") from exc
+    except OSError as exc:
+        raise UsageError(
+            f"config file {path} cannot be read ({exc.strerror or exc})", hint="give --config a readable file"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{path} is not text (UTF-8): {exc.reason} at byte {exc.start}", hint="save it as UTF-8"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}", hint="fix the line it names") from exc
     if path.name == "pyproject.toml":
-        data = data.get("tool", {}).get("drainwatch", {})
+        tool = data.get("tool", {})
+        data = tool.get("drainwatch", {}) if isinstance(tool, dict) else None
+        if not isinstance(data, dict):
+            raise UsageError(
+                f"[tool.drainwatch] in {path} is not a table", hint="write it as a [tool.drainwatch] section"
+            )
+    _check_values(path, data)
     options: dict[str, Any] = {}
     env: dict[str, str] = {}
     for key, value in _flatten(data):
         if key in OPTION_KEYS:
             name = OPTION_KEYS[key]
+            if key not in TABLE_OPTIONS and key != "load.mix" and not isinstance(value, (str, int, float)):
+                raise UsageError(
+                    f"{key} in {path.name} must be a single value, not {_kind(value)}",
+                    hint='write a number, a string or true/false, like users = 20 or warmup = "10s"',
+                )
             if name == "mix" and isinstance(value, dict):
                 value = ",".join(f"{kind}={weight}" for kind, weight in value.items())
             if name in PATH_OPTIONS:
@@ -88,12 +110,41 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
                 value = {str(k): str(v) for k, v in value.items()}
             options[name] = value
         elif key == "endpoints":
+            if not isinstance(value, list):
+                raise UsageError(
+                    f"endpoints in {path.name} must be a list of tables, not {_kind(value)}",
+                    hint='write [[endpoints]] sections, each with method = "GET", path = "/items"',
+                )
             env["DRAINWATCH_STEADY"] = json.dumps([_endpoint(path, item) for item in value])
         elif key.startswith("chaos."):
             env.update(_chaos(path, key, value))
         else:
             _unknown(path, key)
     return options, env
+
+
+def _kind(value: Any) -> str:
+    kinds = {dict: "a table", list: "a list", str: "a string", bool: "true/false", int: "a number", float: "a number"}
+    return kinds.get(type(value), "a date or time")
+
+
+def _check_values(path: Path, data: Any, key: str = "") -> None:
+    """Raise UsageError for what no drainwatch setting can hold: a date or time, a NUL character."""
+    if isinstance(data, dict):
+        for name, value in data.items():
+            _check_values(path, name, key)
+            _check_values(path, value, f"{key}.{name}" if key else name)
+    elif isinstance(data, list):
+        for value in data:
+            _check_values(path, value, key)
+    elif isinstance(data, str):
+        if "\x00" in data:
+            raise UsageError(f"{key or 'a key'} in {path.name} holds a NUL character", hint="remove the \\u0000")
+    elif not isinstance(data, (int, float)):
+        raise UsageError(
+            f"{key} in {path.name} is a TOML date or time, which no setting takes",
+            hint='quote it if it is meant as text, like "2024-01-01"',
+        )
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -161,7 +212,12 @@ def _chaos(path: Path, key: str, value: Any) -> dict[str, str]:
     if "client_timeout_ms" in value:
         env["DRAINWATCH_TIMEOUT_CLIENT_MS"] = str(value["client_timeout_ms"])
     if "expect" in value:
-        env[f"{name}_EXPECT"] = ",".join(str(code) for code in value["expect"])
+        expect = value["expect"]
+        if not isinstance(expect, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in expect):
+            raise UsageError(
+                f"{key}.expect in {path.name} must be a list of HTTP statuses", hint="write expect = [500]"
+            )
+        env[f"{name}_EXPECT"] = ",".join(str(code) for code in expect)
     return env
 
 

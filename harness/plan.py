@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import shlex
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -13,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from drainwatch.errors import UsageError
-from drainwatch.traffic import Traffic, traffic_from
+from drainwatch.traffic import Traffic, request_path, traffic_from
 from drainwatch.units import parse_duration
 
 CHAOS_KINDS = ("steady", "disconnect", "timeout", "error")
@@ -53,6 +55,10 @@ def parse_delays(text: str) -> tuple[float, ...]:
             delays.append(float(part))
         except ValueError:
             delays.append(parse_duration(part, name="--sweep-disconnect delay") * 1000)
+        if not math.isfinite(delays[-1]):
+            raise UsageError(
+                f"--sweep-disconnect delay {part!r} is not a delay", hint="write delays like 0,100,300,600"
+            )
         if delays[-1] < 0:
             raise UsageError(f"--sweep-disconnect delay {part!r} is negative", hint="write delays like 0,100,300,600")
     if not delays:
@@ -249,8 +255,30 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"--embedded-max-connections must be between 10 and 10000, got {cfg.embedded_max_connections}",
             hint="the default is 100, as PostgreSQL's",
         )
-    if cfg.spawn_rate <= 0:
+    if not cfg.spawn_rate > 0 or not math.isfinite(cfg.spawn_rate):
         raise UsageError("--spawn-rate must be positive", hint="try --spawn-rate 20")
+    if cfg.tolerance < 0:
+        raise UsageError(f"--tolerance must be 0 or more, got {cfg.tolerance}", hint="0 accepts no leaked connection")
+    if cfg.pool_limit is not None and cfg.pool_limit < 1:
+        raise UsageError(
+            f"--pool-limit must be at least 1, got {cfg.pool_limit}", hint="pool_size + max_overflow, e.g. 30"
+        )
+    check_production(cfg.prod_rps, cfg.prod_pool)
+    check_run_id(cfg.run_id)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.database_env):
+        raise UsageError(
+            f"--database-env {cfg.database_env!r} is not an environment variable name",
+            hint="use letters, digits and _, like DATABASE_URL",
+        )
+    for name, value in cfg.serve_env.items():
+        if not name or "=" in name or "\x00" in name + value:
+            raise UsageError(f"[target] env {name!r} cannot be an environment variable", hint="name it like APP_ENV")
+    for flag, command in (("--serve", cfg.serve), ("--setup", cfg.setup)):
+        if command is not None:
+            _check_command(flag, command)
+    for flag, path in (("--probe-path", cfg.probe_path), ("--pool-view", cfg.pool_view)):
+        if path is not None and not request_path(path):
+            raise UsageError(f"{flag} {path!r} is not a path", hint=f"write it like {flag} /health/db")
     if not 0.05 <= cfg.interval <= 60:
         raise UsageError(f"--interval {cfg.interval}s is outside 50ms..60s", hint="the default 250ms samples at 4 Hz")
     if cfg.dsn is not None:
@@ -295,6 +323,33 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def check_production(rps: float | None, pool: int | None) -> None:
+    """Raise UsageError for production figures no forecast can be made from."""
+    if rps is not None and not (math.isfinite(rps) and rps > 0):
+        raise UsageError(
+            f"--prod-rps must be a number above 0, got {rps:g}", hint="production requests per second, e.g. 40"
+        )
+    if pool is not None and pool < 0:
+        raise UsageError(f"--prod-pool must be a size, got {pool}", hint="e.g. 30 for pool_size=20, max_overflow=10")
+
+
+def check_run_id(run_id: str) -> None:
+    """Raise UsageError unless ``run_id`` names one folder inside --out."""
+    if run_id in ("", ".", "..") or "/" in run_id or "\x00" in run_id or any(c < " " for c in run_id):
+        raise UsageError(
+            f"--run-id {run_id!r} is not a folder name", hint="use one name without /, like --run-id before-fix"
+        )
+
+
+def _check_command(flag: str, command: str) -> None:
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {command!r} cannot be split into words ({exc})", hint="check its quotes") from exc
+    if not words:
+        raise UsageError(f"{flag} names no command", hint="e.g. --serve 'uvicorn app.main:app --port {port}'")
+
+
 def check_target(serve: str | None, target_url: str | None, dsn: str | None) -> None:
     """Raise UsageError for two targets at once, a target URL that is not one, or one without its database."""
     if serve is not None and target_url is not None:
@@ -303,8 +358,18 @@ def check_target(serve: str | None, target_url: str | None, dsn: str | None) -> 
             hint="give one: --serve starts yours, --target-url uses a running one",
         )
     if target_url is not None:
-        parts = urlsplit(target_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(target_url)
+            port = parts.port  # ValueError for one that is not a number or out of range
+        except ValueError:
+            parts, port = None, None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or port == 0
+            or any(c <= " " or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in target_url)
+        ):
             raise UsageError(
                 f"--target-url {target_url!r} is not an http(s) URL",
                 hint="write it like http://127.0.0.1:8000",
@@ -330,14 +395,25 @@ def _loopback(url: str) -> bool:
 
 def check_port_free(port: int, flag: str, host: str = "127.0.0.1") -> None:
     """Raise UsageError when nothing can listen on ``host:port``."""
+    import errno
     import socket
 
     if not 0 < port < 65536:
         raise UsageError(f"{flag} {port} is not a port number", hint="use a port between 1024 and 65535")
-    with socket.socket() as sock:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(
+            f"cannot listen on {host!r} ({flag}): not an address here", hint="use 127.0.0.1 or 0.0.0.0"
+        ) from exc
+    with socket.socket(family) as sock:
         try:
             sock.bind((host, port))
         except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise UsageError(
+                    f"cannot listen on {host}:{port} ({flag}): {exc.strerror or exc}", hint="use 127.0.0.1 or 0.0.0.0"
+                ) from exc
             raise UsageError(f"port {port} ({flag}) is already in use", hint=f"choose another {flag}") from exc
 
 
@@ -345,9 +421,14 @@ def check_dsn(dsn: str) -> None:
     """Raise UsageError when ``dsn`` cannot be parsed as a libpq connection string."""
     import psycopg.conninfo
 
+    if "\x00" in dsn:
+        raise UsageError(
+            "--dsn holds a character no connection string can",
+            hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME",
+        )
     try:
         psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
+    except (psycopg.ProgrammingError, UnicodeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparseable"
         raise UsageError(
             f"--dsn is not a valid connection string ({redact_dsn(reason)})",
@@ -356,10 +437,12 @@ def check_dsn(dsn: str) -> None:
     if not dsn.strip():
         raise UsageError("--dsn is empty", hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME")
     port = str(psycopg.conninfo.conninfo_to_dict(dsn).get("port") or "5432")
-    if not all(part.strip().isdigit() for part in port.split(",")):
+    if not all(part.strip().isascii() and part.strip().isdigit() for part in port.split(",")):
         raise UsageError(
             f"port {port!r} in --dsn is not a number", hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME"
         )
+    if not all(0 < int(part) < 65536 for part in port.split(",")):
+        raise UsageError(f"port {port!r} in --dsn is not a port number", hint="ports go from 1 to 65535; 5432 is usual")
 
 
 def check_writable(out: Path) -> None:

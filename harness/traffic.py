@@ -10,6 +10,7 @@ for the demo: a service drainwatch has never seen must say what to call.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -77,20 +78,53 @@ def parse_request(text: str, *, what: str = "request") -> Request:
     if text.startswith("{"):
         try:
             spec = json.loads(text)
-            return Request(
-                str(spec.get("method", "GET")).upper(),
-                str(spec["path"]),
-                spec.get("headers") or {},
-                spec.get("json"),
-                int(spec.get("weight", 1)),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
+            method, path, weight = spec.get("method", "GET"), spec["path"], int(spec.get("weight", 1))
+            headers = dict(spec.get("headers") or {})
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
             raise UsageError(f"{what} {text!r} is not a request", hint='write it like "GET /items"') from exc
+        if not isinstance(method, str) or not isinstance(path, str) or not _request_line(method, path):
+            raise UsageError(
+                f"{what} {text!r} is not a request",
+                hint='give a method and a path, like method = "GET", path = "/items"',
+            )
+        if weight < 0:
+            raise UsageError(f"{what} {text!r} has a negative weight", hint="give it a weight of 0 or more")
+        for name, value in headers.items():
+            check_header(str(name), str(value), what=what)
+        return Request(method.upper(), path, headers, spec.get("json"), weight)
     method, _, path = text.partition(" ")
     path = path.strip()
-    if not method.isalpha() or not path.startswith("/"):
+    if not _request_line(method, path):
         raise UsageError(f"{what} {text!r} is not a request", hint='write it like "GET /items" (method, space, path)')
     return Request(method.upper(), path)
+
+
+def _request_line(method: str, path: str) -> bool:
+    """A method of ASCII letters and a path that an HTTP request line can carry."""
+    return method.isascii() and method.isalpha() and request_path(path)
+
+
+def request_path(path: str) -> bool:
+    """True for a path from the root without control characters or undecodable bytes (lone surrogates)."""
+    return path.startswith("/") and not any(c < " " or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in path)
+
+
+# RFC 9110 field names are tokens; values are visible ASCII, spaces and tabs (httpx sends no other).
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def check_header(name: str, value: str, *, what: str = "--header") -> None:
+    """Raise UsageError unless ``name: value`` can be sent as an HTTP header."""
+    if not name or not set(name) <= _TOKEN:
+        raise UsageError(
+            f"{what}: {name!r} is not a header name",
+            hint="use letters, digits and -, like X-Request-Id or Authorization",
+        )
+    if not all(c == "\t" or " " <= c <= "~" for c in value):
+        raise UsageError(
+            f"{what}: the value of {name} holds a character a header cannot carry ({value!r})",
+            hint="header values are plain ASCII on one line",
+        )
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -98,6 +132,7 @@ def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
         raise UsageError(f"--header {text!r} is not a header", hint='write it like "Authorization: Bearer TOKEN"')
+    check_header(name.strip(), value.strip())
     return name.strip(), value.strip()
 
 
@@ -186,6 +221,9 @@ def traffic_from(
     Raises UsageError when a service that is not the demo names no endpoint (and brings no locustfile).
     """
     env = dict(env)
+    _check_settings(env)
+    for name, value in (headers or {}).items():
+        check_header(str(name), str(value), what="[target] headers")
     steady = [parse_request(text, what="--endpoint") for text in endpoints]
     if not steady and "DRAINWATCH_STEADY" in env:
         steady = _steady_from(env["DRAINWATCH_STEADY"])
@@ -204,7 +242,9 @@ def traffic_from(
             "drainwatch does not know which requests your service serves",
             hint='name them: --endpoint "GET /items" (repeatable), or [[endpoints]] in drainwatch.toml',
         )
-    elif steady:
+    if steady and not any(r.weight for r in steady):
+        raise UsageError("every steady endpoint has weight 0", hint="give at least one endpoint a weight above 0")
+    if not demo and steady:
         chaos["disconnect"] = chaos["disconnect"] or steady[0]
         if not {"DRAINWATCH_DISCONNECT_AFTER_MS", "DRAINWATCH_DISCONNECT_AFTER_CHUNKS"} & env.keys():
             # an ordinary endpoint may answer in a millisecond: hang up before the first byte
@@ -218,4 +258,49 @@ def _steady_from(text: str) -> list[Request]:
     text = text.strip()
     if not text.startswith("["):
         return [parse_request(text)]
-    return [parse_request(json.dumps(item), what="[[endpoints]] entry") for item in json.loads(text)]
+    try:
+        items = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(
+            f"DRAINWATCH_STEADY {text!r} is not a JSON list", hint="unset it, or use [[endpoints]]"
+        ) from exc
+    return [parse_request(json.dumps(item), what="[[endpoints]] entry") for item in items]
+
+
+# The scenarios' numeric knobs (drainwatch.scenarios.chaos reads them with int() and float()):
+# name → (read as, smallest allowed, the key that sets it in drainwatch.toml)
+_SETTINGS = {
+    "DRAINWATCH_DISCONNECT_AFTER_MS": (float, 0.0, "[chaos.disconnect] after_ms"),
+    "DRAINWATCH_DISCONNECT_AFTER_CHUNKS": (int, 0, "[chaos.disconnect] after_chunks"),
+    "DRAINWATCH_TIMEOUT_CLIENT_MS": (float, 1e-9, "[chaos.timeout] client_timeout_ms"),
+    "DRAINWATCH_REQUEST_TIMEOUT": (float, 1e-9, "[chaos] client_timeout"),
+}
+
+
+def _check_settings(env: Mapping[str, str]) -> None:
+    """Raise UsageError for a knob the scenarios could not read, before Locust is started with it."""
+    for name, (kind, least, key) in _SETTINGS.items():
+        text = str(env.get(name, "")).strip()
+        if not text:
+            continue
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < least:
+            what = (
+                "a whole number of 0 or more"
+                if kind is int
+                else "a number above 0"
+                if least
+                else "a number of 0 or more"
+            )
+            raise UsageError(f"{key} {text!r} is not {what}", hint=f"set {key} (or {name}) to {what}")
+    for kind in ("TIMEOUT", "ERROR"):
+        name = f"DRAINWATCH_{kind}_EXPECT"
+        codes = [code.strip() for code in str(env.get(name, "")).split(",") if code.strip()]
+        if not all(code.isascii() and code.isdigit() and 100 <= int(code) <= 599 for code in codes):
+            raise UsageError(
+                f"[chaos.{kind.lower()}] expect {env[name]!r} is not a list of HTTP statuses",
+                hint="write it like expect = [500, 502]",
+            )

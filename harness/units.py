@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from drainwatch.errors import UsageError
@@ -13,7 +14,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 def parse_duration(text: str, *, name: str = "duration") -> float:
     """Seconds in ``text``: ``90``, ``90s``, ``1m30s``, ``500ms``, ``2h``.
 
-    Raises UsageError when the text is not a positive duration.
+    Raises UsageError when the text is not a positive, finite duration.
     """
     raw = str(text).strip().lower()
     sign = -1.0 if raw.startswith("-") else 1.0
@@ -36,6 +37,8 @@ def parse_duration(text: str, *, name: str = "duration") -> float:
             hint="write it like 30s, 2m, 1m30s or 500ms",
         )
     seconds *= sign
+    if not math.isfinite(seconds):  # nan, inf, 1e309: float() reads them, no clock does
+        raise UsageError(f"{name} {text!r} is not a duration", hint="write it like 30s, 2m, 1m30s or 500ms")
     if seconds <= 0:
         raise UsageError(f"{name} must be positive, got {text!r}", hint="give it a value above zero")
     return seconds

@@ -3,18 +3,52 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
 from drainwatch import __version__
 from drainwatch.cli.run_options import DURATION, check, console, prod_options, run, shares
-from drainwatch.errors import UsageError
-from drainwatch.plan import Match, check_dsn
+from drainwatch.errors import DrainwatchError, UsageError
+from drainwatch.plan import Match, check_dsn, check_port_free, check_production, check_writable
 from drainwatch.rundir import read_json
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def one_line(text: str) -> str:
+    """``text`` with what a terminal would break or hide (a newline typed into a path) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Every error leaves a command as one line, whatever the user typed into the value it names."""
+    try:
+        yield
+    except click.UsageError as exc:
+        exc.message = one_line(exc.message)
+        raise
+    except DrainwatchError as exc:
+        exc.args = (one_line(str(exc)),)
+        exc.hint = one_line(exc.hint)
+        raise
+
+
+class Commands(click.Group):
+    """The group: its own options and each command's, parsed and run with one-line errors."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _one_line_errors():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="drainwatch")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, and tracebacks on errors.")
 @click.pass_context
@@ -95,6 +129,11 @@ def collect(
     check_dsn(dsn)
     if not 0.05 <= interval <= 60:
         raise UsageError(f"--interval {interval}s is outside 50ms..60s", hint="the default 250ms samples at 4 Hz")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder", hint="give --out the CSV file to append to, like samples.csv")
+    check_writable(out.parent)  # before the first connection: the samples have to go somewhere
+    if metrics_port is not None:
+        check_port_free(metrics_port, "--metrics-port", metrics_host)
     match = Match(
         application_name=app_name,
         usename=usename,
@@ -119,7 +158,14 @@ def report(run_dir: Path) -> None:
 
     if not (run_dir / "run.json").is_file():
         raise UsageError(f"{run_dir} is not a drainwatch run folder (no run.json)", hint="pass a folder under reports/")
-    console.print(f"report: {render_report(run_dir)}")
+    try:
+        page = render_report(run_dir)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {run_dir / 'report.html'} ({exc.strerror or exc})",
+            hint="make the run folder writable, or copy it somewhere that is",
+        ) from exc
+    console.print(f"report: {page}")
 
 
 @cli.command("compare")
@@ -154,9 +200,9 @@ def forecast_cmd(run_dir: Path, **opts: object) -> None:
     """
     from drainwatch.report.forecast import Production, from_run_dir
 
+    check_production(opts["prod_rps"], opts["prod_pool"])  # type: ignore[arg-type]
     if not opts["prod_pool"]:
-        target = (read_json(run_dir / "run.json").get("target") or {}) if (run_dir / "run.json").is_file() else {}
-        opts["prod_pool"] = target.get("pool_limit")
+        opts["prod_pool"] = _pool_limit(run_dir)
     if not opts["prod_pool"]:
         raise UsageError("the pool size is unknown", hint="give --prod-pool, e.g. 30 for pool_size=20, max_overflow=10")
     result = from_run_dir(run_dir, Production(float(opts["prod_rps"]), shares(opts), int(opts["prod_pool"])))  # type: ignore[arg-type]
@@ -169,6 +215,17 @@ def forecast_cmd(run_dir: Path, **opts: object) -> None:
     console.print("assumptions: " + "; ".join(result.assumptions))
 
 
+def _pool_limit(run_dir: Path) -> int | None:
+    """The target's pool limit as the run recorded it, if it did."""
+    try:
+        record = read_json(run_dir / "run.json")
+    except (OSError, ValueError):
+        return None
+    target = record.get("target") if isinstance(record, dict) else None
+    limit = target.get("pool_limit") if isinstance(target, dict) else None
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+
+
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path), default="drainwatch.toml")
 def init(path: Path) -> None:
@@ -177,7 +234,15 @@ def init(path: Path) -> None:
 
     if path.exists():
         raise UsageError(f"{path} already exists", hint="edit it, or give another file name")
-    path.write_text(STARTER)
+    try:
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(STARTER)
+    except FileExistsError as exc:
+        raise UsageError(f"{path} already exists", hint="edit it, or give another file name") from exc
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {path} ({exc.strerror or exc})", hint="give a file name in a folder that exists"
+        ) from exc
     console.print(f"wrote {path}: edit the target, database and endpoints, then `drainwatch run`")
 
 

@@ -14,7 +14,7 @@ from click.core import ParameterSource
 from drainwatch.cli.boundary import console, run_interruptible
 from drainwatch.errors import EXIT_USAGE, UsageError
 from drainwatch.plan import DEFAULT_MIX, Match, RunConfig, check_target, parse_delays, parse_fault, parse_mix, validate
-from drainwatch.traffic import SCENARIO_VARIABLES, Traffic, parse_header, traffic_from
+from drainwatch.traffic import SCENARIO_VARIABLES, Traffic, check_header, parse_header, traffic_from
 from drainwatch.units import parse_duration
 
 EPILOG = """\b
@@ -29,10 +29,10 @@ class Duration(click.ParamType):
     name = "duration"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, (int, float)):
-            return float(value)
         flag = f"--{param.name.replace('_', '-')}" if param and param.name else "duration"
-        return parse_duration(str(value), name=flag)
+        return parse_duration(
+            str(value), name=flag
+        )  # a number from drainwatch.toml too: 0, -1 and nan are no durations
 
 
 DURATION = Duration()
@@ -366,12 +366,36 @@ def plan_from(ctx: click.Context, config_path: Path | None, opts: dict[str, obje
             if name not in params:  # string tables: env, headers, probe headers
                 tables[name] = value
             elif ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
-                opts[name] = params[name].type_cast_value(ctx, value)
+                opts[name] = _from_file(ctx, params[name], value, path)
     locust_env |= {name: os.environ[name] for name in SCENARIO_VARIABLES if name in os.environ}
     mix_given = ctx.get_parameter_source("mix") != ParameterSource.DEFAULT or bool(path and "mix" in file_options)
     return build_config(
         _Options(opts), locust_env, tables, config_file=str(path) if path else None, mix_given=mix_given
     )
+
+
+def _from_file(ctx: click.Context, param: click.Parameter, value: object, path: Path) -> object:
+    """A value from the config file, converted as the option's own would be; UsageError naming the key."""
+    from drainwatch.configfile import OPTION_KEYS
+
+    key = next((k for k, name in OPTION_KEYS.items() if name == param.name), str(param.name))
+    wrong = isinstance(param.type, click.types.IntParamType) and not (
+        isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit())
+    )
+    try:
+        if wrong:  # int() would take 1.5 as 1, and fail on inf with OverflowError
+            raise click.BadParameter(f"{value!r} is not a whole number")
+        if isinstance(param, click.Option) and param.is_flag and not isinstance(value, bool):
+            raise click.BadParameter(f"{value!r} is not true or false")
+        return param.type_cast_value(ctx, value)
+    except click.BadParameter as exc:
+        raise UsageError(
+            f"{key} in {path.name}: {exc.message}", hint=f"see `drainwatch init` for what {key} takes"
+        ) from exc
+    except (TypeError, ValueError, OverflowError) as exc:  # Click's types expect text
+        raise UsageError(
+            f"{key} in {path.name}: {value!r} is not a valid value", hint=f"see `drainwatch init` for what {key} takes"
+        ) from exc
 
 
 class _Options:
@@ -414,6 +438,8 @@ def build_config(
     demo = not (serve or target_url)
     check_target(serve, target_url, o.text("dsn"))  # before the traffic: a bad URL is the first thing to fix
     headers = dict(tables.get("header_table", {})) | dict(parse_header(h) for h in o.many("headers"))
+    for name, value in tables.get("probe_headers", {}).items():
+        check_header(name, value, what="[probe] headers")
     traffic = traffic_from(
         locust_env,
         demo=demo,

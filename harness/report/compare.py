@@ -125,7 +125,8 @@ def load_pair(run_a: Path, run_b: Path) -> tuple[RunData, RunData]:
     for path in (run_a, run_b):
         data = load_run(path)
         if not data.run:
-            raise UsageError(f"{path}/{RUN_JSON} cannot be read ({'; '.join(data.notes)})", hint=RUN_HINT)
+            why = "; ".join(data.notes) or "it holds no record"
+            raise UsageError(f"{path}/{RUN_JSON} cannot be read ({why})", hint=RUN_HINT)
         if not (data.summary or {}).get("verdict"):
             why = "summary.json is missing" if data.summary is None else f"the run did not finish: {data.status}"
             hint = f"compare finished runs; `drainwatch report {path}` shows what this one collected"

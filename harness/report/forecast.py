@@ -40,6 +40,11 @@ class Production:
     shares: dict[str, float]  # kind → fraction of all requests (0.005 = 0.5 %)
     pool: int
 
+    def __post_init__(self) -> None:
+        from drainwatch.plan import check_production
+
+        check_production(self.rps, self.pool)  # UsageError: no forecast from a pool of -3 at nan req/s
+
 
 @dataclass
 class Forecast:
@@ -108,21 +113,39 @@ def forecast(
 
 
 def requests_by_kind(stats_rows: list[Mapping[str, str]]) -> dict[str, int]:
-    """Request counts per chaos kind from Locust's stats rows (names are "<kind> METHOD /path")."""
+    """Request counts per chaos kind from Locust's stats rows (names are "<kind> METHOD /path").
+
+    Raises ValueError for a count that is not one.
+    """
     counts: dict[str, int] = {}
     for row in stats_rows:
-        name = row.get("Name", "")
+        name = row.get("Name") or ""  # None in a row cut short
         if name == "Aggregated" or " " not in name:
             continue
         kind = name.split(" ", 1)[0]
-        counts[kind] = counts.get(kind, 0) + int(float(row.get("Request Count") or 0))
+        counts[kind] = counts.get(kind, 0) + _count(float(row.get("Request Count") or 0), "Request Count")
     return counts
+
+
+def _count(value: Any, what: str) -> int:
+    """``value`` as a count of 0 or more; ValueError naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} {value!r} is not a count")
+    return int(value)
+
+
+def _counts(table: Any, what: str, key: str | None = None) -> dict[str, int]:
+    """kind → count from a JSON table (of rows holding ``key``, when given); ValueError naming ``what``."""
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{what} is not a table")
+    rows = {str(kind): row.get(key) if key and isinstance(row, Mapping) else row for kind, row in table.items()}
+    return {kind: _count(value, f"{what}.{kind}" + (f".{key}" if key else "")) for kind, value in rows.items()}
 
 
 def parse_share(text: str) -> float:
     """``0.5%`` → 0.005; ``0.005`` → 0.005."""
     text = text.strip()
-    value = float(text.rstrip("%"))
+    value = float(text.removesuffix("%"))  # one % sign: 50%% is no share
     return value / 100 if text.endswith("%") else value
 
 
@@ -134,23 +157,34 @@ def from_run_dir(run_dir: Path, prod: Production) -> Forecast:
     from drainwatch.errors import UsageError
     from drainwatch.rundir import LOCUST_PREFIX, RUN_JSON, SUMMARY_JSON, read_json
 
+    hint = "pass a run folder with summary.json and locust_stats.csv, as drainwatch run wrote it"
     try:
-        summary = read_json(run_dir / SUMMARY_JSON)
-        isolation = read_json(run_dir / RUN_JSON).get("isolation")
-        if isolation:  # --isolate: each kind measured alone, the cleanest rates there are
-            requests = {kind: row["requests"] for kind, row in isolation.items()}
-            leaked = {kind: row["leaked"] for kind, row in isolation.items()}
-            exhausted = any(row.get("lower_bound") for row in isolation.values())
-            return forecast(requests, leaked, prod, pool_exhausted=exhausted)
-        with open(run_dir / f"{LOCUST_PREFIX}_stats.csv", newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        summary, record = read_json(run_dir / SUMMARY_JSON), read_json(run_dir / RUN_JSON)
     except (OSError, ValueError) as exc:
-        raise UsageError(
-            f"{run_dir} has no finished run to forecast from",
-            hint="pass a run folder with summary.json and locust_stats.csv",
-        ) from exc
+        raise UsageError(f"{run_dir} has no finished run to forecast from", hint=hint) from exc
+    if not isinstance(summary, dict) or not isinstance(record, dict):
+        which = SUMMARY_JSON if not isinstance(summary, dict) else RUN_JSON
+        raise UsageError(f"{run_dir}/{which} does not hold a run (not a JSON object)", hint=hint)
+    try:
+        isolation = record.get("isolation")
+        if isolation:  # --isolate: each kind measured alone, the cleanest rates there are
+            requests = _counts(isolation, "isolation", "requests")
+            leaked = _counts(isolation, "isolation", "leaked")
+            exhausted = any(isinstance(row, Mapping) and row.get("lower_bound") for row in isolation.values())
+            return forecast(requests, leaked, prod, pool_exhausted=exhausted)
+        with open(run_dir / f"{LOCUST_PREFIX}_stats.csv", newline="", encoding="utf-8") as handle:
+            requests = requests_by_kind(list(csv.DictReader(handle)))
+        leaked = _counts(summary.get("scenarios") or {}, "scenarios")
+    except OSError as exc:
+        raise UsageError(f"{run_dir} has no finished run to forecast from", hint=hint) from exc
+    except (ValueError, csv.Error) as exc:  # a count that is none, a CSV cut short or not text
+        raise UsageError(f"{run_dir} holds a run that cannot be read ({_first_line(exc)})", hint=hint) from exc
     if not summary.get("verdict"):
         raise UsageError(f"the run in {run_dir} reached no verdict", hint="forecast from a completed run")
-    probe = summary.get("probe") or {}
+    probe = summary.get("probe") if isinstance(summary.get("probe"), dict) else {}
     exhausted = bool(probe) and not probe.get("passed", True) and probe.get("target_alive", True)
-    return forecast(requests_by_kind(rows), summary.get("scenarios") or {}, prod, pool_exhausted=exhausted)
+    return forecast(requests, leaked, prod, pool_exhausted=exhausted)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,151 @@ STATS_COLUMNS = [
     "99%",
 ]
 LINGERING_DTYPES = {c: "float64" if c.endswith("_s") else "str" for c in LINGERING_COLUMNS}
+LATEST_TIME = 253402300799.0  # 9999-12-31: a later "unix time" is no time a clock or a page can show
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the report, compare and forecast expect of a value in run.json or summary.json.
+
+    ``kind`` is number, time, text, any, table, map or list. A table's ``keys`` are checked
+    (others are kept as they are; ``required`` ones must be there); a map's values and a
+    list's items are each ``item``. ``null`` is as good as a missing key unless ``needed``.
+    Numbers are finite; times lie between 1970 and 9999.
+    """
+
+    kind: str
+    keys: dict[str, Shape] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    item: Shape | None = None
+    needed: bool = False
+    whole: bool = False  # a list that is left out whole when one item does not fit
+
+
+NUMBER, TIME, TEXT, ANY = Shape("number"), Shape("time"), Shape("text"), Shape("any")
+NEEDED_NUMBER, NEEDED_TEXT = Shape("number", needed=True), Shape("text", needed=True)
+
+
+def _table(*required: str, **keys: Shape) -> Shape:
+    return Shape("table", keys, required)
+
+
+def _map(item: Shape) -> Shape:
+    return Shape("map", item=item)
+
+
+def _list(item: Shape) -> Shape:
+    return Shape("list", item=item)
+
+
+_SPAN = Shape("list", item=TIME, whole=True)  # [start, end]: end null while a phase runs
+RUN_SHAPE = _table(
+    phases=_map(_SPAN),
+    config=_table(),
+    target=_table(),
+    database=_table(),
+    versions=_table(),
+    isolation=_map(
+        _table(
+            "verdict",
+            "leaked",
+            "requests",
+            "per_1000",
+            verdict=NEEDED_TEXT,
+            per_1000=NUMBER,
+            endpoints=_map(_table("leaked", "requests")),
+        )
+    ),
+    sweep=_list(
+        _table(
+            "after_ms", "verdict", "leaked", "requests", after_ms=NEEDED_NUMBER, verdict=NEEDED_TEXT, probability=NUMBER
+        )
+    ),
+    faults=_list(_table("fault", start=TIME)),
+)
+_LEVELS = _table(total=NUMBER)
+SUMMARY_SHAPE = _table(
+    verdict=TEXT,
+    reasons=_list(ANY),
+    checks=_list(_table()),
+    baseline=_LEVELS,
+    peak=_LEVELS,
+    final=_LEVELS,
+    leaked=NUMBER,
+    leaked_by_kind=_map(ANY),
+    recovery_s=NUMBER,
+    oldest_held_s=NUMBER,
+    probe=_table(ok=NUMBER, attempts=NUMBER),
+    idle_in_transaction=_table(count=NUMBER, oldest_s=NUMBER),
+    zombie=_table("peak_active", "lasted_s", peak_active=NUMBER, lasted_s=NEEDED_NUMBER),
+    pool_view=_table(),
+    scenarios=_map(NUMBER),
+    routes=_map(ANY),
+    attribution=_table("of", likely=_map(ANY), statements=_map(ANY)),
+    diagnosis=_list(_table("pattern", "fix")),
+    forecast=_table(
+        "sentence",
+        sentence=NEEDED_TEXT,
+        assumptions=_list(NEEDED_TEXT),
+        rates=_map(
+            _table(
+                "leaked", "requests", "rate", "low", "high", rate=NEEDED_NUMBER, low=NEEDED_NUMBER, high=NEEDED_NUMBER
+            )
+        ),
+    ),
+)
+_MISSING = object()
+
+
+def conform(value: Any, shape: Shape, where: str, notes: list[str]) -> Any:
+    """``value`` with every part that is not of its ``shape`` left out, each named in ``notes``.
+
+    Returns ``_MISSING`` when ``value`` itself does not fit.
+    """
+    if value is None:
+        return _MISSING if shape.needed else None
+    kind = shape.kind
+    if kind in ("number", "time"):
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        fits = fits and (kind == "number" or 0 <= value <= LATEST_TIME)
+    elif kind == "text":
+        fits = isinstance(value, str)
+    elif kind == "any":
+        fits = True
+    elif kind in ("table", "map"):
+        if not isinstance(value, dict):
+            fits = False
+        else:
+            out = {}
+            for key, item in value.items():
+                inner = shape.item if kind == "map" else shape.keys.get(key, ANY)
+                kept = conform(item, inner, f"{where}.{key}", notes) if inner is not None else item
+                if kept is None and inner is not None and inner.kind in ("table", "map", "list"):
+                    continue  # null where a table belongs: as if missing, so .get(key, {}) is one
+                if kept is not _MISSING:
+                    out[key] = kept
+            lacking = [key for key in shape.required if key not in out]
+            if lacking:
+                notes.append(f"{where} has no {', '.join(lacking)}; left out")
+                return _MISSING
+            return out
+    else:  # list
+        if not isinstance(value, list):
+            fits = False
+        else:
+            kept = [conform(item, shape.item or ANY, f"{where}[{i}]", notes) for i, item in enumerate(value)]
+            if shape.whole and _MISSING in kept:
+                return _MISSING
+            return [item for item in kept if item is not _MISSING]
+    if not fits:
+        notes.append(f"{where} is not a {kind}: {_brief(value)}; left out")
+        return _MISSING
+    return value
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 @dataclass
@@ -122,8 +268,8 @@ def load_run(run_dir: Path) -> RunData:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     data = RunData(run_dir=run_dir)
-    data.run = _read_json(run_dir / RUN_JSON, data.notes) or {}
-    data.summary = _read_json(run_dir / SUMMARY_JSON, data.notes)
+    data.run = _read_json(run_dir / RUN_JSON, data.notes, RUN_SHAPE) or {}
+    data.summary = _read_json(run_dir / SUMMARY_JSON, data.notes, SUMMARY_SHAPE)
     if data.summary is not None and not str(data.summary.get("schema", "")).startswith("drainwatch.summary/"):
         data.notes.append(f"{SUMMARY_JSON} has an unknown schema {data.summary.get('schema')!r}; read as if it were v1")
     numeric = {c: "float32" for c in SAMPLE_READINGS + ["late_ms", "gap"]} | {"t": "float64"}
@@ -173,7 +319,7 @@ def _read_locust(run_dir: Path, part: str, columns: dict[str, str], notes: list[
     return joined
 
 
-def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
+def _read_json(path: Path, notes: list[str], shape: Shape) -> dict[str, Any] | None:
     if not path.is_file():
         notes.append(f"{path.name} is missing")
         return None
@@ -185,7 +331,7 @@ def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
     if not isinstance(found, dict):
         notes.append(f"{path.name} does not hold a JSON object")
         return None
-    return found
+    return conform(found, shape, path.name, notes)
 
 
 def _read_csv(path: Path, columns: dict[str, str], notes: list[str]) -> pd.DataFrame | None:
@@ -215,7 +361,7 @@ def _read_csv(path: Path, columns: dict[str, str], notes: list[str]) -> pd.DataF
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         notes.append(f"{path.name} could not be read ({reason})")
-        log.warning("cannot read %s: %s", path, exc)
+        log.info("cannot read %s: %s", path, exc)  # in the notes: the page names it, compare's error too
         return None
     for name, kind in columns.items():
         if name not in frame:
