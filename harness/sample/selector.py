@@ -56,8 +56,8 @@ def pid_in(path: str) -> int | None:
         return None
 
 
-def client_ports(root_pid: int | None, port: int) -> list[int]:
-    """Local ports of the TCP connections to PostgreSQL's ``port`` held by ``root_pid`` and its children."""
+def _tree_connections(root_pid: int | None) -> list[Any]:
+    """The TCP connections held by ``root_pid`` and its children (those we may see), now."""
     import psutil
 
     if root_pid is None:
@@ -67,14 +67,18 @@ def client_ports(root_pid: int | None, port: int) -> list[int]:
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
-    ports = []
+    conns = []
     for proc in procs:
         try:
-            conns = proc.net_connections(kind="tcp")
+            conns += proc.net_connections(kind="tcp")
         except psutil.Error:
             continue
-        ports += [c.laddr.port for c in conns if c.raddr and c.raddr.port == port]
-    return ports
+    return conns
+
+
+def client_ports(root_pid: int | None, port: int) -> list[int]:
+    """Local ports of the TCP connections to PostgreSQL's ``port`` held by ``root_pid`` and its children."""
+    return [c.laddr.port for c in _tree_connections(root_pid) if c.raddr and c.raddr.port == port]
 
 
 def resolve(match: Match, dsn: str) -> tuple[str, dict[str, Any]]:
@@ -86,19 +90,4 @@ def resolve(match: Match, dsn: str) -> tuple[str, dict[str, Any]]:
 
 def remote_endpoints(root_pid: int | None) -> list[tuple[str, int]]:
     """Where ``root_pid`` and its children hold TCP connections to (address, port), for hints."""
-    import psutil
-
-    if root_pid is None:
-        return []
-    try:
-        root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
-    found = set()
-    for proc in procs:
-        try:
-            found |= {(c.raddr.ip, c.raddr.port) for c in proc.net_connections(kind="tcp") if c.raddr}
-        except psutil.Error:
-            continue
-    return sorted(found)
+    return sorted({(c.raddr.ip, c.raddr.port) for c in _tree_connections(root_pid) if c.raddr})
