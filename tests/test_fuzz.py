@@ -861,6 +861,17 @@ SHAPED = {  # near-valid shapes, with one part wrong: what a hand edit or anothe
 }
 
 
+KEY_COLUMNS = {  # the columns the report, compare and forecast compute with
+    "samples.csv": ["t", "total", "active", "idle", "idle_in_transaction", "oldest_iit_s", "gap"],
+    "locust_stats_history.csv": ["Timestamp", "Name", "Requests/s", "Failures/s", "50%", "95%"],
+    "locust_stats.csv": ["Name", "Request Count", "Failure Count", "Requests/s", "95%"],
+    "probe.csv": ["t", "ok", "elapsed_ms", "status"],
+    "lingering.csv": ["kind", "state_age_s", "xact_age_s", "backend_age_s", "query", "pid"],
+    "locust_failures.csv": ["Occurrences", "Name"],
+}
+ODD_CELLS = ["x", "", "nan", "inf", "-inf", "-1", "1e309", "1e300", "-1e300", "N/A", "🙂", "Aggregated", "0"]
+
+
 @st.composite
 def corruption(draw: st.DrawFn, run_dir: Path) -> list[str]:
     """Corrupt ``run_dir`` in one to three ways; returns what was done, for the failure message."""
@@ -930,9 +941,11 @@ def corruption(draw: st.DrawFn, run_dir: Path) -> list[str]:
             elif op == "swap header" and width > 1:
                 rows[0] = rows[0][1:] + rows[0][:1]
             elif op == "cell" and len(rows) > 1:
-                i, j = draw(st.integers(1, len(rows) - 1)), draw(st.integers(0, width - 1))
-                if j < len(rows[i]):
-                    rows[i][j] = draw(st.sampled_from(["x", "", "nan", "inf", "-1", "1e309", "N/A", "🙂"]))
+                key = [rows[0].index(c) for c in KEY_COLUMNS.get(name, []) if c in rows[0]]
+                j = draw(st.sampled_from(key) if key and draw(st.booleans()) else st.integers(0, width - 1))
+                for i in draw(st.lists(st.integers(1, len(rows) - 1), min_size=1, max_size=3)):
+                    if j < len(rows[i]):
+                        rows[i][j] = draw(st.sampled_from(ODD_CELLS))
             elif op == "junk line":
                 rows.insert(draw(st.integers(1, len(rows))), [draw(st.text(max_size=10))] * draw(st.integers(1, 40)))
             elif op == "only header":

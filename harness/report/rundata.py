@@ -52,6 +52,7 @@ STATS_COLUMNS = [
 ]
 LINGERING_DTYPES = {c: "float64" if c.endswith("_s") else "str" for c in LINGERING_COLUMNS}
 LATEST_TIME = 253402300799.0  # 9999-12-31: a later "unix time" is no time a clock or a page can show
+TIME_COLUMNS = {"t", "Timestamp"}  # unix times in the CSVs
 
 
 @dataclass(frozen=True)
@@ -283,8 +284,8 @@ def load_run(run_dir: Path) -> RunData:
         data.notes,
     )
     history = {c: "float32" for c in HISTORY_COLUMNS} | {"Timestamp": "float64", "Name": "category"}
-    data.history = _read_locust(run_dir, "stats_history", history, data.notes)
-    data.warmup_history = _read_csv(run_dir / f"{WARMUP_PREFIX}_stats_history.csv", history, [])
+    data.history = _timed(_read_locust(run_dir, "stats_history", history, data.notes))
+    data.warmup_history = _timed(_read_csv(run_dir / f"{WARMUP_PREFIX}_stats_history.csv", history, []))
     stats = {c: "float64" for c in STATS_COLUMNS} | {"Name": "str"}
     data.stats = _read_locust(run_dir, "stats", stats, data.notes)
     failures = {
@@ -368,7 +369,15 @@ def _read_csv(path: Path, columns: dict[str, str], notes: list[str]) -> pd.DataF
             frame[name] = pd.Series(dtype=kind if kind != "category" else "str", index=frame.index)
         elif kind == "str":
             frame[name] = frame[name].fillna("")
+        elif kind.startswith("float"):  # inf, or a time no clock shows, is no reading
+            low, high = (0.0, LATEST_TIME) if name in TIME_COLUMNS else (-np.inf, np.inf)
+            frame[name] = frame[name].where((frame[name] >= low) & (frame[name] <= high) & frame[name].abs().lt(np.inf))
     return frame  # no rows is not a problem: no failures, no lingering connections
+
+
+def _timed(history: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Locust's history without the rows that have no time (a line cut short)."""
+    return None if history is None else history.dropna(subset=["Timestamp"]).reset_index(drop=True)
 
 
 def _clean_samples(samples: pd.DataFrame) -> pd.DataFrame:
