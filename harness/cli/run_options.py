@@ -497,7 +497,7 @@ def build_config(
         quiet=o.flag("quiet"),
         config_file=config_file,
         checkpoint_every=o.number("checkpoint_every") or 600.0,
-        embedded_max_connections=o.whole("embedded_max_connections") or 100,
+        embedded_max_connections=100 if (mc := o.whole("embedded_max_connections")) is None else mc,
     )
 
 
