@@ -98,8 +98,11 @@ def test_django_persistent_connections_under_asgi(tmp_path: Path) -> None:
     proc = drainwatch("run", "--run-id", "leaky", "-q", cwd=folder, timeout=240)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     found = summary(folder, "leaky")
-    # Each request's connection stays open until the garbage collector frees its wrapper: some are always left.
-    assert found["verdict"] == "LEAK" and found["leaked"] >= 1
+    # Each request's connection stays open until the garbage collector frees its wrapper, at moments
+    # nobody picks: the baseline already holds warm-up's and the final count can fall under it. What is
+    # left served one request each (single_use); when so many pile up that the server is full, that says it.
+    assert found["verdict"] == "LEAK", found["reasons"]
+    assert found["evidence"] and set(found["evidence"]) <= {"single_use", "server_limit", "drain"}, found["reasons"]
 
 
 def test_django_without_persistent_connections_passes(tmp_path: Path) -> None:

@@ -164,6 +164,40 @@ def test_unsure_idle_connections_do_not_excuse_an_excess() -> None:
     assert judge(samples, PHASES, lingering, ProbeResult(3, 3), pool_view=view).outcome == PASS
 
 
+def _used_once(opened_at: float, now: float = 14.0, life: float = 0.05) -> dict:
+    """An idle connection opened at ``opened_at`` that went quiet ``life`` later and stayed so."""
+    idle_since = opened_at + life
+    return _conn("dj", "idle", 'SELECT "notes".* FROM "notes"') | {
+        "kind": "unsure",
+        "backend_age_s": now - opened_at,
+        "state_age_s": now - idle_since,
+        "state_change_t": idle_since,
+    }
+
+
+def test_connections_used_once_during_the_load_are_a_leak_whatever_the_baseline() -> None:
+    # Django under ASGI: the baseline (20) already holds warm-up's leaked connections, and the
+    # garbage collector pulled the final count under it; what is left served one request each.
+    samples = _samples([20] * 5 + [30] * 5 + [12] * 5)
+    lingering = [_used_once(2.0 + i / 10) for i in range(4)] + [_used_once(5.0 + i / 2) for i in range(6)]
+    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
+    assert verdict.outcome == LEAK and verdict.evidence == ["single_use"]
+    assert verdict.leaked == 10 and verdict.leaked_by_kind["single_use"] == 10
+
+
+def test_a_pool_grown_in_a_burst_at_warm_up_and_never_reused_is_not_single_use() -> None:
+    # A LIFO pool keeps its newest connections at the bottom: used once at warm-up, idle since.
+    lingering = [_used_once(1.0 + i / 100) for i in range(10)] + [_used_once(8.7 + i / 100) for i in range(6)]
+    verdict = judge(_samples([10] * 15), PHASES, lingering, ProbeResult(3, 3))
+    assert verdict.outcome == PASS and verdict.leaked_by_kind["single_use"] == 0
+
+
+def test_pooled_connections_reused_through_the_load_are_not_single_use() -> None:
+    lingering = [_used_once(1.0 + i / 10, life=7.5) for i in range(10)]  # opened at warm-up, busy until load end
+    verdict = judge(_samples([10] * 15), PHASES, lingering, ProbeResult(3, 3))
+    assert verdict.outcome == PASS and verdict.leaked_by_kind["single_use"] == 0
+
+
 def test_zombie_work_after_traffic_stopped() -> None:
     samples = _samples([5] * 15)
     for sample in samples[10:13]:

@@ -10,6 +10,9 @@ The checks, in the order they are reported:
     idle_in_transaction  nothing left idle in a transaction
     held_connections     no idle connection still holding application work
     pool_view            the app's pools count nothing checked out (only when exposed)
+    single_use           no connection opened for one request, then left open while the
+                         load went on without it (a connection per request or thread
+                         that nothing closes; the baseline may already hold them)
     probe                the service still serves after settle
 
 Counting alone is fooled: a pool warmed to its maximum hides a leak in the counts, and a
@@ -123,6 +126,7 @@ class _Tally:
     iit_rows: list[Mapping[str, Any]]
     oldest_iit: float
     pool_idle: int
+    single_use: list[Mapping[str, Any]]
 
     @property
     def held(self) -> int:
@@ -143,12 +147,42 @@ class _Tally:
         return max(0, int(pool_view["checked_out"]) - len(self.leaked_rows) - self.kinds.get(ACTIVE, 0))
 
 
-def _tally(lingering: Sequence[Mapping[str, Any]], pool_view: Mapping[str, Any] | None) -> _Tally:
+# A connection that went idle within this long of being opened ran one request and no more.
+SINGLE_USE_LIFE = 1.0
+# So many of them opened one by one during the load is a pattern; a pool that grew in a
+# burst at warm-up, with its newest connections never reused (a LIFO pool), is not.
+SINGLE_USE_PATTERN = 5
+
+
+def _single_use(lingering: Sequence[Mapping[str, Any]], load_start: float, load_end: float) -> list[Mapping[str, Any]]:
+    """Idle connections with the application's SQL last that served one request and were never
+    used again while the load went on for at least SINGLE_USE_LIFE more: no pool reuses a
+    connection that way, so nothing holds them but a reference waiting for the garbage
+    collector (Django's persistent connections under ASGI, a driver ``connect()`` never closed).
+    Those left from warm-up count too once the load shows the pattern: the same leak fills the
+    baseline."""
+    found, during_load = [], 0
+    for row in lingering:
+        if row["kind"] != UNSURE or row.get("state_change_t") in (None, ""):
+            continue
+        idle_since = float(row["state_change_t"])
+        life = float(row.get("backend_age_s") or 0) - float(row.get("state_age_s") or 0)
+        if life < SINGLE_USE_LIFE and idle_since < load_end - SINGLE_USE_LIFE:
+            found.append(row)
+            during_load += idle_since - life >= load_start
+    return found if during_load >= SINGLE_USE_PATTERN else []
+
+
+def _tally(
+    lingering: Sequence[Mapping[str, Any]], pool_view: Mapping[str, Any] | None, load: tuple[float, float]
+) -> _Tally:
     kinds = Counter(row["kind"] for row in lingering)
     iit_rows = [row for row in lingering if row["kind"] == IN_TRANSACTION]
+    single_use = _single_use(lingering, *load)
     return _Tally(
         kinds=kinds,
-        leaked_rows=[row for row in lingering if row["kind"] in (HELD, IN_TRANSACTION)],
+        single_use=single_use,
+        leaked_rows=[row for row in lingering if row["kind"] in (HELD, IN_TRANSACTION)] + single_use,
         iit_rows=iit_rows,
         oldest_iit=max((float(row.get("state_age_s") or 0) for row in iit_rows), default=0.0),
         # Idle connections the pool itself holds explain an excess over baseline (a warm pool):
@@ -223,6 +257,17 @@ def _check_held(tally: _Tally, tolerance: int) -> Check:
     return Check(
         "held_connections", held <= tolerance, detail, {"held": held, "pooled": tally.pooled, "unsure": tally.unsure}
     )
+
+
+def _check_single_use(tally: _Tally, tolerance: int) -> Check:
+    count = len(tally.single_use)
+    detail = (
+        f"{count} connection(s) were opened for one request and left open while the load went on without "
+        "them: no pool reuses them and nothing closes them (a connection per request or thread)"
+        if count
+        else "no connection was opened for one request and left open"
+    )
+    return Check("single_use", count <= tolerance, detail, {"count": count})
 
 
 def _check_pool_view(pool_view: Mapping[str, Any], tally: _Tally, tolerance: int) -> Check:
@@ -423,12 +468,13 @@ def judge(
     tail = _window(samples, settle_start, settle_end)
     final = _levels(tail[-1:], "max")
     recovery_s = _recovery(tail, baseline["total"] + tolerance, load_end)
-    tally = _tally(lingering, pool_view)
+    tally = _tally(lingering, pool_view, (load_start, load_end))
 
     checks = [
         _check_drain(baseline, final, tally, tolerance, recovery_s, pool_view is not None),
         _check_idle_in_transaction(tally, tolerance),
         _check_held(tally, tolerance),
+        _check_single_use(tally, tolerance),
     ]
     if pool_view is not None:
         checks.append(_check_pool_view(pool_view, tally, tolerance))
@@ -467,7 +513,12 @@ def judge(
         final=final,
         leaked=leaked,
         leaked_exact=exact,
-        leaked_by_kind={HELD: tally.held, IN_TRANSACTION: len(tally.iit_rows), "invisible": invisible},
+        leaked_by_kind={
+            HELD: tally.held,
+            IN_TRANSACTION: len(tally.iit_rows),
+            "single_use": len(tally.single_use),
+            "invisible": invisible,
+        },
         pooled_idle=tally.pooled,
         # a LEAK has no recovery: the count may be back, but connections are held or the service starves
         recovery_s=None if outcome == LEAK else recovery_s,

@@ -27,6 +27,7 @@ CHECK_TITLES = {
     "drain": "Connections drained",
     "idle_in_transaction": "Nothing idle in a transaction",
     "held_connections": "No connection still held",
+    "single_use": "No connection left after one request",
     "pool_view": "The app's pools agree",
     "probe": "Service still serves",
     "server_limit": "The server had room",

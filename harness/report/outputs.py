@@ -212,6 +212,8 @@ def _figures(data: Mapping[str, Any], outcome: str) -> list[str]:
     lines.append("")
     by_kind = data.get("leaked_by_kind") or {}
     parts = [f"{by_kind.get('held', 0)} held idle", f"{by_kind.get('in_transaction', 0)} idle in transaction"]
+    if by_kind.get("single_use"):
+        parts.append(f"{by_kind['single_use']} left open after one request")
     if by_kind.get("invisible"):
         parts.append(f"{by_kind['invisible']} gone from PostgreSQL but counted by the pool")
     held_for = f", held for up to {human_seconds(data['oldest_held_s'])}" if data.get("oldest_held_s") else ""

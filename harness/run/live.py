@@ -149,7 +149,9 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         f"   (idle {f['idle']:.0f}, idle in transaction {f['idle_in_transaction'] + f['idle_in_transaction_aborted']:.0f},"
         f" active {f['active']:.0f})",
         f"leaked       {leaked_text(verdict)}  (held idle {verdict.leaked_by_kind.get('held', 0)}, "
-        f"idle in transaction {verdict.leaked_by_kind.get('in_transaction', 0)}, held for up to "
+        f"idle in transaction {verdict.leaked_by_kind.get('in_transaction', 0)}, "
+        + (f"left after one request {n}, " if (n := verdict.leaked_by_kind.get("single_use", 0)) else "")
+        + "held for up to "
         f"{human_seconds(verdict.oldest_held_s)}); pooled idle {verdict.pooled_idle}",
         "count back to baseline  "
         + (f"{verdict.recovery_s:.1f}s after traffic stopped" if verdict.recovery_s is not None else "never"),
