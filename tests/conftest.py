@@ -14,6 +14,7 @@ from drainwatch.provision.postgres import Database, embedded_postgres_sync
 from tests.helpers import serving
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="session")

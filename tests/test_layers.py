@@ -53,7 +53,7 @@ def room(module: str) -> str:
     parts = module.split(".")
     if parts[1:2] in (["scenarios"], ["demo_service"]):
         return parts[1]
-    if parts[1:2] == ["__main__"]:
+    if parts[1:2] in (["__main__"], ["pytest_plugin"]):  # front ends, like the command line
         return "cli"
     if len(parts) > 1 and parts[1] in LAYERS:
         return parts[1]

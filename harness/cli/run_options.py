@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -16,6 +18,11 @@ from drainwatch.errors import EXIT_USAGE, UsageError
 from drainwatch.plan import DEFAULT_MIX, Match, RunConfig, check_target, parse_delays, parse_fault, parse_mix, validate
 from drainwatch.traffic import SCENARIO_VARIABLES, Traffic, check_header, parse_header, traffic_from
 from drainwatch.units import parse_duration
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from drainwatch.judge.verdict import Verdict
 
 EPILOG = """\b
 Exit codes: 0 PASS, 1 LEAK, 2 usage or environment error (or verdict ERROR),
@@ -535,16 +542,78 @@ def shares(opts: Mapping[str, object]) -> dict[str, float]:
 
 
 def _run_with_boundary(ctx: click.Context, cfg: RunConfig) -> None:
+    from drainwatch.run.live import print_verdict
+
+    verdict = run_plan(cfg, console)
+    print_verdict(console, verdict, cfg.run_dir)
+    ctx.exit(verdict.exit_code if verdict else EXIT_USAGE)
+
+
+def run_plan(cfg: RunConfig, display_on: Console) -> Verdict | None:
+    """Validate the plan and run it, interruptibly: what ``drainwatch run`` and the pytest plugin call."""
     from drainwatch.run.execute import execute
-    from drainwatch.run.live import Display, print_verdict
+    from drainwatch.run.live import Display
 
     cfg = validate(cfg)
     if cfg.run_dir.exists():
         raise UsageError(f"run folder {cfg.run_dir} already exists", hint="choose another --run-id")
-    display = Display(console, quiet=cfg.quiet)
-    verdict = run_interruptible(execute(cfg, display))
-    print_verdict(console, verdict, cfg.run_dir)
-    ctx.exit(verdict.exit_code if verdict else EXIT_USAGE)
+    return run_interruptible(execute(cfg, Display(display_on, quiet=cfg.quiet)))
+
+
+FILE_ONLY = {"cwd": "serve_cwd", "env": "serve_env", "probe_headers": "probe_headers"}
+
+
+def plan_from_options(options: Mapping[str, object]) -> RunConfig:
+    """The plan for ``drainwatch run`` given as keywords (``serve=``, ``endpoints=[...]``, ``warmup="2s"``,
+    ``config=``), parsed by the command's own options: the same types, defaults, DRAINWATCH_*
+    variables and config file. ``cwd``, ``env`` and ``probe_headers`` are the served service's
+    folder, environment and the probe's headers (tables in drainwatch.toml).
+
+    Raises UsageError for an option ``drainwatch run`` does not have, or a value it refuses.
+    """
+    params = {p.name: p for p in run.params if isinstance(p, click.Option) and p.name}
+    params["config"] = params.pop("config_path")
+    argv: list[str] = []
+    for name, value in options.items():
+        if name in FILE_ONLY or value is None:
+            continue
+        if name not in params:
+            close = difflib.get_close_matches(name, [*params, *FILE_ONLY], n=1)
+            raise UsageError(
+                f"drainwatch run has no option {name!r}",
+                hint=f"did you mean {close[0]!r}?" if close else "see `drainwatch run --help`",
+            )
+        argv += _tokens(params[name], value)
+    try:
+        ctx = run.make_context("drainwatch run", argv)
+    except click.UsageError as exc:
+        raise UsageError(exc.format_message(), hint="see `drainwatch run --help`") from exc
+    cfg = plan_from(ctx, ctx.params.pop("config_path"), ctx.params)
+    given = {FILE_ONLY[k]: v for k, v in options.items() if k in FILE_ONLY and v is not None}
+    probe_headers = _strings(given.get("probe_headers", {}), "probe_headers")
+    for name, value in probe_headers.items():
+        check_header(name, value, what="probe_headers")
+    return replace(
+        cfg,
+        serve_cwd=Path(str(given["serve_cwd"])) if "serve_cwd" in given else cfg.serve_cwd,
+        serve_env={**cfg.serve_env, **_strings(given.get("serve_env", {}), "env")},
+        probe_headers={**cfg.probe_headers, **probe_headers},
+    )
+
+
+def _tokens(option: click.Option, value: object) -> list[str]:
+    """``value`` as command-line words for ``option``."""
+    flag = next(o for o in option.opts if o.startswith("--"))
+    if option.is_flag:
+        return [flag] if value else []
+    values = value if option.multiple and isinstance(value, (list, tuple)) else [value]
+    return [word for item in values for word in (flag, str(item))]
+
+
+def _strings(table: object, name: str) -> dict[str, str]:
+    if not isinstance(table, Mapping):
+        raise UsageError(f"{name} must be a mapping of names to values", hint=f'e.g. {name}={{"NAME": "value"}}')
+    return {str(k): str(v) for k, v in table.items()}
 
 
 @click.pass_context
