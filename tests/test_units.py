@@ -198,6 +198,31 @@ def test_pooled_connections_reused_through_the_load_are_not_single_use() -> None
     assert verdict.outcome == PASS and verdict.leaked_by_kind["single_use"] == 0
 
 
+# t=0 is the count before any traffic
+WITH_WARMUP = {"warmup": (1.0, 2.5), "baseline": (3.0, 5.0), "load": (6.0, 9.0), "settle": (10.0, 14.0)}
+
+
+def test_a_baseline_that_moves_with_no_traffic_is_reported() -> None:
+    samples = _samples([2, 30, 30, 31, 29, 26, 30, 30, 30, 30, 26, 26, 26, 26, 26])  # quiet: 31 down to 26
+    lingering = [_conn("a", "idle", "ROLLBACK") | {"kind": "pooled"}] * 26
+    verdict = judge(samples, WITH_WARMUP, lingering, ProbeResult(3, 3))
+    assert verdict.outcome == PASS  # every connection left is reset in its pool: the drop is explained
+    assert verdict.baseline_drift == {"low": 26.0, "high": 31.0, "moved": True, "before_warmup": 2.0}
+    assert any(reason.startswith("the baseline moved from 26 to 31 connections") for reason in verdict.reasons)
+
+
+def test_a_final_count_under_a_moving_baseline_is_no_pass_on_its_own() -> None:
+    # A leak that fills the baseline and is closed by a garbage collector at random: the final
+    # count (12) is under the baseline (30) but 10 over the 2 before warm-up, none of them pooled.
+    samples = _samples([2, 20, 30, 35, 30, 28, 30, 30, 30, 30, 12, 12, 12, 12, 12])
+    lingering = [_conn("dj", "idle", "SELECT * FROM notes") | {"kind": "unsure"}] * 12
+    verdict = judge(samples, WITH_WARMUP, lingering, ProbeResult(3, 3))
+    assert verdict.outcome == ERROR and verdict.evidence == ["baseline_moved"]
+    assert "10 over the 2 before warm-up" in verdict.reasons[0]
+    steady = _samples([2] + [30] * 9 + [12] * 5)  # the same end under a baseline that stood still
+    assert judge(steady, WITH_WARMUP, lingering, ProbeResult(3, 3)).outcome == PASS
+
+
 def test_zombie_work_after_traffic_stopped() -> None:
     samples = _samples([5] * 15)
     for sample in samples[10:13]:
@@ -268,13 +293,14 @@ def test_compact_sample_reading_gives_the_same_verdict(tmp_path) -> None:
         writer.writeheader()
         for i in range(2000):
             t = i * 0.25
-            total = 5 if t < 5 else (12 + i % 7 if t < 450 else 8)
+            total = 1 if t < 1 else 5 if t < 5 else (12 + i % 7 if t < 450 else 8)
             writer.writerow(vars(Sample(t=t, total=total, idle=total, gap=int(i == 1500))))
-    phases = {"baseline": (0.0, 4.0), "load": (5.0, 450.0), "settle": (450.0, 500.0)}
+    phases = {"warmup": (1.0, 2.0), "baseline": (2.0, 4.0), "load": (5.0, 450.0), "settle": (450.0, 500.0)}
     full, compact = read_samples(path), read_samples(path, phases)
     assert len(compact) < len(full) / 5
     args = ([], ProbeResult(3, 3))
     assert judge(full, phases, *args).to_dict() == judge(compact, phases, *args).to_dict()
+    assert judge(compact, phases, *args).baseline_drift["before_warmup"] == 1.0  # the last reading before it
 
 
 def test_diagnosis_names_cause_and_fix_per_pattern() -> None:

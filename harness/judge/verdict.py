@@ -69,6 +69,7 @@ class Verdict:
     routes: dict[str, int]
     tolerance: int
     server: dict[str, Any] | None = None  # the server's limit: peak, usable slots, refusals
+    baseline_drift: dict[str, Any] | None = None  # low/high of the quiet window, the count before warm-up
     load_kinds: dict[str, Any] | None = None  # per kind: requests and those that tested nothing
     leaked_exact: bool = True  # False: only the probe or the pool view saw the leak, the count is a floor
     attribution: dict[str, Any] | None = None  # leaked connections by statement and by the request in flight
@@ -346,6 +347,8 @@ def _decide(
     baseline_total: float,
     recovery_s: float | None,
     broken: list[str],
+    drift: Mapping[str, Any],
+    tolerance: int,
 ) -> tuple[str, list[str], list[str]]:
     """The ladder ERROR > LEAK > PASS: (outcome, evidence, reasons).
 
@@ -394,6 +397,8 @@ def _decide(
         )
     if failed:
         return LEAK, [c.name for c in failed], [_leak_reason(c, final, tally) for c in failed]
+    if (unproven := _unproven_drain(drift, final, tally, baseline_total, tolerance)) is not None:
+        return ERROR, ["baseline_moved"], [unproven]
     return (
         PASS,
         [c.name for c in checks],
@@ -405,9 +410,35 @@ def _decide(
     )
 
 
-def _caveats(outcome: str, load: Mapping[str, int], gaps: dict[str, Any], zombie: dict[str, Any]) -> list[str]:
+def _unproven_drain(
+    drift: Mapping[str, Any], final: dict[str, float], tally: _Tally, baseline_total: float, tolerance: int
+) -> str | None:
+    """Why a count back "under baseline" proves nothing here, or None when it does."""
+    before = drift.get("before_warmup")
+    if not drift["moved"] or before is None or final["total"] >= baseline_total - tolerance:
+        return None
+    unexplained = final["total"] - max(before, tally.pool_idle)  # over the count before any traffic, not in a pool
+    if unexplained <= tolerance:
+        return None
+    return (
+        f"inconclusive: the baseline moved from {drift['low']:.0f} to {drift['high']:.0f} connections while no "
+        f"traffic ran, so it may already hold leaked ones, and the final {final['total']:.0f} is under it but "
+        f"{final['total'] - before:.0f} over the {before:.0f} before warm-up, none shown idle in a pool: "
+        "give a longer --baseline, or expose the pool view (--pool-view) so drainwatch can tell"
+    )
+
+
+def _caveats(
+    outcome: str, load: Mapping[str, int], gaps: dict[str, Any], zombie: dict[str, Any], drift: Mapping[str, Any]
+) -> list[str]:
     """What the reader must know about the evidence, whatever the verdict."""
     notes = []
+    if drift["moved"] and outcome != ERROR:
+        notes.append(
+            f"the baseline moved from {drift['low']:.0f} to {drift['high']:.0f} connections while no traffic ran: "
+            "something other than the load opens or closes them (a garbage collector, a pool's idle timeout, "
+            "another client the selector takes in); counts are compared with its median"
+        )
     if zombie["peak_active"] and outcome == PASS:
         notes.append(
             f"zombie work: {zombie['peak_active']} backend(s) kept working up to {human_seconds(zombie['lasted_s'])} "
@@ -433,6 +464,25 @@ def _opened_per_request(rows: Sequence[Mapping[str, Any]]) -> bool:
     if len(starts) < 5:
         return False
     return len(set(starts)) >= 0.8 * len(starts) and max(starts) - min(starts) >= 1.0
+
+
+def _baseline_drift(
+    samples: Sequence[Mapping[str, Any]], phases: Mapping[str, tuple[float, float]], tolerance: int
+) -> dict[str, Any]:
+    """How far the count moved while no traffic ran, and the count before warm-up: a baseline that
+    moves by itself (a garbage collector closing abandoned connections, a pool timing them out)
+    may already hold a leak, and then a final count under it proves nothing."""
+    start, end = phases.get("baseline", (0.0, 0.0))
+    quiet = [float(s["total"]) for s in _window(samples, start, end)]
+    warmup_start = phases.get("warmup", (start, start))[0]
+    before = [float(s["total"]) for s in samples if float(s["t"]) < warmup_start and not int(s.get("gap", 0))]
+    low, high = (min(quiet), max(quiet)) if quiet else (0.0, 0.0)
+    return {
+        "low": low,
+        "high": high,
+        "moved": high - low > tolerance,
+        "before_warmup": before[-1] if before else None,
+    }
 
 
 def _recovery(tail: Sequence[Mapping[str, Any]], limit: float, load_end: float) -> float | None:
@@ -484,6 +534,7 @@ def judge(
     if server is not None:
         checks.append(_check_server(server))
     broken = broken_kinds(dict(load_kinds)) if load_kinds else []
+    drift = _baseline_drift(samples, phases, tolerance)
     outcome, evidence, reasons = _decide(
         checks,
         load=load,
@@ -495,10 +546,12 @@ def judge(
         baseline_total=baseline["total"],
         recovery_s=recovery_s,
         broken=broken,
+        drift=drift,
+        tolerance=tolerance,
     )
     gaps = _gaps(samples, load_start, settle_end)
     zombie = _zombie(tail, load_end)
-    reasons += _caveats(outcome, load, gaps, zombie)
+    reasons += _caveats(outcome, load, gaps, zombie, drift)
     invisible = tally.invisible(pool_view)
     leaked = max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"])
     # The probe (or a full server) can see a leak no row shows: then the count is only a floor.
@@ -531,6 +584,7 @@ def judge(
         routes=dict(Counter(row.get("route") or "unknown" for row in tally.leaked_rows)),
         tolerance=tolerance,
         server=dict(server) if server is not None else None,
+        baseline_drift=drift,
         load_kinds=dict(load_kinds) if load_kinds is not None else None,
         attribution=attribution_summary(tally.leaked_rows) if tally.leaked_rows else None,
         oldest_held_s=round(max((float(r.get("state_age_s") or 0) for r in tally.leaked_rows), default=0.0), 2),

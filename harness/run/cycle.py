@@ -106,7 +106,7 @@ async def cycle(
     write_json(run_dir / POOL_VIEW_JSON, views | ({prefix.rstrip("/"): pool_views} if prefix else pool_views))
     write_connections(run_dir / LINGERING_CSV, lingering, append=not first)
     result = await _probe(run, prefix, first)
-    phases = {name: record.phases[f"{prefix}{name}"] for name in ("baseline", "load", "settle")}
+    phases = {name: record.phases[f"{prefix}{name}"] for name in ("warmup", "baseline", "load", "settle")}
     kinds = kind_counts(run_dir / csv_name)
     if cfg.sweep_disconnect and "disconnect" in kinds:
         kinds["disconnect"]["sweep"] = True

@@ -281,18 +281,23 @@ def read_last_sample(path: Path) -> dict[str, str] | None:
 def read_samples(path: Path, phases: dict[str, tuple[float, float]] | None = None) -> list[dict[str, str]]:
     """The samples the verdict needs. With ``phases``, a long soak stays small in memory: the
     baseline and settle windows and every gap row in full, the load phase as one row of its
-    per-column maxima (the peak is all the verdict takes from it)."""
+    per-column maxima (the peak is all the verdict takes from it), and the last reading before
+    the warm-up (the count before any traffic)."""
     with open(path, newline="") as handle:
         rows = csv.DictReader(handle)
         if phases is None:
             return list(rows)
         keep_windows = [phases[name] for name in ("baseline", "settle") if name in phases]
         load_start, load_end = phases.get("load", (0.0, 0.0))
+        warmup_start = phases.get("warmup", (0.0, 0.0))[0]
         kept: list[dict[str, str]] = []
         peak: dict[str, float] = {}
+        before: dict[str, str] | None = None
         after_gap = False  # the reading that ends a gap tells how long it lasted
         for row in rows:
             t = float(row["t"])
+            if t < warmup_start and row["gap"] == "0":
+                before = row
             if row["gap"] == "1" or after_gap or any(start <= t <= end for start, end in keep_windows):
                 kept.append(row)
                 after_gap = row["gap"] == "1"
@@ -301,4 +306,6 @@ def read_samples(path: Path, phases: dict[str, tuple[float, float]] | None = Non
                     peak[key] = max(peak.get(key, 0.0), float(row[key]))
         if peak:
             kept.append({**{k: str(v) for k, v in peak.items()}, "t": str(load_start), "gap": "0"})
+        if before is not None and before not in kept:
+            kept.append(before)
         return sorted(kept, key=lambda row: float(row["t"]))
