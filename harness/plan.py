@@ -185,6 +185,8 @@ class RunConfig:
     prod_rps: float | None = None  # production figures for the forecast
     prod_shares: Frozen[str, float] = field(default_factory=dict)
     prod_pool: int | None = None
+    prod_instances: int = 1  # service instances sharing production's database server
+    prod_max_connections: int | None = None  # connections production's server gives its clients
     faults: tuple[Fault, ...] = ()
     isolate: bool = False  # each chaos kind in a cycle of its own
     docker_postgres: str | None = None  # compose container names for faults through the Docker SDK
@@ -263,7 +265,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UsageError(
             f"--pool-limit must be at least 1, got {cfg.pool_limit}", hint="pool_size + max_overflow, e.g. 30"
         )
-    check_production(cfg.prod_rps, cfg.prod_pool)
+    check_production(cfg.prod_rps, cfg.prod_pool, cfg.prod_instances, cfg.prod_max_connections)
     check_run_id(cfg.run_id)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.database_env):
         raise UsageError(
@@ -323,7 +325,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def check_production(rps: float | None, pool: int | None) -> None:
+def check_production(rps: float | None, pool: int | None, instances: int | None = 1, server: int | None = None) -> None:
     """Raise UsageError for production figures no forecast can be made from."""
     if rps is not None and not (math.isfinite(rps) and rps > 0):
         raise UsageError(
@@ -331,6 +333,15 @@ def check_production(rps: float | None, pool: int | None) -> None:
         )
     if pool is not None and pool < 0:
         raise UsageError(f"--prod-pool must be a size, got {pool}", hint="e.g. 30 for pool_size=20, max_overflow=10")
+    if instances is not None and instances < 1:
+        raise UsageError(
+            f"--prod-instances must be 1 or more, got {instances}", hint="how many copies of the service run"
+        )
+    if server is not None and server < 1:
+        raise UsageError(
+            f"--prod-max-connections must be 1 or more, got {server}",
+            hint="production's max_connections less its reserved slots, e.g. 97",
+        )
 
 
 def check_run_id(run_id: str) -> None:

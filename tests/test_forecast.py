@@ -40,6 +40,52 @@ def test_exhausted_pool_makes_it_an_upper_bound() -> None:
     assert any("lower bounds" in a for a in result.assumptions)
 
 
+def test_the_server_runs_out_before_the_pools_when_they_add_up_to_more() -> None:
+    # 4 instances with pools of 30 share a server giving 97: 120 > 97, so the server goes first,
+    # after 97 leaks in all (the same 0.002 leaks/s: 48,500 s); no pool is full by then.
+    prod = Production(rps=40, shares={"disconnect": 0.005}, pool=30, instances=4, server=97)
+    result = forecast({"disconnect": 1000}, {"disconnect": 10}, prod)
+    assert result.seconds == pytest.approx(48500)
+    assert result.sentence.startswith(
+        "at 40 req/s with 0.5 % disconnect, 4 instances with a pool of 30 each, a server giving 97 connections: "
+        "the server, not the pool, runs out first: its connections are taken in about 13h 28m"
+    )
+    assert any("shared evenly by the 4 instances" in a for a in result.assumptions)
+    roomy = Production(rps=40, shares={"disconnect": 0.005}, pool=30, instances=2, server=500)
+    result = forecast({"disconnect": 1000}, {"disconnect": 10}, roomy)
+    assert result.seconds == pytest.approx(30000)  # each pool gets half the leaks: 30 / 0.001
+    assert "each pool is exhausted in about 8h 20m" in result.sentence
+
+
+def test_no_pool_limit_leaves_only_the_server() -> None:
+    prod = Production(rps=10, shares={"error": 0.1}, pool=None, server=97)  # Django: a connection per request
+    result = forecast({"error": 100}, {"error": 100}, prod)
+    assert result.seconds == pytest.approx(97)
+    assert "no pool limit, a server giving 97 connections: the server, not the pool" in result.sentence
+
+
+def test_leaks_on_steady_requests_count_at_the_share_that_is_no_fault() -> None:
+    prod = Production(rps=10, shares={"error": 0.2}, pool=40)
+    result = forecast({"steady": 1000, "error": 100}, {"steady": 10}, prod)
+    assert result.seconds == pytest.approx(40 / (10 * 0.8 * 0.01))  # 8 steady req/s, 1 in 100 leaks
+    assert forecast({"steady": 1000}, {}, prod).rates == {}  # steady traffic that never leaked is no fault
+
+
+def test_untagged_leaks_are_forecast_by_the_request_most_likely_to_have_left_them(tmp_path) -> None:
+    import json
+
+    from drainwatch.report.forecast import from_run_dir
+
+    (tmp_path / "run.json").write_text("{}")
+    (tmp_path / "locust_stats.csv").write_text(
+        "Type,Name,Request Count\nGET,error GET /report,100\nGET,steady GET /items,900\n,Aggregated,1000\n"
+    )
+    summary = {"verdict": "LEAK", "scenarios": {"unknown": 6}, "attribution": {"likely": {"error GET /report": 5}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    result = from_run_dir(tmp_path, Production(rps=10, shares={"error": 0.1}, pool=10))
+    assert result.rates["error"]["leaked"] == 5 and result.seconds == pytest.approx(10 / (10 * 0.1 * 0.05))
+
+
 def test_requests_by_kind_and_shares() -> None:
     rows = [
         {"Name": "disconnect POST /chat", "Request Count": "30"},

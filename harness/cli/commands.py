@@ -200,12 +200,17 @@ def forecast_cmd(run_dir: Path, **opts: object) -> None:
     """
     from drainwatch.report.forecast import Production, from_run_dir
 
-    check_production(opts["prod_rps"], opts["prod_pool"])  # type: ignore[arg-type]
-    if not opts["prod_pool"]:
-        opts["prod_pool"] = _pool_limit(run_dir)
-    if not opts["prod_pool"]:
-        raise UsageError("the pool size is unknown", hint="give --prod-pool, e.g. 30 for pool_size=20, max_overflow=10")
-    result = from_run_dir(run_dir, Production(float(opts["prod_rps"]), shares(opts), int(opts["prod_pool"])))  # type: ignore[arg-type]
+    rps, pool = float(opts["prod_rps"]), opts["prod_pool"]  # type: ignore[arg-type]
+    instances, server = opts["prod_instances"], opts["prod_max_connections"]
+    check_production(rps, pool, instances, server)  # type: ignore[arg-type]
+    pool = pool or _pool_limit(run_dir)
+    if not pool and not server:
+        raise UsageError(
+            "the pool size is unknown",
+            hint="give --prod-pool, e.g. 30 for pool_size=20, max_overflow=10 (or --prod-max-connections)",
+        )
+    prod = Production(rps, shares(opts), pool, instances=instances, server=server)  # type: ignore[arg-type]
+    result = from_run_dir(run_dir, prod)
     console.print(result.sentence)
     for kind, rate in result.rates.items():
         console.print(

@@ -86,6 +86,21 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
                     envvar=_env("PROD_POOL"),
                     help="Forecast: production pool size (default: the target's pool limit).",
                 ),
+                click.option(
+                    "--prod-instances",
+                    type=int,
+                    default=1,
+                    show_default=True,
+                    envvar=_env("PROD_INSTANCES"),
+                    help="Forecast: copies of the service sharing the load and the database server.",
+                ),
+                click.option(
+                    "--prod-max-connections",
+                    type=int,
+                    envvar=_env("PROD_MAX_CONNECTIONS"),
+                    help="Forecast: connections production's server gives its clients (max_connections less "
+                    "the reserved): says whether the server, not the pool, runs out first.",
+                ),
             ]
         ):
             command = option(command)
@@ -493,6 +508,8 @@ def build_config(
         prod_rps=o.number("prod_rps"),
         prod_shares=shares(o.values),
         prod_pool=o.whole("prod_pool"),
+        prod_instances=1 if (n := o.whole("prod_instances")) is None else n,
+        prod_max_connections=o.whole("prod_max_connections"),
         faults=tuple(parse_fault(text) for text in o.many("faults")),
         isolate=o.flag("isolate"),
         docker_postgres=o.text("docker_postgres"),

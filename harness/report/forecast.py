@@ -36,14 +36,33 @@ def poisson_interval(n: int) -> tuple[float, float]:
 
 @dataclass
 class Production:
-    rps: float
+    rps: float  # for the whole service, shared by its instances
     shares: dict[str, float]  # kind → fraction of all requests (0.005 = 0.5 %)
-    pool: int
+    pool: int | None  # per instance; None: unknown or unbounded (then only the server can run out)
+    instances: int = 1
+    server: int | None = None  # connections the database server gives all of them
 
     def __post_init__(self) -> None:
         from drainwatch.plan import check_production
 
-        check_production(self.rps, self.pool)  # UsageError: no forecast from a pool of -3 at nan req/s
+        # UsageError: no forecast from a pool of -3 at nan req/s
+        check_production(self.rps, self.pool, self.instances, self.server)
+        if not self.pool and not self.server:
+            from drainwatch.errors import UsageError
+
+            raise UsageError("a forecast needs a pool size or the server's connections", hint="give --prod-pool")
+
+    def capacity(self) -> tuple[float, str]:
+        """Leaked connections production can absorb before the first thing runs out, and which
+        ("pool" or "server") that is.
+
+        Each instance leaks into its own pool at 1/instances of the rate; all of them leak into
+        the one server. It runs out first when the pools together are larger than it.
+        """
+        pools = self.pool * self.instances if self.pool else math.inf
+        if self.server is not None and self.server < pools:
+            return float(self.server), "server"
+        return float(pools), "pool"
 
 
 @dataclass
@@ -66,7 +85,10 @@ def forecast(
     """Predict the time to exhaustion (pure). ``requests``/``leaked`` are per chaos kind."""
     rates: dict[str, dict[str, float]] = {}
     per_s = low_per_s = high_per_s = 0.0
-    for kind in FAULT_KINDS:
+    # Steady requests count only when they leaked too (every request leaks: Django under ASGI);
+    # they are the share of production's requests that is no fault.
+    steady = {"steady": max(0.0, 1 - sum(prod.shares.values()))} if leaked.get("steady") else {}
+    for kind in (*FAULT_KINDS, *steady):
         n_req, n_leak = int(requests.get(kind, 0)), int(leaked.get(kind, 0))
         if n_req == 0:
             continue
@@ -79,37 +101,55 @@ def forecast(
             "low": min(1.0, low / n_req),
             "high": min(1.0, high / n_req),
         }
-        share_rps = prod.rps * prod.shares.get(kind, 0.0)
+        share_rps = prod.rps * (steady.get(kind) or prod.shares.get(kind, 0.0))
         per_s += share_rps * rate
         low_per_s += share_rps * rates[kind]["low"]
         high_per_s += share_rps * rates[kind]["high"]
 
-    seconds = prod.pool / per_s if per_s > 0 else None
-    low_s = prod.pool / high_per_s if high_per_s > 0 else None
-    high_s = prod.pool / low_per_s if low_per_s > 0 else None
+    room, first = prod.capacity()
+    seconds = room / per_s if per_s > 0 else None
+    low_s = room / high_per_s if high_per_s > 0 else None
+    high_s = room / low_per_s if low_per_s > 0 else None
     shares = ", ".join(f"{share * 100:g} % {kind}" for kind, share in prod.shares.items() if share > 0) or "no faults"
-    where = f"at {prod.rps:g} req/s with {shares}, a pool of {prod.pool}"
+    where = f"at {prod.rps:g} req/s with {shares}, {_setup(prod)}"
+    server_first = first == "server"
+    plain = where
+    if server_first:
+        where, runs_out = f"{where}: the server, not the pool, runs out first:", "its connections are taken"
+    elif prod.instances > 1:
+        where, runs_out = f"{where}:", "each pool is exhausted"
+    else:
+        runs_out = "is exhausted"
     if seconds is None:
         seen = sum(int(r["requests"]) for r in rates.values())
-        sentence = f"{where} is not seen leaking: no leak in {seen} faulted requests" + (
+        sentence = f"{plain} is not seen leaking: no leak in {seen} faulted requests" + (
             f"; it could still be exhausted in as little as {human_seconds(low_s)}" if low_s else ""
         )
     elif pool_exhausted:
-        sentence = f"{where} is exhausted in at most about {human_seconds(seconds)}"
+        sentence = f"{where} {runs_out} in at most about {human_seconds(seconds)}"
     else:
         span = f" (95 %: {human_seconds(low_s)} to {human_seconds(high_s) if high_s else 'never'})" if low_s else ""
-        sentence = f"{where} is exhausted in about {human_seconds(seconds)}{span}"
+        sentence = f"{where} {runs_out} in about {human_seconds(seconds)}{span}"
     assumptions = [
         "leak rates per faulted request as measured in this run, the same in production",
         "leaked connections are never reclaimed (no server-side timeout, no restart)",
         "the shares are of all requests, and every faulted request hits a leaking path as often as here",
     ]
+    if prod.instances > 1:
+        assumptions.append(f"the load is shared evenly by the {prod.instances} instances")
     if pool_exhausted:
         assumptions.append(
             "the pool was exhausted during this run, so fewer leaks could happen than would have: "
             "the rates are lower bounds and the time an upper bound"
         )
     return Forecast(rates, seconds, low_s, high_s, pool_exhausted, sentence, assumptions)
+
+
+def _setup(prod: Production) -> str:
+    pools = f"a pool of {prod.pool}" if prod.pool else "no pool limit"
+    if prod.instances > 1:
+        pools = f"{prod.instances} instances with {pools} each"
+    return pools + (f", a server giving {prod.server} connections" if prod.server else "")
 
 
 def requests_by_kind(stats_rows: list[Mapping[str, str]]) -> dict[str, int]:
@@ -174,7 +214,7 @@ def from_run_dir(run_dir: Path, prod: Production) -> Forecast:
             return forecast(requests, leaked, prod, pool_exhausted=exhausted)
         with open(run_dir / f"{LOCUST_PREFIX}_stats.csv", newline="", encoding="utf-8") as handle:
             requests = requests_by_kind(list(csv.DictReader(handle)))
-        leaked = _counts(summary.get("scenarios") or {}, "scenarios")
+        leaked = _leaked_by_kind(summary)
     except OSError as exc:
         raise UsageError(f"{run_dir} has no finished run to forecast from", hint=hint) from exc
     except (ValueError, csv.Error) as exc:  # a count that is none, a CSV cut short or not text
@@ -182,8 +222,31 @@ def from_run_dir(run_dir: Path, prod: Production) -> Forecast:
     if not summary.get("verdict"):
         raise UsageError(f"the run in {run_dir} reached no verdict", hint="forecast from a completed run")
     probe = summary.get("probe") if isinstance(summary.get("probe"), dict) else {}
+    server = summary.get("server") if isinstance(summary.get("server"), dict) else {}
     exhausted = bool(probe) and not probe.get("passed", True) and probe.get("target_alive", True)
-    return forecast(requests, leaked, prod, pool_exhausted=exhausted)
+    result = forecast(requests, leaked, prod, pool_exhausted=exhausted or bool(server.get("full")))
+    if server.get("full"):
+        result.assumptions.append(
+            f"in this run the server, not the pool, ran out first (max_connections {server.get('max_connections')}): "
+            "give --prod-max-connections to see whether production's does too"
+        )
+    return result
+
+
+def _leaked_by_kind(summary: Mapping[str, Any]) -> dict[str, int]:
+    """Leaked connections per chaos kind: from the SQL tags where the app has them, else from the
+    request most likely to have left each one ("error GET /report" is the error kind's)."""
+    tagged = _counts(summary.get("scenarios") or {}, "scenarios")
+    tagged.pop("unknown", None)
+    if tagged:
+        return tagged
+    attribution = summary.get("attribution")
+    likely = attribution.get("likely") if isinstance(attribution, Mapping) else None
+    found: dict[str, int] = {}
+    for label, count in _counts(likely or {}, "attribution.likely").items():
+        kind = label.split(" ", 1)[0]
+        found[kind] = found.get(kind, 0) + count
+    return found
 
 
 def _first_line(exc: BaseException) -> str:
