@@ -158,6 +158,7 @@ class RunConfig:
     setup: str | None = None  # run once before the served service starts (migrations)
     serve_env: Frozen[str, str] = field(default_factory=dict)
     serve_cwd: Path | None = None
+    dev_mode: bool = False  # start the service with PYTHONDEVMODE=1: ResourceWarning and asyncio debug on
     database_env: str = "DATABASE_URL"  # the variable that hands a served service its database
     no_restart: bool = False  # --isolate/--sweep against a service drainwatch cannot restart
     match: Match = field(default_factory=Match)
@@ -288,6 +289,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     check_target(cfg.serve, cfg.target_url, cfg.dsn)
     if cfg.setup is not None and cfg.serve is None:
         raise UsageError("--setup runs before --serve, but no --serve was given", hint="add --serve 'CMD {port}'")
+    if cfg.target_url is not None and cfg.dev_mode:
+        raise UsageError(
+            "--dev-mode starts the service with PYTHONDEVMODE=1, and drainwatch does not start one given by --target-url",
+            hint="use --serve so drainwatch starts it, or start it yourself with PYTHONDEVMODE=1",
+        )
     if cfg.target_url is not None and (cfg.isolate or cfg.sweep_disconnect) and not cfg.no_restart:
         flag = "--isolate" if cfg.isolate else "--sweep-disconnect"
         raise UsageError(

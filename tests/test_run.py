@@ -114,3 +114,20 @@ def test_junit_xml_is_read_by_a_junit_library(
 
     fixed = [case for suite in JUnitXml.fromfile(str(fixed_run[2] / "junit.xml")) for case in suite]
     assert fixed and all(case.is_passed for case in fixed)
+
+
+def test_what_the_service_logged_is_read(leaky_run: tuple[int, str, Path], fixed_run: tuple[int, str, Path]) -> None:
+    """The demo's log is tailed during the run: each kind drainwatch reads is counted, every line
+    read is in the log itself, and the report has the section (empty for the fixed demo)."""
+    from drainwatch.sample.service_log import KINDS, read_warnings
+
+    for _, _, run_dir in (leaky_run, fixed_run):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        rows = read_warnings(run_dir / "service-warnings.csv")
+        counts = {kind: sum(row["kind"] == kind for row in rows) for kind in {row["kind"] for row in rows}}
+        assert summary["service_warnings"] == counts and set(counts) <= set(KINDS)
+        log = (run_dir / "logs" / "target.log").read_text()
+        assert [row["line"] for row in rows if row["line"] not in log] == []
+        assert "<h2>What the service logged</h2>" in (run_dir / "report.html").read_text()
+    fixed = json.loads((fixed_run[2] / "summary.json").read_text())
+    assert fixed["service_warnings"] == {}  # the fixed demo gives every connection back: nothing to warn of

@@ -153,6 +153,13 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
     help="The variable that hands a served service its database URL (PG* variables are set too).",
 )
 @click.option(
+    "--dev-mode",
+    is_flag=True,
+    envvar=_env("DEV_MODE"),
+    help="Start the service (the demo or --serve) with PYTHONDEVMODE=1, so ResourceWarning, 'never awaited' "
+    "and asyncio's debug warnings reach its log, where drainwatch reads them.",
+)
+@click.option(
     "--embedded-max-connections",
     type=int,
     default=100,
@@ -482,6 +489,7 @@ def build_config(
         serve_cwd=Path(cwd) if cwd else None,
         database_env=o.text("database_env") or "DATABASE_URL",
         no_restart=o.flag("no_restart"),
+        dev_mode=o.flag("dev_mode"),
         match=Match(
             application_name=o.text("app_name"),
             usename=o.text("usename"),

@@ -113,6 +113,45 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
                 "fix": "stream the reply, cancel on disconnect while the response is in flight, or enforce server-side deadlines",
             }
         )
+    found += _from_the_log(verdict.service_warnings)
     if verdict.outcome == LEAK:
         found.append({"pattern": "guardrails", "evidence": "", "cause": "", "fix": GUARDRAILS})
+    return found
+
+
+# What each kind of line in the service's log means, and what to do about it.
+LOG_PATTERNS = {
+    "gc_cleanup": (
+        "connections left to the garbage collector",
+        "a Session or connection dropped without close(): SQLAlchemy gives it back only when the garbage collector "
+        "finds it, at a moment nobody picks (a leak that comes and goes)",
+        "with Session(engine) as session / async with AsyncSession(engine) as session: ...; "
+        "close in finally, never rely on __del__",
+    ),
+    "unclosed": (
+        "resources never closed",
+        "connections, transports or sockets dropped without close(): each holds its server connection until the "
+        "garbage collector runs",
+        "close them in finally or use them as context managers; run with --dev-mode to see every ResourceWarning",
+    ),
+    "task_destroyed": (
+        "tasks destroyed while pending",
+        "background tasks nobody awaited or kept a reference to, killed mid-flight: their connections are "
+        "never released",
+        "keep a reference to every task (a TaskGroup) and await it; release connections in finally",
+    ),
+    "never_awaited": (
+        "coroutines never awaited",
+        "a call like session.close() or conn.close() without await: it never ran",
+        "await it (await session.close()); --dev-mode shows where",
+    ),
+}
+
+
+def _from_the_log(counts: dict[str, int]) -> list[dict[str, Any]]:
+    found = []
+    for kind, (pattern, cause, fix) in LOG_PATTERNS.items():
+        if counts.get(kind):
+            evidence = f"{counts[kind]} line(s) in the service's log (service-warnings.csv)"
+            found.append({"pattern": pattern, "evidence": evidence, "cause": cause, "fix": fix})
     return found

@@ -33,6 +33,7 @@ from drainwatch.judge.attribution import summary as attribution_summary
 from drainwatch.judge.forensics import ACTIVE, HELD, IN_TRANSACTION, POOLED, UNSURE
 from drainwatch.judge.load import broken_kinds
 from drainwatch.judge.probe import ProbeResult
+from drainwatch.sample.service_log import describe
 from drainwatch.units import human_seconds
 
 PASS, LEAK, ERROR = "PASS", "LEAK", "ERROR"
@@ -70,6 +71,7 @@ class Verdict:
     tolerance: int
     server: dict[str, Any] | None = None  # the server's limit: peak, usable slots, refusals
     baseline_drift: dict[str, Any] | None = None  # low/high of the quiet window, the count before warm-up
+    service_warnings: dict[str, int] = field(default_factory=dict)  # kind → lines the service logged
     load_kinds: dict[str, Any] | None = None  # per kind: requests and those that tested nothing
     leaked_exact: bool = True  # False: only the probe or the pool view saw the leak, the count is a floor
     attribution: dict[str, Any] | None = None  # leaked connections by statement and by the request in flight
@@ -615,4 +617,14 @@ def with_shutdown(verdict: Verdict, shutdown: Mapping[str, Any]) -> Verdict:
     elif not passed and verdict.outcome == LEAK:
         verdict.evidence.append("shutdown")
         verdict.reasons.append(detail)
+    return verdict
+
+
+def with_service_warnings(verdict: Verdict, counts: Mapping[str, int]) -> Verdict:
+    """The verdict with what the service itself logged: evidence nobody reads, not a check (a pool
+    that ran out under load is not a leak by itself), so it is said, never decides."""
+    verdict.service_warnings = dict(counts)
+    if counts:
+        said = "; ".join(f"{n} × {describe(kind)}" for kind, n in counts.items())
+        verdict.reasons.append(f"the service logged: {said} (logs/target.log, service-warnings.csv)")
     return verdict

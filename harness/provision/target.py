@@ -98,12 +98,21 @@ async def _serving(child: Child, url: str, what: str, **target: Any) -> AsyncIte
 
 
 @asynccontextmanager
-async def demo_service(variant: str, dsn: str, log_path: Path) -> AsyncIterator[Target]:
+async def demo_service(
+    variant: str, dsn: str, log_path: Path, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Target]:
     """Run the demo service under uvicorn on a free loopback port until exit."""
     port = free_port()
     argv = [sys.executable, "-m", "drainwatch.demo_service", "--variant", variant, "--port", str(port)]
     # The DSN goes through the environment, not argv: argv is world-readable in ps.
-    child = Child(argv, name="target", log_path=log_path, env={demo.DSN_ENV: dsn}, stop_signal=signal.SIGINT, grace=8.0)
+    child = Child(
+        argv,
+        name="target",
+        log_path=log_path,
+        env={**(env or {}), demo.DSN_ENV: dsn},
+        stop_signal=signal.SIGINT,
+        grace=8.0,
+    )
     async with _serving(
         child,
         f"http://127.0.0.1:{port}",

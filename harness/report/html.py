@@ -19,6 +19,8 @@ from drainwatch.plan import redact_dsn
 from drainwatch.report.figures import Timeline
 from drainwatch.report.page import MONO, PAGE
 from drainwatch.report.rundata import RunData, scenario_table
+from drainwatch.rundir import SERVICE_WARNINGS_CSV
+from drainwatch.sample.service_log import describe, read_warnings
 from drainwatch.units import human_seconds
 
 MAX_ROWS = 300  # a longer table is read by no one; the CSV is beside the report
@@ -57,6 +59,7 @@ def render_html(data: RunData, figure: Timeline | None) -> str:
             figure_html(figure),
             "<h2>Connections still open after settle</h2>",
             _lingering(data),
+            *_service_log(data),
             "<h2>Traffic</h2>",
             _traffic(data),
             "<h2>Run</h2>",
@@ -225,6 +228,49 @@ def figure_html(
         f'<figure><img src="data:image/png;base64,{png}" alt="{escape(alt)}">'
         f"<figcaption>{escape(figure.caption)}</figcaption></figure>"
     )
+
+
+def _service_log(data: RunData) -> list[str]:
+    """What the service printed that drainwatch reads (only for a service it started)."""
+    path = data.run_dir / SERVICE_WARNINGS_CSV
+    if not path.is_file():
+        return []
+    rows = read_warnings(path)
+    heading = "<h2>What the service logged</h2>"
+    if not rows:
+        return [
+            heading,
+            f"<p>No warning of the kinds drainwatch reads in {_file('logs/target.log')} (pool exhausted, "
+            "garbage-collected connections, unclosed resources, pending tasks destroyed, coroutines never "
+            "awaited, connections refused). <code>--dev-mode</code> makes Python print more of them.</p>",
+        ]
+    zero, label = data.origin()
+    by_kind: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_kind.setdefault(row["kind"], []).append(row)
+    table = [
+        [
+            describe(kind),
+            len(seen),
+            f"{float(seen[0]['t']) - zero:+.1f} s" if _number(seen[0]["t"]) else "",
+            Raw(f"<code>{escape(_clip(seen[0]['line'], 200))}</code>"),
+        ]
+        for kind, seen in sorted(by_kind.items(), key=lambda kv: -len(kv[1]))
+    ]
+    return [
+        heading,
+        f"<p>Lines of {_file('logs/target.log')} by kind, first seen relative to the {escape(label)} "
+        f"(every one in {_file(SERVICE_WARNINGS_CSV)}).</p>",
+        table_html(["what", "lines", "first seen", "first line"], table, numeric=(1, 2)),
+    ]
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _lingering(data: RunData) -> str:

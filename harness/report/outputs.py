@@ -15,6 +15,7 @@ from drainwatch import __version__
 from drainwatch.judge.verdict import Verdict
 from drainwatch.plan import redact_dsn
 from drainwatch.rundir import JUNIT_XML, RUN_JSON, SUMMARY_JSON, SUMMARY_MD, SUMMARY_SCHEMA, read_json, write_json
+from drainwatch.sample.service_log import describe
 from drainwatch.units import human_seconds
 
 log = logging.getLogger(__name__)
@@ -256,6 +257,12 @@ def _figures(data: Mapping[str, Any], outcome: str) -> list[str]:
     elif data.get("pool_limit") or data.get("max_connections"):
         facts.append(
             f"**limits**: pool limit {data.get('pool_limit') or '?'}, max_connections {data.get('max_connections') or '?'}"
+        )
+    logged = data.get("service_warnings") or {}
+    if isinstance(logged, Mapping) and logged:
+        facts.append(
+            "**the service logged**: "
+            + "; ".join(f"{_count(n)} × {_text(describe(str(kind)))}" for kind, n in logged.items())
         )
     gaps = data.get("gaps") or {}
     if gaps.get("count"):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from drainwatch.errors import DrainwatchError, TargetProblem, UsageError
-from drainwatch.judge.verdict import Verdict, with_shutdown
+from drainwatch.judge.verdict import Verdict, with_service_warnings, with_shutdown
 from drainwatch.plan import Match, RunConfig
 from drainwatch.provision.postgres import Database, Watch, embedded_postgres, external_postgres
 from drainwatch.provision.target import (
@@ -37,11 +37,13 @@ from drainwatch.run.faults import DockerControl
 from drainwatch.run.live import Display
 from drainwatch.run.preflight import probe_reaches_database, try_requests
 from drainwatch.run.record import RunRecord
-from drainwatch.rundir import LOCUST_PREFIX, LOGS, RUN_DIR_NOTE, SAMPLES_CSV, make_run_dir
+from drainwatch.rundir import LOCUST_PREFIX, LOGS, RUN_DIR_NOTE, SAMPLES_CSV, SERVICE_WARNINGS_CSV, make_run_dir
 from drainwatch.sample.collector import collector_process, read_last_sample
+from drainwatch.sample.service_log import warning_counts, watch_log
 from drainwatch.traffic import DEMO_PROBE, Request
 
 log = logging.getLogger(__name__)
+DEV_MODE = {"PYTHONDEVMODE": "1"}  # ResourceWarning shown, asyncio's debug mode: the warnings a leak leaves
 
 
 async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
@@ -70,6 +72,8 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
             if run.target.kind == "served":
                 verdict = with_shutdown(verdict, await _shutdown(run))
             status = "completed"
+        if verdict is not None and not cfg.target_url:  # after the service stopped: its last words count
+            verdict = with_service_warnings(verdict, warning_counts(run_dir / SERVICE_WARNINGS_CSV))
     except asyncio.CancelledError:
         status = "interrupted"
         raise
@@ -146,6 +150,9 @@ async def _provision(
         # drainwatch's own connection, before any traffic: a leak that fills the server cannot lock it out
         watch = await stack.enter_async_context(Watch(db.dsn))
         reserved = await _reserved_slots(watch)
+        if not cfg.target_url:  # a service drainwatch starts: its output is ours to read
+            # entered before it, so it reads the last lines the service prints on its way out
+            await stack.enter_async_context(watch_log(logs / "target.log", cfg.run_dir / SERVICE_WARNINGS_CSV))
         target = await stack.enter_async_context(_target(cfg, db, logs))
         match, how, pid_file = _selection(cfg, target, logs)
         record.set(
@@ -205,7 +212,7 @@ def _target(cfg: RunConfig, db: Database, logs: Path) -> AbstractAsyncContextMan
             dsn=db.dsn,
             log_path=logs / "target.log",
             setup=cfg.setup,
-            env=cfg.serve_env,
+            env={**cfg.serve_env, **DEV_MODE} if cfg.dev_mode else cfg.serve_env,
             cwd=cfg.serve_cwd,
             database_variable=cfg.database_env,
             pool_limit=cfg.pool_limit,
@@ -213,7 +220,7 @@ def _target(cfg: RunConfig, db: Database, logs: Path) -> AbstractAsyncContextMan
         )
     if cfg.target_url:
         return external_target(cfg.target_url, cfg.pool_limit, cfg.pool_view)
-    return demo_service(cfg.variant, db.dsn, logs / "target.log")
+    return demo_service(cfg.variant, db.dsn, logs / "target.log", env=DEV_MODE if cfg.dev_mode else None)
 
 
 def _selection(cfg: RunConfig, target: Target, logs: Path) -> tuple[Match, str, Path | None]:
