@@ -27,8 +27,8 @@ AIOHTTP = [
 QUICK = ["--warmup", "2s", "--baseline", "1s", "--duration", "6s", "--settle", "6s", "--users", "5", "-q"]
 
 
-def run(tmp_path: Path, *args: str) -> tuple[int, str, Path]:
-    proc = drainwatch("run", "--out", str(tmp_path / "runs"), "--run-id", "r", *args, cwd=REPO, timeout=240)
+def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, Path]:
+    proc = drainwatch("run", "--out", str(tmp_path / "runs"), "--run-id", "r", *args, cwd=REPO, timeout=240, env=env)
     return proc.returncode, proc.stdout + proc.stderr, tmp_path / "runs" / "r"
 
 
@@ -116,6 +116,22 @@ def test_a_disconnect_backlog_on_a_healthy_service_is_zombie_work_not_a_leak(tmp
     assert found["verdict"] == "PASS" and found["leaked"] == 0
     assert found["zombie"]["peak_active"] >= 1  # the work went on after the clients had gone
     assert any(reason.startswith("zombie work: ") for reason in found["reasons"])
+    slow = found["hangups"]["disconnect GET /api/slow"]
+    assert slow["hangups"] >= 1 and slow["cancelled"] == 0  # nothing cancelled the abandoned pg_sleep()s
+    assert slow["kept_working"] >= 1  # ...which ran on with no request in flight
+
+
+def test_a_hang_up_that_cancels_the_statement_is_seen_in_the_servers_log(tmp_path: Path) -> None:
+    # The demo's streaming endpoint: a hang-up cancels the handler, and asyncpg cancels its pg_sleep().
+    code, output, run_dir = run(
+        tmp_path,
+        *("--variant", "fixed", "--mix", "steady=1,disconnect=2", *QUICK),
+        env={"DRAINWATCH_DISCONNECT": "GET /work-stream?ms=2000"},
+    )
+    assert code == 0, output
+    found = json.loads((run_dir / "summary.json").read_text())["hangups"]["disconnect GET /work-stream"]
+    assert found["server_log"] and found["hangups"] >= 1
+    assert found["cancelled"] == found["hangups"]  # every one of them reached the server's work
 
 
 @pytest.mark.parametrize(("variant", "passed"), [("leaky", False), ("correct", True)])

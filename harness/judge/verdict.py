@@ -72,6 +72,7 @@ class Verdict:
     server: dict[str, Any] | None = None  # the server's limit: peak, usable slots, refusals
     baseline_drift: dict[str, Any] | None = None  # low/high of the quiet window, the count before warm-up
     service_warnings: dict[str, int] = field(default_factory=dict)  # kind → lines the service logged
+    hangups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per disconnect request: did it reach the server
     load_kinds: dict[str, Any] | None = None  # per kind: requests and those that tested nothing
     leaked_exact: bool = True  # False: only the probe or the pool view saw the leak, the count is a floor
     attribution: dict[str, Any] | None = None  # leaked connections by statement and by the request in flight

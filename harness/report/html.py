@@ -230,6 +230,36 @@ def figure_html(
     )
 
 
+def _hangups(data: RunData) -> list[str]:
+    """Per disconnect request: did the client's hang-up reach the server's work?"""
+    found = (data.summary or {}).get("hangups")
+    if not isinstance(found, Mapping) or not found:
+        return []
+    rows = []
+    for label, row in found.items():
+        if not isinstance(row, Mapping):
+            continue
+        logged = bool(row.get("server_log"))
+        rows.append(
+            [
+                label,
+                _fmt(row.get("hangups")),
+                _fmt(row.get("cancelled")) if logged else "unknown",
+                _fmt(row.get("kept_working")),
+                _fmt(row.get("unseen")),
+            ]
+        )
+    head = ["disconnect request", "hang-ups", "statement cancelled", "backend kept working (at least)", "neither seen"]
+    return [
+        "<h3>Hang-ups: did they reach the server's work?</h3>",
+        "<p>A statement cancelled just after the hang-up (in the embedded server's log: <code>canceling statement "
+        "due to user request</code>) means the handler was cancelled and its driver told PostgreSQL; a backend "
+        "still active with no request in flight means the handler ran on for a client that had gone (zombie "
+        "work); neither means it had no statement running, or nothing could be seen.</p>",
+        table_html(head, rows, numeric=range(1, 5)),
+    ]
+
+
 def _service_log(data: RunData) -> list[str]:
     """What the service printed that drainwatch reads (only for a service it started)."""
     path = data.run_dir / SERVICE_WARNINGS_CSV
@@ -357,6 +387,7 @@ def _traffic(data: RunData) -> str:
         out.append("<h3>By request</h3>" + table_html(head, rows, numeric=range(1, 8)))
     else:
         out.append(f'<p class="muted">{_file("locust_stats.csv")} is missing: Locust wrote no totals.</p>')
+    out += _hangups(data)
     out.append("<h3>Failures Locust recorded</h3>")
     if data.failures is None:
         out.append(f'<p class="muted">{_file("locust_failures.csv")} is missing.</p>')

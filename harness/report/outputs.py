@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from drainwatch import __version__
+from drainwatch.judge.hangups import sentence as hangup_sentence
 from drainwatch.judge.verdict import Verdict
 from drainwatch.plan import redact_dsn
 from drainwatch.rundir import JUNIT_XML, RUN_JSON, SUMMARY_JSON, SUMMARY_MD, SUMMARY_SCHEMA, read_json, write_json
@@ -258,6 +259,9 @@ def _figures(data: Mapping[str, Any], outcome: str) -> list[str]:
         facts.append(
             f"**limits**: pool limit {data.get('pool_limit') or '?'}, max_connections {data.get('max_connections') or '?'}"
         )
+    for label, row in (data.get("hangups") or {}).items() if isinstance(data.get("hangups"), Mapping) else ():
+        if isinstance(row, Mapping):
+            facts.append(f"**hang-ups**: {_text(hangup_sentence(str(label), row))}")
     logged = data.get("service_warnings") or {}
     if isinstance(logged, Mapping) and logged:
         facts.append(

@@ -19,6 +19,7 @@ from typing import Any
 from drainwatch.errors import DatabaseProblem
 from drainwatch.judge import forensics
 from drainwatch.judge.attribution import attribute, read_requests
+from drainwatch.judge.hangups import active_samples, cancel_times, hangups
 from drainwatch.judge.load import kind_counts
 from drainwatch.judge.probe import ProbeResult, probe
 from drainwatch.judge.server import peak_of_everyone, refusals, server_check_numbers
@@ -100,7 +101,8 @@ async def cycle(
         run.display.phase(f"{prefix}settle", cfg.settle)
         await settle(run, cfg.settle)
     lingering, snapshot_note = await _lingering(run, forensics.learn(at_baseline))
-    lingering = attribute(lingering, read_requests(sorted(run_dir.glob(f"requests-{csv_name}-*.csv"))))
+    requests = read_requests(sorted(run_dir.glob(f"requests-{csv_name}-*.csv")))
+    lingering = attribute(lingering, requests)
     pool_views["final"] = await read_pool_view(run.target)
     views = read_json(run_dir / POOL_VIEW_JSON) if not first else {}
     write_json(run_dir / POOL_VIEW_JSON, views | ({prefix.rstrip("/"): pool_views} if prefix else pool_views))
@@ -125,7 +127,14 @@ async def cycle(
     )
     if snapshot_note:
         verdict.reasons.append(snapshot_note)
+    verdict.hangups = _hangups(run, requests, phases["load"][0], phases["settle"][1])
     return verdict
+
+
+def _hangups(run: RunContext, requests: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
+    """Per disconnect request, whether its hang-ups reached the server's work (the log only where it is ours)."""
+    log = run.run_dir / LOGS / "postgres.log" if run.db.embedded else None
+    return hangups(requests, active_samples(run.run_dir / SAMPLES_CSV, start, end), cancel_times(log))
 
 
 async def _warmup(run: RunContext, prefix: str, env: dict[str, str]) -> None:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from drainwatch.judge.hangups import sentence as hangup_sentence
 from drainwatch.judge.verdict import Verdict
 from drainwatch.sample.collector import read_last_sample
 from drainwatch.units import human_seconds
@@ -168,6 +169,8 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
             f"zombie work  {verdict.zombie['peak_active']} backend(s) still active up to "
             f"{verdict.zombie['lasted_s']:.1f}s after traffic stopped"
         )
+    for label, row in verdict.hangups.items():
+        lines.append(f"hang-ups     {hangup_sentence(label, row)}")
     lines.append("decided by   " + ", ".join(verdict.evidence))
     if verdict.server is not None and verdict.server.get("full"):
         lines.append(f"server       {next(c.detail for c in verdict.checks if c.name == 'server_limit')}")

@@ -1,0 +1,142 @@
+"""Did the client's hang-up reach the server's work? For each disconnect request of the load:
+
+- ``cancelled``: PostgreSQL cancelled a statement just after it (``canceling statement due
+  to user request`` in the embedded server's log): the handler was cancelled, and its
+  driver told the server;
+- ``kept_working``: a backend of the target stayed active with no request in flight just
+  after it: the handler ran on for a client that had gone (zombie work);
+- ``unseen``: neither could be seen (the handler had no statement running, or no server
+  log could be read).
+
+Counts of backends cannot say which backend served which request, so ``kept_working`` is a
+floor, and a guess at which: each backend seen starting to work for nobody is given to one
+hang-up before it, and a backend is only seen so when no other request in flight explains it
+(clients queueing for the pool hide zombies until the load stops).
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+CANCEL_WINDOW = 2.0  # a statement cancelled this soon after a hang-up was that hang-up's
+_CANCEL = re.compile(r"canceling statement due to user request")
+_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) (?:UTC|GMT)")
+
+
+def cancel_times(log_path: Path | None) -> list[float] | None:
+    """Unix times of the statements PostgreSQL cancelled on request; None with no log to read."""
+    if log_path is None or not log_path.is_file():
+        return None
+    found = []
+    with open(log_path, errors="replace") as handle:
+        for line in handle:
+            if _CANCEL.search(line) and (stamp := _STAMP.match(line)):
+                found.append(_unix(stamp.group(1)))
+    return sorted(found)
+
+
+def _unix(stamp: str) -> float:
+    whole, _, fraction = stamp.partition(".")
+    seconds = datetime.strptime(whole + "+0000", "%Y-%m-%d %H:%M:%S%z").timestamp()
+    return seconds + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def active_samples(samples_csv: Path, start: float, end: float) -> list[tuple[float, int]]:
+    """(t, active backends of the target) for every sample between ``start`` and ``end``."""
+    out = []
+    try:
+        with open(samples_csv, newline="") as handle:
+            for row in csv.DictReader(handle):
+                try:
+                    t = float(row["t"])
+                    if start <= t <= end and row.get("gap") != "1":
+                        out.append((t, int(float(row["active"]))))
+                except (KeyError, TypeError, ValueError):
+                    continue
+    except OSError:
+        return []
+    return out
+
+
+def hangups(
+    requests: Sequence[Mapping[str, Any]],
+    active: Sequence[tuple[float, int]],
+    cancels: Sequence[float] | None,
+) -> dict[str, dict[str, Any]]:
+    """Per disconnect request ("disconnect POST /chat"): hang-ups, and how many were seen reaching the server."""
+    # only those that hung up as planned: a 404 or a refused connection reached no work to begin with
+    gone = sorted(
+        (r for r in requests if r.get("scenario") == "disconnect" and r.get("outcome", "chaos") == "chaos"),
+        key=lambda r: r["end"],
+    )
+    if not gone:
+        return {}
+    cancelled = _match_cancels([r["end"] for r in gone], cancels or [])
+    kept = _match_kept([r["end"] for r in gone], cancelled, requests, active)
+    out: dict[str, dict[str, Any]] = {}
+    for i, request in enumerate(gone):
+        label = f"disconnect {request.get('method', '')} {request.get('name', '')}".replace("  ", " ").strip()
+        row = out.setdefault(
+            label, {"hangups": 0, "cancelled": 0, "kept_working": 0, "unseen": 0, "server_log": cancels is not None}
+        )
+        row["hangups"] += 1
+        row["cancelled" if i in cancelled else "kept_working" if i in kept else "unseen"] += 1
+    return out
+
+
+def _match_cancels(ends: Sequence[float], cancels: Sequence[float]) -> set[int]:
+    """Hang-ups (by index) followed within CANCEL_WINDOW by a cancel no earlier hang-up took."""
+    taken: set[int] = set()
+    for cancel in cancels:
+        first = bisect.bisect_left(ends, cancel - CANCEL_WINDOW)
+        for i in range(first, bisect.bisect_right(ends, cancel)):
+            if i not in taken:
+                taken.add(i)
+                break
+    return taken
+
+
+def _match_kept(
+    ends: Sequence[float],
+    cancelled: set[int],
+    requests: Sequence[Mapping[str, Any]],
+    active: Sequence[tuple[float, int]],
+) -> set[int]:
+    """Hang-ups that left a backend working with no request in flight: each such backend, when it
+    appears, is given to the latest hang-up before it that has none yet. Abandoned work may start
+    long after its hang-up (it queued for the pool), so there is no window."""
+    starts = sorted(r["start"] for r in requests)
+    finished = sorted(r["end"] for r in requests)
+    waiting: list[int] = []  # hang-ups so far with no backend given to them, latest last
+    kept: set[int] = set()
+    following, before = 0, 0
+    for t, n in active:
+        while following < len(ends) and ends[following] <= t:
+            if following not in cancelled:
+                waiting.append(following)
+            following += 1
+        running = bisect.bisect_right(starts, t) - bisect.bisect_left(finished, t)
+        spare = max(0, n - running)  # active backends no request still running explains
+        for _ in range(min(spare - before, len(waiting))):
+            kept.add(waiting.pop())
+        before = spare
+    return kept
+
+
+def sentence(label: str, row: Mapping[str, Any]) -> str:
+    """``disconnect POST /chat: 30 hang-ups, 0 statements cancelled, 12 left backends working, 18 unseen``."""
+    cancelled = (
+        f"{row.get('cancelled', 0)} cancelled a statement"
+        if row.get("server_log")
+        else "cancels unknown (no server log)"
+    )
+    return (
+        f"{label}: {row.get('hangups', 0)} hang-ups, {cancelled}, at least {row.get('kept_working', 0)} left a "
+        f"backend working for nobody, {row.get('unseen', 0)} neither seen"
+    )
