@@ -159,6 +159,7 @@ class RunConfig:
     serve_env: Frozen[str, str] = field(default_factory=dict)
     serve_cwd: Path | None = None
     dev_mode: bool = False  # start the service with PYTHONDEVMODE=1: ResourceWarning and asyncio debug on
+    via_pgbouncer: str | None = None  # "session" or "transaction": a PgBouncer between the service and PostgreSQL
     database_env: str = "DATABASE_URL"  # the variable that hands a served service its database
     no_restart: bool = False  # --isolate/--sweep against a service drainwatch cannot restart
     match: Match = field(default_factory=Match)
@@ -289,6 +290,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     check_target(cfg.serve, cfg.target_url, cfg.dsn)
     if cfg.setup is not None and cfg.serve is None:
         raise UsageError("--setup runs before --serve, but no --serve was given", hint="add --serve 'CMD {port}'")
+    if cfg.target_url is not None and cfg.via_pgbouncer:
+        raise UsageError(
+            "--via-pgbouncer puts a PgBouncer between a service drainwatch starts and its database, and "
+            "drainwatch does not start one given by --target-url",
+            hint="use --serve so drainwatch starts it (its DATABASE_URL then points at the pooler)",
+        )
     if cfg.target_url is not None and cfg.dev_mode:
         raise UsageError(
             "--dev-mode starts the service with PYTHONDEVMODE=1, and drainwatch does not start one given by --target-url",

@@ -36,6 +36,7 @@ PROBE_CSV = "probe.csv"
 POOL_VIEW_JSON = "pool_view.json"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+PGBOUNCER_CSV = "pgbouncer.csv"  # SHOW POOLS over time, with --via-pgbouncer
 SERVICE_WARNINGS_CSV = "service-warnings.csv"  # warnings the service printed, as drainwatch saw them
 JUNIT_XML = "junit.xml"
 REPORT_HTML = "report.html"

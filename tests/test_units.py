@@ -223,6 +223,22 @@ def test_a_final_count_under_a_moving_baseline_is_no_pass_on_its_own() -> None:
     assert judge(steady, WITH_WARMUP, lingering, ProbeResult(3, 3)).outcome == PASS
 
 
+def _pools(**counts: int) -> dict[str, int]:
+    return {"cl_active": 4, "cl_waiting": 0, "sv_active": 0, "sv_idle": 4, "sv_used": 0, "maxwait": 0, **counts}
+
+
+def test_clients_waiting_at_pgbouncer_after_traffic_stopped_are_a_stuck_pool() -> None:
+    samples = _samples([4] * 15)
+    stuck = {"mode": "session", "pool_size": 4, "final": _pools(cl_waiting=6, sv_active=4, sv_idle=0)}
+    verdict = judge(samples, PHASES, [], ProbeResult(3, 3), pooler=stuck)
+    assert verdict.outcome == LEAK and verdict.evidence == ["pooler"]
+    assert verdict.reasons[0].startswith("6 client(s) still waiting at PgBouncer after traffic stopped")
+    linked = {"mode": "transaction", "pool_size": 4, "final": _pools(sv_active=2)}  # transactions nobody ended
+    assert judge(samples, PHASES, [], ProbeResult(3, 3), pooler=linked).evidence == ["pooler"]
+    session = {"mode": "session", "pool_size": 4, "final": _pools(sv_active=4)}  # a session holds its server
+    assert judge(samples, PHASES, [], ProbeResult(3, 3), pooler=session).outcome == PASS
+
+
 def test_zombie_work_after_traffic_stopped() -> None:
     samples = _samples([5] * 15)
     for sample in samples[10:13]:

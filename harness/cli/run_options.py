@@ -153,6 +153,13 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
     help="The variable that hands a served service its database URL (PG* variables are set too).",
 )
 @click.option(
+    "--via-pgbouncer",
+    type=click.Choice(["session", "transaction"]),
+    envvar=_env("VIA_PGBOUNCER"),
+    help="Start a real PgBouncer (Debian's pgbouncer) in this pool mode between the service and PostgreSQL, "
+    "hand the service its address, and read its SHOW POOLS beside pg_stat_activity.",
+)
+@click.option(
     "--dev-mode",
     is_flag=True,
     envvar=_env("DEV_MODE"),
@@ -490,6 +497,7 @@ def build_config(
         database_env=o.text("database_env") or "DATABASE_URL",
         no_restart=o.flag("no_restart"),
         dev_mode=o.flag("dev_mode"),
+        via_pgbouncer=o.text("via_pgbouncer"),
         match=Match(
             application_name=o.text("app_name"),
             usename=o.text("usename"),

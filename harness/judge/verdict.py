@@ -14,6 +14,8 @@ The checks, in the order they are reported:
                          load went on without it (a connection per request or thread
                          that nothing closes; the baseline may already hold them)
     probe                the service still serves after settle
+    pooler               (--via-pgbouncer) no client waiting at PgBouncer after settle; in
+                         transaction mode, no server connection still linked to a client
 
 Counting alone is fooled: a pool warmed to its maximum hides a leak in the counts, and a
 connection closed by the garbage collector or the server vanishes from
@@ -72,6 +74,7 @@ class Verdict:
     server: dict[str, Any] | None = None  # the server's limit: peak, usable slots, refusals
     baseline_drift: dict[str, Any] | None = None  # low/high of the quiet window, the count before warm-up
     service_warnings: dict[str, int] = field(default_factory=dict)  # kind → lines the service logged
+    pooler: dict[str, Any] | None = None  # PgBouncer's mode and SHOW POOLS at baseline and after settle
     hangups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per disconnect request: did it reach the server
     load_kinds: dict[str, Any] | None = None  # per kind: requests and those that tested nothing
     leaked_exact: bool = True  # False: only the probe or the pool view saw the leak, the count is a floor
@@ -329,6 +332,29 @@ def _check_server(server: Mapping[str, Any]) -> Check:
     return Check("server_limit", not server["full"], detail, dict(server))
 
 
+def _check_pooler(pooler: Mapping[str, Any], tolerance: int) -> Check:
+    """PgBouncer after settle: no client still waiting for a server connection; in transaction mode,
+    no server connection still linked to a client (a transaction nobody ended holds it)."""
+    final = pooler["final"]
+    waiting, linked = int(final["cl_waiting"]), int(final["sv_active"])
+    problems = []
+    if waiting > tolerance:
+        problems.append(
+            f"{waiting} client(s) still waiting at PgBouncer after traffic stopped, with {final['sv_idle']} "
+            f"server connection(s) idle: its pool of {pooler.get('pool_size')} is held by clients that never give it back"
+        )
+    if pooler.get("mode") == "transaction" and linked > tolerance:
+        problems.append(
+            f"{linked} server connection(s) still linked to a client at PgBouncer (transaction mode) after traffic "
+            "stopped: transactions nobody ended"
+        )
+    detail = "; ".join(problems) or (
+        f"PgBouncer ({pooler.get('mode')} mode): no client waiting, {final['sv_active']} server connection(s) "
+        f"in use, {final['sv_idle']} idle"
+    )
+    return Check("pooler", not problems, detail, {"mode": pooler.get("mode"), **final})
+
+
 def _leak_reason(check: Check, final: dict[str, float], tally: _Tally) -> str:
     if check.name != "probe":
         return check.detail
@@ -509,6 +535,7 @@ def judge(
     load_kinds: Mapping[str, Any] | None = None,
     server: Mapping[str, Any] | None = None,
     at_baseline: Sequence[Mapping[str, Any]] | None = None,
+    pooler: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """Weigh the evidence. ``phases`` maps baseline/load/settle to (start, end) unix times;
     ``pool_view`` is the app's own pool counts after settle (drainwatch.instrument), if any."""
@@ -536,6 +563,8 @@ def judge(
         checks.append(_check_baseline(at_baseline, base_end - base_start, tolerance))
     if server is not None:
         checks.append(_check_server(server))
+    if pooler is not None and pooler.get("final") is not None:
+        checks.append(_check_pooler(pooler, tolerance))
     broken = broken_kinds(dict(load_kinds)) if load_kinds else []
     drift = _baseline_drift(samples, phases, tolerance)
     outcome, evidence, reasons = _decide(
@@ -588,6 +617,7 @@ def judge(
         tolerance=tolerance,
         server=dict(server) if server is not None else None,
         baseline_drift=drift,
+        pooler=dict(pooler) if pooler is not None else None,
         load_kinds=dict(load_kinds) if load_kinds is not None else None,
         attribution=attribution_summary(tally.leaked_rows) if tally.leaked_rows else None,
         oldest_held_s=round(max((float(r.get("state_age_s") or 0) for r in tally.leaked_rows), default=0.0), 2),

@@ -33,6 +33,7 @@ CHECK_TITLES = {
     "pool_view": "The app's pools agree",
     "probe": "Service still serves",
     "server_limit": "The server had room",
+    "pooler": "PgBouncer is not stuck",
     "baseline_clean": "Baseline was clean",
     "shutdown": "Shut down cleanly",
 }

@@ -26,6 +26,7 @@ from drainwatch.judge.server import peak_of_everyone, refusals, server_check_num
 from drainwatch.judge.verdict import Verdict, judge
 from drainwatch.plan import Match, RunConfig
 from drainwatch.provision.locust import LoadPlan, run_load, scenario_file
+from drainwatch.provision.pgbouncer import Pooler
 from drainwatch.provision.postgres import Database, Watch
 from drainwatch.provision.target import Target, read_pool_view
 from drainwatch.report.checkpoints import checkpoint_reports
@@ -37,6 +38,7 @@ from drainwatch.rundir import (
     LINGERING_COLUMNS,
     LINGERING_CSV,
     LOGS,
+    PGBOUNCER_CSV,
     POOL_VIEW_JSON,
     PROBE_CSV,
     SAMPLES_CSV,
@@ -45,6 +47,7 @@ from drainwatch.rundir import (
     write_json,
 )
 from drainwatch.sample.collector import read_samples
+from drainwatch.sample.pooler import last_pools
 from drainwatch.traffic import Request
 
 SETTLE_MIN = 3.0  # in-flight work drains for at least this long before settle may end
@@ -69,13 +72,14 @@ class RunContext:
     docker: DockerControl | None = None
     cycles: int = 0
     pid_file: Path | None = None  # the target's pid, for selection by socket
+    pooler: Pooler | None = None  # PgBouncer between the target and PostgreSQL (--via-pgbouncer)
 
     async def restart_target(self) -> None:
         """A fresh service between cycles, so one cycle's exhausted pool cannot spill into the next."""
         assert self.target.restart is not None
         pid = await self.target.restart()
         self.record.started("target", pid)
-        if self.pid_file is not None:
+        if self.pid_file is not None and self.pooler is None:  # behind a pooler, its sockets are the selection
             self.pid_file.write_text(str(pid))
 
 
@@ -124,6 +128,7 @@ async def cycle(
         load_kinds=kinds,
         server=_server(run),
         at_baseline=at_baseline,
+        pooler=_pooler(run, phases),
     )
     if snapshot_note:
         verdict.reasons.append(snapshot_note)
@@ -218,6 +223,19 @@ async def _probe(run: RunContext, prefix: str, first: bool) -> ProbeResult:
             result.target_alive = False
             result.detail = result.detail or "the target process has exited"
     return result
+
+
+def _pooler(run: RunContext, phases: dict[str, tuple[float, float]]) -> dict[str, Any] | None:
+    """PgBouncer's counts at baseline and after settle, with its pool mode; None with no pooler."""
+    if run.pooler is None:
+        return None
+    path = run.run_dir / PGBOUNCER_CSV
+    return {
+        "mode": run.pooler.mode,
+        "pool_size": run.pooler.pool_size,
+        "baseline": last_pools(path, before=phases["baseline"][1]),
+        "final": last_pools(path),
+    }
 
 
 def _server(run: RunContext) -> dict[str, Any]:

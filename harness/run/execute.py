@@ -19,7 +19,8 @@ from typing import Any
 
 from drainwatch.errors import DrainwatchError, TargetProblem, UsageError
 from drainwatch.judge.verdict import Verdict, with_service_warnings, with_shutdown
-from drainwatch.plan import Match, RunConfig
+from drainwatch.plan import Match, RunConfig, redact_dsn
+from drainwatch.provision.pgbouncer import Pooler, pgbouncer, show_pools
 from drainwatch.provision.postgres import Database, Watch, embedded_postgres, external_postgres
 from drainwatch.provision.target import (
     Target,
@@ -37,8 +38,17 @@ from drainwatch.run.faults import DockerControl
 from drainwatch.run.live import Display
 from drainwatch.run.preflight import probe_reaches_database, try_requests
 from drainwatch.run.record import RunRecord
-from drainwatch.rundir import LOCUST_PREFIX, LOGS, RUN_DIR_NOTE, SAMPLES_CSV, SERVICE_WARNINGS_CSV, make_run_dir
+from drainwatch.rundir import (
+    LOCUST_PREFIX,
+    LOGS,
+    PGBOUNCER_CSV,
+    RUN_DIR_NOTE,
+    SAMPLES_CSV,
+    SERVICE_WARNINGS_CSV,
+    make_run_dir,
+)
 from drainwatch.sample.collector import collector_process, read_last_sample
+from drainwatch.sample.pooler import sample_pools
 from drainwatch.sample.service_log import warning_counts, watch_log
 from drainwatch.traffic import DEMO_PROBE, Request
 
@@ -153,8 +163,9 @@ async def _provision(
         if not cfg.target_url:  # a service drainwatch starts: its output is ours to read
             # entered before it, so it reads the last lines the service prints on its way out
             await stack.enter_async_context(watch_log(logs / "target.log", cfg.run_dir / SERVICE_WARNINGS_CSV))
-        target = await stack.enter_async_context(_target(cfg, db, logs))
-        match, how, pid_file = _selection(cfg, target, logs)
+        pooler = await _pooler(stack, cfg, db, record)
+        target = await stack.enter_async_context(_target(cfg, pooler.dsn if pooler else db.dsn, logs))
+        match, how, pid_file = _selection(cfg, target, logs, pooler)
         record.set(
             "target",
             {
@@ -202,14 +213,36 @@ async def _provision(
         reserved=reserved,
         docker=docker,
         pid_file=pid_file,
+        pooler=pooler,
     )
 
 
-def _target(cfg: RunConfig, db: Database, logs: Path) -> AbstractAsyncContextManager[Target]:
+async def _pooler(stack: AsyncExitStack, cfg: RunConfig, db: Database, record: RunRecord) -> Pooler | None:
+    """PgBouncer between the service and PostgreSQL, sampled beside it, when asked for."""
+    if not cfg.via_pgbouncer:
+        return None
+    logs = cfg.run_dir / LOGS
+    size = max(10, (db.max_connections - 10) // 2)  # room left on the server for drainwatch and the rest
+    pooler = await stack.enter_async_context(
+        pgbouncer(db.dsn, logs / "pgbouncer.log", mode=cfg.via_pgbouncer, pool_size=size)
+    )
+    record.started("pgbouncer", pooler.pid)
+    record.data["database"]["pgbouncer"] = {
+        "mode": pooler.mode,
+        "pool_size": pooler.pool_size,
+        "dsn": redact_dsn(pooler.dsn),
+    }
+    await stack.enter_async_context(
+        sample_pools(pooler.admin_dsn, cfg.run_dir / PGBOUNCER_CSV, interval=max(cfg.interval, 0.25))
+    )
+    return pooler
+
+
+def _target(cfg: RunConfig, dsn: str, logs: Path) -> AbstractAsyncContextManager[Target]:
     if cfg.serve:
         return served_service(
             cfg.serve,
-            dsn=db.dsn,
+            dsn=dsn,
             log_path=logs / "target.log",
             setup=cfg.setup,
             env={**cfg.serve_env, **DEV_MODE} if cfg.dev_mode else cfg.serve_env,
@@ -220,17 +253,28 @@ def _target(cfg: RunConfig, db: Database, logs: Path) -> AbstractAsyncContextMan
         )
     if cfg.target_url:
         return external_target(cfg.target_url, cfg.pool_limit, cfg.pool_view)
-    return demo_service(cfg.variant, db.dsn, logs / "target.log", env=DEV_MODE if cfg.dev_mode else None)
+    return demo_service(cfg.variant, dsn, logs / "target.log", env=DEV_MODE if cfg.dev_mode else None)
 
 
-def _selection(cfg: RunConfig, target: Target, logs: Path) -> tuple[Match, str, Path | None]:
+def _selection(
+    cfg: RunConfig, target: Target, logs: Path, pooler: Pooler | None = None
+) -> tuple[Match, str, Path | None]:
     """Which backends are the target's, how that was decided, and the pid file it reads.
 
     A service on this machine is found by its own sockets, whatever its application_name;
-    the selector options still apply on top. Raises TargetProblem when neither works.
+    behind PgBouncer, by the pooler's. The selector options still apply on top. Raises
+    TargetProblem when neither works.
     """
     given = any(vars(cfg.match).values())
     options = ", ".join(f"{k}={v!r}" for k, v in vars(cfg.match).items() if v)
+    if pooler is not None:
+        logs.mkdir(parents=True, exist_ok=True)
+        pid_file = logs / "pgbouncer.pid"
+        pid_file.write_text(str(pooler.pid))
+        how = f"the sockets of PgBouncer (process {pooler.pid}, {pooler.mode} mode)" + (
+            f", and {options}" if given else ""
+        )
+        return replace(cfg.match, client_pid_file=str(pid_file)), how, pid_file
     if target.kind == "demo":
         return (
             (cfg.match, options, None)
@@ -293,8 +337,7 @@ async def _shutdown(run: RunContext) -> dict[str, Any]:
         code = await run.target.stop()
         exited = time.monotonic() - started
         await asyncio.sleep(0.5)  # the server notices closed sockets a moment later
-        match = replace(run.match, client_pid_file=None) if run.match.client_pid_file else run.match
-        rows = [row for row in await snapshot(run.watch, match) if row["pid"] in before]
+        rows = await _left_open(run, before)
     return {
         "exit_code": code,
         "exited_s": round(exited, 2),
@@ -303,6 +346,17 @@ async def _shutdown(run: RunContext) -> dict[str, Any]:
         "before": len(before),
         "remaining": [{k: row[k] for k in ("pid", "state", "query")} for row in rows],
     }
+
+
+async def _left_open(run: RunContext, before: set[int]) -> list[dict[str, Any]]:
+    """The service's connections still open after it stopped. Behind PgBouncer the server
+    connections stay with the pooler by design: what counts is its clients still connected."""
+    if run.pooler is not None:
+        pools = await show_pools(run.pooler.admin_dsn)
+        clients = pools["cl_active"] + pools["cl_waiting"]
+        return [{"pid": None, "state": "client still connected to PgBouncer", "query": ""}] * clients
+    match = replace(run.match, client_pid_file=None) if run.match.client_pid_file else run.match
+    return [row for row in await snapshot(run.watch, match) if row["pid"] in before]
 
 
 async def _reserved_slots(watch: Watch) -> int:

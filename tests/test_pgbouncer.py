@@ -1,0 +1,55 @@
+"""Behind a real PgBouncer (Debian's package): ``--via-pgbouncer`` between a served service and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import config, drainwatch, leftovers, summary
+
+HAVE_PGBOUNCER = shutil.which("pgbouncer") is not None or os.access("/usr/sbin/pgbouncer", os.X_OK)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not HAVE_PGBOUNCER, reason="pgbouncer is not installed (apt-get install pgbouncer)"),
+]
+
+BODY = '[[endpoints]]\npath = "/api/items"\n\n[chaos.error]\nrequest = "GET /api/report"\nexpect = [500]\n'
+HEADERS = 'headers = { Authorization = "Bearer secret-token" }\n'
+
+
+@pytest.mark.parametrize(("variant", "verdict", "code"), [("leaky", "LEAK", 1), ("correct", "PASS", 0)])
+def test_a_served_service_behind_pgbouncer_in_session_mode(
+    tmp_path: Path, variant: str, verdict: str, code: int
+) -> None:
+    folder = config(tmp_path, "aiohttp_asyncpg", variant, BODY, HEADERS)
+    proc = drainwatch("run", "--via-pgbouncer", "session", "--run-id", variant, "-q", cwd=folder, timeout=240)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    found = summary(folder, variant)
+    assert found["verdict"] == verdict, found["reasons"]
+    run_dir = folder / "runs" / variant
+    run = json.loads((run_dir / "run.json").read_text())
+    # pg_stat_activity sees the pooler's server connections: they are selected by its sockets
+    assert run["target"]["selected_by"].startswith("the sockets of PgBouncer (process ")
+    assert run["database"]["pgbouncer"]["mode"] == "session"
+    checks = {check["name"]: check for check in found["checks"]}
+    assert checks["pooler"]["passed"] and checks["pooler"]["numbers"]["cl_waiting"] == 0
+    assert checks["shutdown"]["passed"]  # its server connections stay with the pooler, by design
+    with open(run_dir / "pgbouncer.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["gap"] == "0"]
+    assert max(int(row["cl_active"]) for row in rows) >= 1  # the service's clients, as the pooler counts them
+    assert leftovers(run_dir) == {}  # PgBouncer stopped with the rest
+    if variant == "leaky":
+        assert found["leaked_by_kind"]["held"] >= 4  # held server connections behind the pooler
+        assert next(iter(found["attribution"]["likely"])) == "error GET /api/report"
+
+
+def test_via_pgbouncer_needs_a_service_drainwatch_starts() -> None:
+    url = ("--target-url", "http://127.0.0.1:9", "--dsn", "postgresql://postgres@127.0.0.1:5432/test", "-e", "GET /x")
+    proc = drainwatch("run", "--via-pgbouncer", "session", *url)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: --via-pgbouncer puts a PgBouncer between a service drainwatch starts")
