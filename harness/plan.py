@@ -73,7 +73,7 @@ def redact_dsn(dsn: str) -> str:
 
 
 _FAULT = re.compile(r"^(?P<kind>[a-z-]+)@(?P<at>[^+]+)(?:\+(?P<length>.+))?$")
-FAULT_KINDS = ("pg-restart", "terminate-backends", "pause-target")
+FAULT_KINDS = ("pg-restart", "terminate-backends", "pause-target", "pooler-kill")
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,15 @@ def check_faults(
     own_target: bool,
     docker_postgres: str | None = None,
     docker_target: str | None = None,
+    pooler: bool = False,
 ) -> None:
     """Raise UsageError for a fault this run cannot inject."""
     for fault in faults:
+        if fault.kind == "pooler-kill" and not pooler:
+            raise UsageError(
+                f"--fault {fault.kind} goes through PgBouncer's admin console, and there is no PgBouncer",
+                hint="add --via-pgbouncer session (or transaction)",
+            )
         if fault.at >= duration:
             raise UsageError(
                 f"--fault {fault} comes after the load ends ({duration:g}s)", hint="give a time inside --duration"
@@ -333,6 +339,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             own_target=cfg.target_url is None,
             docker_postgres=cfg.docker_postgres,
             docker_target=cfg.docker_target,
+            pooler=cfg.via_pgbouncer is not None,
         )
     check_writable(cfg.out)
     return cfg

@@ -53,3 +53,23 @@ def test_via_pgbouncer_needs_a_service_drainwatch_starts() -> None:
     proc = drainwatch("run", "--via-pgbouncer", "session", *url)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("error: --via-pgbouncer puts a PgBouncer between a service drainwatch starts")
+
+
+def test_pooler_kill_drops_every_connection_and_a_correct_service_survives_it(tmp_path: Path) -> None:
+    folder = config(tmp_path, "aiohttp_asyncpg", "correct", BODY, HEADERS)
+    proc = drainwatch(
+        "run", "--via-pgbouncer", "session", "--fault", "pooler-kill@3s", "--run-id", "k", "-q", cwd=folder, timeout=240
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # its pool reconnects: no leak, still serves
+    run_dir = folder / "runs" / "k"
+    faults = json.loads((run_dir / "run.json").read_text())["faults"]
+    assert [(f["kind"], f.get("error")) for f in faults] == [("pooler-kill", None)]
+    assert faults[0]["detail"] == "PgBouncer dropped every connection to postgres"
+    log = (run_dir / "logs" / "pgbouncer.log").read_text()
+    assert "KILL 'postgres' command issued" in log and "RESUME 'postgres' command issued" in log
+
+
+def test_pooler_faults_need_a_pooler(tmp_path: Path) -> None:
+    proc = drainwatch("run", "--fault", "pooler-kill@3s", "--out", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "add --via-pgbouncer" in proc.stderr

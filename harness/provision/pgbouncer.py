@@ -39,6 +39,7 @@ class Pooler:
     pid: int
     mode: str
     pool_size: int
+    database: str = "postgres"  # the database the service uses, as the pooler names it
 
 
 def pooled_dsn(upstream: str, port: int) -> str:
@@ -121,7 +122,8 @@ async def pgbouncer(
         try:
             admin = f"postgresql://drainwatch@127.0.0.1:{port}/pgbouncer"
             await _wait_ready(admin, proc, log_path)
-            yield Pooler(pooled_dsn(upstream, port), admin, proc.pid, mode, pool_size)
+            database = urlsplit(upstream).path.lstrip("/") or "postgres"
+            yield Pooler(pooled_dsn(upstream, port), admin, proc.pid, mode, pool_size, database)
         finally:
             await child.stop()
     finally:
@@ -165,3 +167,14 @@ async def show_pools(admin: str) -> dict[str, int]:
                 max(totals[key], int(row.get(key) or 0)) if key == "maxwait" else totals[key] + int(row.get(key) or 0)
             )
     return totals
+
+
+async def admin_command(admin: str, command: str) -> None:
+    """Run one command on the admin console (PAUSE, RESUME, KILL). Raises OSError."""
+    import psycopg
+
+    try:
+        async with await psycopg.AsyncConnection.connect(admin, autocommit=True, prepare_threshold=None) as conn:
+            await conn.execute(command)
+    except psycopg.Error as exc:
+        raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc

@@ -185,6 +185,7 @@ async def _load(run: RunContext, prefix: str, csv_name: str, env: dict[str, str]
                             match=run.match,
                             on_event=lambda event: _fault_event(run.record, event),
                             docker=run.docker,
+                            pooler=run.pooler,
                         )
                     )
                 await run_load(

@@ -3,6 +3,8 @@
     pg-restart@30s              restart the embedded PostgreSQL (fast shutdown, then start)
     terminate-backends@30s      pg_terminate_backend() on every backend of the target
     pause-target@30s+5s         SIGSTOP the target for 5 s, then SIGCONT (a demo drainwatch started)
+    pooler-kill@30s             (--via-pgbouncer) KILL the database at PgBouncer: every client and server
+                                connection dropped at once, then RESUME
 
 Times count from the start of the load phase. A fault that fails is recorded in run.json
 with its error, like the system under test failing: data, not a crash.
@@ -89,13 +91,17 @@ async def inject(
     match: Match,
     on_event: Callable[[dict[str, Any]], None],
     docker: DockerControl | None = None,
+    pooler: Any = None,
 ) -> None:
     """Inject each fault at its time; report each as an event (kind, at, start, end, detail)."""
     for fault in sorted(faults, key=lambda f: f.at):
         await asyncio.sleep(max(0.0, load_start + fault.at - time.time()))
         event: dict[str, Any] = {"fault": str(fault), "kind": fault.kind, "start": time.time()}
         try:
-            event["detail"] = await _perform(fault, db, target, match, on_event, docker)
+            if fault.kind == "pooler-kill":
+                event["detail"] = await _kill_at_pooler(pooler)
+            else:
+                event["detail"] = await _perform(fault, db, target, match, on_event, docker)
         except Exception as exc:  # a fault that cannot be delivered is data, not a crash
             log.warning("fault %s failed: %s", fault, exc)
             event["error"] = f"{type(exc).__name__}: {exc}"
@@ -139,3 +145,13 @@ async def _perform(
     finally:
         os.kill(pid, signal.SIGCONT)  # even when interrupted: never leave it stopped
     return f"target paused {fault.length:g}s"
+
+
+async def _kill_at_pooler(pooler: Any) -> str:
+    """KILL the service's database on PgBouncer's admin console (every client and server connection
+    dropped at once), then RESUME it so new connections are served again."""
+    from drainwatch.provision.pgbouncer import admin_command
+
+    await admin_command(pooler.admin_dsn, f"KILL {pooler.database}")
+    await admin_command(pooler.admin_dsn, f"RESUME {pooler.database}")
+    return f"PgBouncer dropped every connection to {pooler.database}"
