@@ -25,7 +25,7 @@ OPTION_KEYS = {
     "target.via_pgbouncer": "via_pgbouncer",
     "database.dsn": "dsn", "database.embedded_max_connections": "embedded_max_connections", "database.match.application_name": "app_name", "database.match.usename": "usename",
     "database.match.datname": "datname", "database.match.client_addr": "client_addr",
-    "load.users": "users", "load.spawn_rate": "spawn_rate", "load.warmup": "warmup", "load.baseline": "baseline",
+    "load.users": "users", "load.spawn_rate": "spawn_rate", "load.rate": "rate", "load.warmup": "warmup", "load.baseline": "baseline",
     "load.duration": "duration", "load.settle": "settle", "load.interval": "interval", "load.mix": "mix",
     "load.locustfile": "locustfile", "load.workers": "workers", "load.isolate": "isolate",
     "probe.path": "probe_path", "probe.timeout": "probe_timeout", "probe.headers": "probe_headers",

@@ -171,6 +171,7 @@ class RunConfig:
     match: Match = field(default_factory=Match)
     users: int = 20
     spawn_rate: float = 20.0
+    rate: float | None = None  # requests per second for the whole load (None: as fast as the users go)
     warmup: float = 10.0
     baseline: float = 5.0
     duration: float = 30.0
@@ -264,6 +265,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UsageError(
             f"--embedded-max-connections must be between 10 and 10000, got {cfg.embedded_max_connections}",
             hint="the default is 100, as PostgreSQL's",
+        )
+    if cfg.rate is not None and not (math.isfinite(cfg.rate) and cfg.rate > 0):
+        raise UsageError(
+            f"--rate must be a number of requests per second above 0, got {cfg.rate:g}", hint="e.g. --rate 40"
         )
     if not cfg.spawn_rate > 0 or not math.isfinite(cfg.spawn_rate):
         raise UsageError("--spawn-rate must be positive", hint="try --spawn-rate 20")

@@ -82,7 +82,7 @@ from urllib.parse import urlsplit
 
 import gevent
 import requests
-from locust import HttpUser, between, events
+from locust import HttpUser, between, constant_throughput, events
 from locust.exception import CatchResponseError
 
 KINDS = ("steady", "disconnect", "timeout", "error")
@@ -440,11 +440,17 @@ def describe_error(exc: BaseException, timeout_s: float) -> str:
 # --- the user ----------------------------------------------------------------------------------
 
 
+def _pace() -> Any:
+    """Each user's wait: a stated rate (``--rate``, shared by the users) or as fast as it goes."""
+    per_user = _optional_float("RATE_PER_USER")
+    return constant_throughput(per_user) if per_user else between(0.0, 0.1)
+
+
 class ChaosUser(HttpUser):
     """Base class: subclass it and call the helpers from your tasks."""
 
     abstract = True
-    wait_time = between(0.0, 0.1)
+    wait_time = _pace()
 
     steady_endpoints = _endpoints("STEADY", "GET /items")
     disconnect_endpoint = _endpoints("DISCONNECT", "POST /chat")[0]

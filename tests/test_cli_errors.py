@@ -20,6 +20,10 @@ from tests.helpers import drainwatch, needs_system_pg
         (["--settle", "-3s"], "error: --settle must be positive, got '-3s' — hint: give it a value above zero"),
         (["--users", "0"], "error: --users must be at least 1, got 0 — hint: try --users 20"),
         (
+            ["--rate", "0"],
+            "error: --rate must be a number of requests per second above 0, got 0 — hint: e.g. --rate 40",
+        ),
+        (
             ["--locustfile", "nope.py"],
             "error: locustfile nope.py does not exist — hint: check the path given to --locustfile",
         ),

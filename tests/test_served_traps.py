@@ -6,6 +6,7 @@ is never a PASS, and the fix is named in one line.
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -169,3 +170,17 @@ def test_a_load_that_starts_failing_mid_run_for_another_reason_is_error(tmp_path
     assert found["verdict"] == "ERROR" and found["evidence"] == ["load_invalid"]
     assert found["reasons"][0].startswith("the steady kind tested nothing: ")
     assert "were answered as not served" in found["reasons"][0] and "HTTP 401" in found["reasons"][0]
+
+
+def test_rate_holds_the_load_to_the_rate_asked(tmp_path: Path) -> None:
+    # 4 users as fast as they go send hundreds of requests in 6 s; at --rate 10, about 60.
+    code, output, run_dir = run(
+        tmp_path, "--variant", "fixed", "--mix", "steady=1", "--rate", "10", *QUICK[:-3], "--users", "4", "-q"
+    )
+    assert code == 0, output
+    start, end = json.loads((run_dir / "run.json").read_text())["phases"]["load"]
+    sent = 0
+    for path in run_dir.glob("requests-locust-*.csv"):
+        with open(path, newline="") as handle:
+            sent += sum(start <= float(row["start"]) <= end for row in csv.DictReader(handle))
+    assert 10 <= sent <= 10 * (end - start) * 1.3 + 4, sent  # paced: never far over the rate

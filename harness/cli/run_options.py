@@ -216,6 +216,15 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
     "-u", "--users", type=int, default=20, show_default=True, envvar=_env("USERS"), help="Concurrent Locust users."
 )
 @click.option(
+    "--rate",
+    type=float,
+    envvar=_env("RATE"),
+    metavar="RPS",
+    help="Requests per second for the whole load (warm-up too), shared by the users (Locust's "
+    "constant_throughput): a soak at production's rate instead of as fast as the users go. The forecast uses it "
+    "when --prod-rps is not given.",
+)
+@click.option(
     "-r",
     "--spawn-rate",
     type=float,
@@ -506,6 +515,7 @@ def build_config(
         ),
         users=o.whole("users") or 0,
         spawn_rate=o.number("spawn_rate") or 0.0,
+        rate=o.number("rate"),
         warmup=o.number("warmup") or 0.0,
         baseline=o.number("baseline") or 0.0,
         duration=o.number("duration") or 0.0,

@@ -95,6 +95,7 @@ async def cycle(
         "DRAINWATCH_MIX": ",".join(f"{k}={w}" for k, w in mix.items()),
         "PYTHONUNBUFFERED": "1",
         "DRAINWATCH_REQUESTS_CSV": str(run_dir / f"requests-{csv_name}"),
+        **({"DRAINWATCH_RATE_PER_USER": f"{cfg.rate / cfg.users:.6g}"} if cfg.rate else {}),
         **(extra_env or {}),
     }
     await _warmup(run, prefix, env)
@@ -133,7 +134,23 @@ async def cycle(
     if snapshot_note:
         verdict.reasons.append(snapshot_note)
     verdict.hangups = _hangups(run, requests, phases["load"][0], phases["settle"][1])
+    if cfg.rate and (note := _rate_note(cfg.rate, requests, *phases["load"])):
+        verdict.reasons.append(note)
     return verdict
+
+
+def _rate_note(asked: float, requests: list[dict[str, Any]], start: float, end: float) -> str:
+    """Said when the load fell short of --rate: the soak did not run at the rate it states."""
+    sent = [r["start"] for r in requests if start <= r["start"] <= end]  # the scenarios' own log: every request
+    if not sent:
+        return ""
+    reached = len(sent) / max(end - min(sent), 1e-9)  # from the first request: Locust takes a moment to start
+    if reached >= 0.9 * asked:
+        return ""
+    return (
+        f"the load reached {reached:.1f} req/s of the {asked:g} asked for (--rate): the service answers slower "
+        "than that with these users; add --users"
+    )
 
 
 def _hangups(run: RunContext, requests: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:

@@ -381,11 +381,10 @@ async def _first_sample(samples: Path, log_path: Path, timeout: float = 15) -> N
 def _forecast(run_dir: Path, record: RunRecord, cfg: RunConfig) -> dict[str, Any] | None:
     """The outage forecast, when production figures were given."""
     pool = cfg.prod_pool or record.data["target"].get("pool_limit")
-    if not cfg.prod_rps or not (pool or cfg.prod_max_connections):
+    rps = cfg.prod_rps or cfg.rate  # a soak at a stated rate forecasts at that rate
+    if not rps or not (pool or cfg.prod_max_connections):
         return None
-    prod = Production(
-        cfg.prod_rps, dict(cfg.prod_shares), pool, instances=cfg.prod_instances, server=cfg.prod_max_connections
-    )
+    prod = Production(rps, dict(cfg.prod_shares), pool, instances=cfg.prod_instances, server=cfg.prod_max_connections)
     return from_run_dir(run_dir, prod).to_dict()
 
 
