@@ -127,6 +127,8 @@ def through_drainwatch(
             "fixed",
             "--mix",
             "steady=1",
+            "-e",
+            "GET /items",  # a --target-url service gets no demo default
             "-u",
             str(args.users),
             "-r",
