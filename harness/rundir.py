@@ -50,7 +50,8 @@ RUN_DIR_NOTE = "drainwatch run folder: "
 
 LINGERING_COLUMNS = [
     "pid", "application_name", "state", "kind", "backend_age_s", "xact_age_s", "state_age_s",
-    "wait_event_type", "client_addr", "route", "scenario", "request_id", "statement", "likely", "state_change_t", "query",
+    "wait_event_type", "client_addr", "route", "scenario", "request_id", "statement", "likely", "state_change_t",
+    "taken_at", "taken_ago_s", "taken_stack", "query",
 ]  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -85,12 +86,34 @@ def attribute(rows: Sequence[dict[str, Any]], requests: Sequence[Mapping[str, An
     return out
 
 
+def with_checkouts(rows: Sequence[dict[str, Any]], view: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Each row with where its connection was checked out (``taken_at``, the innermost application
+    frame; ``taken_stack``; ``taken_ago_s``), when the app's pool view records it (SQLAlchemy)."""
+    taken = {c.get("pid"): c for c in (view or {}).get("checkouts") or [] if isinstance(c, Mapping)}
+    out = []
+    for row in rows:
+        found = taken.get(row.get("pid"))
+        if found and found.get("stack"):
+            stack = [str(frame) for frame in found["stack"]]
+            row = {
+                **row,
+                "taken_at": stack[0],
+                "taken_stack": " <- ".join(stack),
+                "taken_ago_s": round(time.time() - float(found.get("taken_t") or time.time()), 1),
+            }
+        out.append(row)
+    return out
+
+
 def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Leaked rows grouped by statement and by the request most likely to have left them."""
+    """Leaked rows grouped by statement, by the request most likely to have left them, and by
+    where they were taken (when the pool view records it)."""
     statements = Counter(str(r.get("statement") or normalise(str(r.get("query", "")))) for r in rows)
     likely = Counter(str(r["likely"]) for r in rows if r.get("likely"))
+    sites = Counter(str(r["taken_at"]) for r in rows if r.get("taken_at"))
     return {
         "statements": dict(statements.most_common(10)),
+        "sites": dict(sites.most_common(10)),
         "likely": dict(likely.most_common(10)),
         "attributed": sum(likely.values()),
         "of": len(rows),

@@ -75,6 +75,8 @@ class Verdict:
     baseline_drift: dict[str, Any] | None = None  # low/high of the quiet window, the count before warm-up
     service_warnings: dict[str, int] = field(default_factory=dict)  # kind → lines the service logged
     pooler: dict[str, Any] | None = None  # PgBouncer's mode and SHOW POOLS at baseline and after settle
+    # where the app checked out the connections its pools still count out (drainwatch.instrument, SQLAlchemy)
+    checkout_sites: dict[str, int] = field(default_factory=dict)
     hangups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per disconnect request: did it reach the server
     load_kinds: dict[str, Any] | None = None  # per kind: requests and those that tested nothing
     leaked_exact: bool = True  # False: only the probe or the pool view saw the leak, the count is a floor
@@ -514,6 +516,13 @@ def _baseline_drift(
     }
 
 
+def _checkout_sites(pool_view: Mapping[str, Any] | None) -> dict[str, int]:
+    """Connections still checked out after settle, by the application frame that took them."""
+    taken = (pool_view or {}).get("checkouts") or []
+    sites = Counter(str(c["stack"][0]) for c in taken if isinstance(c, Mapping) and c.get("stack"))
+    return dict(sites.most_common(10))
+
+
 def _recovery(tail: Sequence[Mapping[str, Any]], limit: float, load_end: float) -> float | None:
     """Seconds from the end of the load to the first sample back within ``limit`` connections."""
     for sample in tail:
@@ -618,6 +627,7 @@ def judge(
         server=dict(server) if server is not None else None,
         baseline_drift=drift,
         pooler=dict(pooler) if pooler is not None else None,
+        checkout_sites=_checkout_sites(pool_view),
         load_kinds=dict(load_kinds) if load_kinds is not None else None,
         attribution=attribution_summary(tally.leaked_rows) if tally.leaked_rows else None,
         oldest_held_s=round(max((float(r.get("state_age_s") or 0) for r in tally.leaked_rows), default=0.0), 2),

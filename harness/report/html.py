@@ -261,6 +261,18 @@ def _hangups(data: RunData) -> list[str]:
     ]
 
 
+def _taken(row: Any) -> object:
+    """Where the connection was checked out, and how long ago (from the app's pool view)."""
+    site = getattr(row, "taken_at", "")
+    if _missing(site) or not site:
+        return ""
+    stack = getattr(row, "taken_stack", "")
+    ago = getattr(row, "taken_ago_s", None)
+    when = f" · {human_seconds(float(ago))} ago" if not _missing(ago) else ""
+    title = escape(str(stack)) if not _missing(stack) else ""
+    return Raw(f'<span title="{title}"><code>{escape(str(site))}</code>{escape(when)}</span>')
+
+
 def _service_log(data: RunData) -> list[str]:
     """What the service printed that drainwatch reads (only for a service it started)."""
     path = data.run_dir / SERVICE_WARNINGS_CSV
@@ -331,6 +343,7 @@ def _lingering(data: RunData) -> str:
                 r.scenario or getattr(r, "likely", "") or "",
                 r.request_id,
                 r.application_name,
+                _taken(r),
                 Raw(f'<span title="{escape(query[:2000])}">{escape(_clip(query, 160))}</span>'),
             ]
         )
@@ -346,6 +359,7 @@ def _lingering(data: RunData) -> str:
         "scenario (or likely request)",
         "request id",
         "application",
+        "taken at",
         "last query",
     ]
     more = len(rows) - MAX_ROWS
@@ -421,6 +435,15 @@ def _findings(data: RunData) -> str:
     if diagnosis:
         rows = [[d["pattern"], d.get("evidence", ""), d.get("cause", ""), d["fix"]] for d in diagnosis]
         parts.append("<h2>Diagnosis</h2>" + table_html(["pattern", "evidence", "likely cause", "fix"], rows))
+    sites = summary.get("checkout_sites")
+    if isinstance(sites, Mapping) and sites:
+        rows = [[Raw(f"<code>{escape(str(site))}</code>"), _fmt(n)] for site, n in sites.items()]
+        parts.append(
+            "<h2>Checked out and never given back</h2><p>Where the app took the connections its pools still "
+            "count checked out after settle, as its pool view recorded each checkout (innermost application "
+            "frame; the lingering table below has the whole stack on hover).</p>"
+            + table_html(["taken at", "connections"], rows, numeric={1})
+        )
     isolation = data.run.get("isolation") or {}
     if isolation:
         rows = [

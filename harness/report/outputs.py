@@ -262,6 +262,12 @@ def _figures(data: Mapping[str, Any], outcome: str) -> list[str]:
     for label, row in (data.get("hangups") or {}).items() if isinstance(data.get("hangups"), Mapping) else ():
         if isinstance(row, Mapping):
             facts.append(f"**hang-ups**: {_text(hangup_sentence(str(label), row))}")
+    sites = data.get("checkout_sites")
+    if isinstance(sites, Mapping) and sites:
+        facts.append(
+            "**checked out and never given back**: "
+            + "; ".join(f"{_count(n)} × at {_code(str(site), cell=False)}" for site, n in sites.items())
+        )
     logged = data.get("service_warnings") or {}
     if isinstance(logged, Mapping) and logged:
         facts.append(
@@ -301,6 +307,10 @@ def _leaked(data: Mapping[str, Any]) -> list[str]:
         counts = data.get(key) or {}
         if any(name != "unknown" for name in counts):
             tables += _count_table(caption, column, counts)
+    if found.get("sites"):
+        tables += _count_table(
+            "**By call site** (where the app checked the connection out)", "taken at", found["sites"]
+        )
     if found.get("statements"):
         tables += _count_table("**By statement** (the connection's last statement)", "statement", found["statements"])
     if found.get("likely"):

@@ -18,7 +18,7 @@ from typing import Any
 
 from drainwatch.errors import DatabaseProblem
 from drainwatch.judge import forensics
-from drainwatch.judge.attribution import attribute, read_requests
+from drainwatch.judge.attribution import attribute, read_requests, with_checkouts
 from drainwatch.judge.hangups import active_samples, cancel_times, hangups
 from drainwatch.judge.load import kind_counts
 from drainwatch.judge.probe import ProbeResult, probe
@@ -109,6 +109,7 @@ async def cycle(
     requests = read_requests(sorted(run_dir.glob(f"requests-{csv_name}-*.csv")))
     lingering = attribute(lingering, requests)
     pool_views["final"] = await read_pool_view(run.target)
+    lingering = with_checkouts(lingering, pool_views["final"])  # where each was taken, when the app records it
     views = read_json(run_dir / POOL_VIEW_JSON) if not first else {}
     write_json(run_dir / POOL_VIEW_JSON, views | ({prefix.rstrip("/"): pool_views} if prefix else pool_views))
     write_connections(run_dir / LINGERING_CSV, lingering, append=not first)

@@ -180,6 +180,8 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         where = ", ".join(f"{k} {v}" for k, v in sorted(verdict.routes.items(), key=lambda kv: -kv[1]))
         lines.append(f"left open by  {by}   (routes: {where})")
     lines += attribution_lines(verdict)
+    for site, count in list(verdict.checkout_sites.items())[:3]:
+        lines.append(f"checked out  {count} × at {site}, never given back (the app's pool view)")
     from drainwatch.judge.diagnosis import diagnose
 
     for item in diagnose(verdict):
@@ -206,6 +208,8 @@ def attribution_lines(verdict: Verdict) -> list[str]:
     if found.get("likely"):
         label, count = next(iter(found["likely"].items()))
         lines.append(f"most likely  left by `{label}` ({count} of {found['of']})")
+    for site, count in list((found.get("sites") or {}).items())[:3]:
+        lines.append(f"taken at     {site} ({count} of {found['of']})")
     for statement, count in list((found.get("statements") or {}).items())[:3]:
         lines.append(f"statement    {count} × {statement}")
     return lines
