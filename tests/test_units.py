@@ -239,6 +239,19 @@ def test_clients_waiting_at_pgbouncer_after_traffic_stopped_are_a_stuck_pool() -
     assert judge(samples, PHASES, [], ProbeResult(3, 3), pooler=session).outcome == PASS
 
 
+def test_a_pool_that_ran_out_under_load_with_nothing_held_is_a_small_pool_not_a_leak() -> None:
+    from drainwatch.judge.verdict import with_service_warnings
+
+    verdict = with_service_warnings(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3)), {"pool_exhausted": 7})
+    assert verdict.outcome == PASS and verdict.service_warnings == {"pool_exhausted": 7}
+    assert any(
+        reason.startswith("pool too small for this load: the service's pool ran out 7 time(s)")
+        for reason in verdict.reasons
+    )
+    leak = judge(_samples([5] * 15), PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
+    assert not any("pool too small" in r for r in with_service_warnings(leak, {"pool_exhausted": 7}).reasons)
+
+
 def test_zombie_work_after_traffic_stopped() -> None:
     samples = _samples([5] * 15)
     for sample in samples[10:13]:

@@ -668,4 +668,10 @@ def with_service_warnings(verdict: Verdict, counts: Mapping[str, int]) -> Verdic
     if counts:
         said = "; ".join(f"{n} × {describe(kind)}" for kind, n in counts.items())
         verdict.reasons.append(f"the service logged: {said} (logs/target.log, service-warnings.csv)")
+    if verdict.outcome == PASS and counts.get("pool_exhausted"):
+        verdict.reasons.append(
+            f"pool too small for this load: the service's pool ran out {counts['pool_exhausted']} time(s) while the "
+            "load ran, and nothing was held after it: a small pool is not a leak (give it more connections, "
+            "or fewer --users)"
+        )
     return verdict
