@@ -193,7 +193,11 @@ def test_disconnect_mid_stream(tmp_path: Path, target: str) -> None:
     assert run.requests("disconnect GET /stream") > 0 and run.failures == []
     rows = run.of("disconnect")
     all_outcome(rows, "chaos")
-    assert all(r["detail"].startswith("hung up mid-stream after 3 chunk(s)") and r["status"] == "200" for r in rows)
+    # at least 3: on a busy machine two chunks 50 ms apart can arrive in one read
+    seen = [re.match(r"hung up mid-stream after (\d+) chunk\(s\)", r["detail"]) for r in rows]
+    assert all(m and int(m.group(1)) >= 3 and r["status"] == "200" for m, r in zip(seen, rows, strict=True)), [
+        r["detail"] for r in rows
+    ]
     assert run.seen["stream:cut"] > 0 and run.seen["stream:completed"] == 0, run.seen
 
 
