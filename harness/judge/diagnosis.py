@@ -24,9 +24,6 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
         label, n = next(iter(likely.items()))
         by_routes = f"most likely {label} ({n})"
     where = f"; left by {by_routes}" if by_routes else ""
-    if verdict.checkout_sites:
-        site, n = next(iter(verdict.checkout_sites.items()))
-        where += f"; {n} checked out at {site}"
     iit = verdict.idle_in_transaction
     if iit["count"]:
         found.append(
