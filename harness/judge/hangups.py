@@ -20,13 +20,13 @@ import bisect
 import csv
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from drainwatch.judge.server import log_time
+
 CANCEL_WINDOW = 2.0  # a statement cancelled this soon after a hang-up was that hang-up's
 _CANCEL = re.compile(r"canceling statement due to user request")
-_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) (?:UTC|GMT)")
 
 
 def cancel_times(log_path: Path | None) -> list[float] | None:
@@ -36,15 +36,9 @@ def cancel_times(log_path: Path | None) -> list[float] | None:
     found = []
     with open(log_path, errors="replace") as handle:
         for line in handle:
-            if _CANCEL.search(line) and (stamp := _STAMP.match(line)):
-                found.append(_unix(stamp.group(1)))
+            if _CANCEL.search(line) and (when := log_time(line)) is not None:
+                found.append(when)
     return sorted(found)
-
-
-def _unix(stamp: str) -> float:
-    whole, _, fraction = stamp.partition(".")
-    seconds = datetime.strptime(whole + "+0000", "%Y-%m-%d %H:%M:%S%z").timestamp()
-    return seconds + (float(f"0.{fraction}") if fraction else 0.0)
 
 
 def active_samples(samples_csv: Path, start: float, end: float) -> list[tuple[float, int]]:

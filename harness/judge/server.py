@@ -18,6 +18,16 @@ _REFUSED = re.compile(r"too many clients already|remaining connection slots are 
 _STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) (UTC|GMT)")
 
 
+def log_time(line: str) -> float | None:
+    """The unix time a PostgreSQL log line starts with (``2026-12-01 12:40:20.250 UTC``), or None."""
+    stamp = _STAMP.match(line)
+    if stamp is None:
+        return None
+    whole, _, fraction = stamp.group(1).partition(".")
+    seconds = datetime.strptime(whole + "+0000", "%Y-%m-%d %H:%M:%S%z").timestamp()
+    return seconds + (float(f"0.{fraction}") if fraction else 0.0)
+
+
 def refusals(log_path: Path | None) -> dict[str, Any]:
     """Connections PostgreSQL refused for want of slots, from its log (None when there is no log to read)."""
     if log_path is None or not log_path.is_file():
@@ -27,8 +37,8 @@ def refusals(log_path: Path | None) -> dict[str, Any]:
         for line in handle:
             if _REFUSED.search(line):
                 count += 1
-                if first is None and (stamp := _STAMP.match(line)):
-                    first = datetime.strptime(stamp.group(1)[:19] + "+0000", "%Y-%m-%d %H:%M:%S%z").timestamp()
+                if first is None:
+                    first = log_time(line)
     return {"count": count, "first": first}
 
 

@@ -148,33 +148,27 @@ async def _wait_ready(admin: str, proc: asyncio.subprocess.Process, log_path: Pa
 
 async def show_pools(admin: str) -> dict[str, int]:
     """``SHOW POOLS`` summed over the pooler's pools (its own admin pool left out). Raises OSError."""
+    totals = dict.fromkeys(POOL_COLUMNS, 0)
+    for row in await admin_command(admin, "SHOW POOLS"):
+        if row.get("database") == "pgbouncer":
+            continue
+        for key in POOL_COLUMNS:
+            value = int(row.get(key) or 0)
+            totals[key] = max(totals[key], value) if key == "maxwait" else totals[key] + value
+    return totals
+
+
+async def admin_command(admin: str, command: str) -> list[dict[str, Any]]:
+    """Run one command on the admin console (SHOW POOLS, KILL, RESUME); its rows. Raises OSError."""
     import psycopg
 
     try:
         # the admin console speaks the simple query protocol only, and has no transactions
         async with await psycopg.AsyncConnection.connect(admin, autocommit=True, prepare_threshold=None) as conn:
-            cursor = await conn.execute("SHOW POOLS")
-            names = [column.name for column in cursor.description or []]
-            rows = [dict(zip(names, row, strict=False)) for row in await cursor.fetchall()]
-    except psycopg.Error as exc:
-        raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
-    totals = dict.fromkeys(POOL_COLUMNS, 0)
-    for row in rows:
-        if row.get("database") == "pgbouncer":
-            continue
-        for key in POOL_COLUMNS:
-            totals[key] = (
-                max(totals[key], int(row.get(key) or 0)) if key == "maxwait" else totals[key] + int(row.get(key) or 0)
-            )
-    return totals
-
-
-async def admin_command(admin: str, command: str) -> None:
-    """Run one command on the admin console (PAUSE, RESUME, KILL). Raises OSError."""
-    import psycopg
-
-    try:
-        async with await psycopg.AsyncConnection.connect(admin, autocommit=True, prepare_threshold=None) as conn:
-            await conn.execute(command)
+            cursor = await conn.execute(command)
+            if cursor.description is None:
+                return []
+            names = [column.name for column in cursor.description]
+            return [dict(zip(names, row, strict=False)) for row in await cursor.fetchall()]
     except psycopg.Error as exc:
         raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
