@@ -192,7 +192,14 @@ def compare_cmd(ctx: click.Context, run_a: Path, run_b: Path, out: Path | None) 
 @cli.command("forecast")
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @prod_options(required=True)
-def forecast_cmd(run_dir: Path, **opts: object) -> None:
+def forecast_cmd(
+    run_dir: Path,
+    prod_rps: float,
+    prod_pool: int | None,
+    prod_instances: int,
+    prod_max_connections: int | None,
+    **kind_shares: str,
+) -> None:
     """Predict from a finished run when production's pool runs out (the 2am outage).
 
     \b
@@ -200,16 +207,15 @@ def forecast_cmd(run_dir: Path, **opts: object) -> None:
     """
     from drainwatch.report.forecast import Production, from_run_dir
 
-    rps, pool = float(opts["prod_rps"]), opts["prod_pool"]  # type: ignore[arg-type]
-    instances, server = opts["prod_instances"], opts["prod_max_connections"]
-    check_production(rps, pool, instances, server)  # type: ignore[arg-type]
-    pool = pool or _pool_limit(run_dir)
+    rps, instances, server = prod_rps, prod_instances, prod_max_connections
+    check_production(rps, prod_pool, instances, server)
+    pool = prod_pool or _pool_limit(run_dir)
     if not pool and not server:
         raise UsageError(
             "the pool size is unknown",
             hint="give --prod-pool, e.g. 30 for pool_size=20, max_overflow=10 (or --prod-max-connections)",
         )
-    prod = Production(rps, shares(opts), pool, instances=instances, server=server)  # type: ignore[arg-type]
+    prod = Production(rps, shares(kind_shares), pool, instances=instances, server=server)
     result = from_run_dir(run_dir, prod)
     console.print(result.sentence)
     for kind, rate in result.rates.items():

@@ -184,8 +184,10 @@ async def server_facts(dsn: str) -> tuple[str, int]:
     """(server version, max_connections), or DatabaseProblem naming the fix."""
     async with await connect(dsn) as conn:
         cur = await conn.execute("SELECT current_setting('server_version'), current_setting('max_connections')::int")
-        version, max_conn = await cur.fetchone()  # type: ignore[misc]
-        return str(version), int(max_conn)
+        row = await cur.fetchone()
+        if row is None:  # a server answers this query with one row; psycopg types it optional
+            raise DatabaseProblem("the server did not say its version", hint="check --dsn points at PostgreSQL")
+        return str(row[0]), int(row[1])
 
 
 async def connect(dsn: str, *, timeout: float = 5.0) -> psycopg.AsyncConnection[Any]:
