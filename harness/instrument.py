@@ -11,18 +11,23 @@ the service starves with nothing extra visible. Two lines in your app fix that::
 and drainwatch reconciles them with what PostgreSQL shows. For SQLAlchemy pools it also
 records, from the first view on, where each connection still checked out was taken: the
 application's frames of the checkout (not the libraries'), when, and its backend's pid, so
-drainwatch can say "taken at app/routes.py:42 in report() 31 s ago" of a lingering one. Supported: SQLAlchemy engines
-(sync or async) and their ``QueuePool``, asyncpg pools, psycopg_pool pools. No import of
-those libraries happens here: pools are recognised by their methods.
+drainwatch can say "taken at app/routes.py:42 in report() 31 s ago" of a lingering one.
+Supported: SQLAlchemy engines (sync or async) and their ``QueuePool`` (through its pool
+events), asyncpg pools and psycopg_pool pools, sync or async (their acquire and release are
+traced on the pool object itself). No import of those libraries happens here: pools are
+recognised by their methods.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import os
 import sys
 import sysconfig
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,37 +39,124 @@ _LIBRARY_ROOTS = tuple(
     for key in ("stdlib", "platstdlib", "purelib", "platlib")
     if (path := sysconfig.get_paths().get(key))
 ) + (os.path.dirname(os.path.realpath(__file__)),)
-_checkouts: dict[int, dict[str, Any]] = {}  # id(connection record) -> where and when it was taken
+_checkouts: dict[int, dict[str, Any]] = {}  # id(connection handle) -> where and when it was taken
+_traced_classes: dict[type, type] = {}  # a pool class -> its subclass that records checkouts
+_gone = itertools.count(-1, -1)  # keys for checkouts whose connection object was collected
 
 
 def track_checkouts(pool: Any) -> bool:
-    """Record where each connection of a SQLAlchemy pool is checked out until it is checked in.
-    Idempotent; False for a pool that is not SQLAlchemy's."""
+    """Record where each connection of a pool is taken until it is given back: SQLAlchemy
+    through its pool events, asyncpg and psycopg_pool by tracing acquire and release on this
+    pool object only. Idempotent; False for a pool it does not know."""
     pool = getattr(getattr(pool, "sync_engine", pool), "pool", pool)
-    if not (hasattr(pool, "checkedout") and hasattr(pool, "checkedin")):
-        return False
+    if hasattr(pool, "checkedout") and hasattr(pool, "checkedin"):
+        return _track_sqlalchemy(pool)
+    if hasattr(pool, "get_idle_size") and hasattr(pool, "_acquire"):
+        return _trace(pool, _asyncpg_methods)
+    if hasattr(pool, "getconn") and hasattr(pool, "putconn"):
+        coroutine = inspect.iscoroutinefunction(pool.getconn)
+        return _trace(pool, _psycopg_async_methods if coroutine else _psycopg_methods)
+    return False
+
+
+def _track_sqlalchemy(pool: Any) -> bool:
     if getattr(pool, "_drainwatch_tracked", False):
         return True
     from sqlalchemy import event
 
     event.listen(pool, "checkout", _on_checkout)
-    event.listen(pool, "checkin", _on_checkin)
+    event.listen(pool, "checkin", lambda _conn, record: _checkouts.pop(id(record), None))
     event.listen(pool, "invalidate", lambda _conn, record, _exc: _checkouts.pop(id(record), None))
     pool._drainwatch_tracked = True
     return True
 
 
 def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-    _checkouts[id(record)] = {
-        "record": record,
-        "pid": _backend_pid(dbapi_connection),
-        "taken_t": round(time.time(), 3),
-        "stack": _application_frames(),
-    }
+    # SQLAlchemy gives a connection whose fairy was collected back to the pool: no longer out
+    def out() -> bool:
+        fairy = getattr(record, "fairy_ref", None)
+        return fairy is not None and fairy() is not None
+
+    _taken(id(record), _backend_pid(dbapi_connection), _application_frames(), out)
 
 
-def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-    _checkouts.pop(id(record), None)
+def _taken(key: int, pid: int | None, stack: list[str], out: Callable[[], bool] = lambda: True) -> None:
+    _checkouts[key] = {"_out": out, "pid": pid, "taken_t": round(time.time(), 3), "stack": stack}
+
+
+def _trace(pool: Any, methods: Callable[[type], dict[str, Any]]) -> bool:
+    """Swap this pool object's class for a subclass whose acquire and release record checkouts.
+    asyncpg's pool has ``__slots__``, so its methods cannot be replaced on the instance; a
+    subclass adding no slots has the same layout, and other pools of the class are untouched."""
+    cls = type(pool)
+    if not getattr(cls, "_drainwatch_traced", False):
+        if cls not in _traced_classes:
+            body = {"__slots__": (), "__module__": cls.__module__, "_drainwatch_traced": True, **methods(cls)}
+            _traced_classes[cls] = type(cls.__name__, (cls,), body)
+        pool.__class__ = _traced_classes[cls]
+    return True
+
+
+def _asyncpg_methods(cls: type) -> dict[str, Any]:
+    # asyncpg keeps the proxy it lent until release: holding it here changes nothing
+    async def _acquire(self: Any, timeout: float | None) -> Any:
+        stack = _application_frames()
+        proxy = await cls._acquire(self, timeout)  # type: ignore[attr-defined]
+        _taken(id(proxy), _backend_pid(proxy), stack, lambda: getattr(proxy, "_con", None) is not None)
+        return proxy
+
+    async def release(self: Any, connection: Any, *, timeout: float | None = None) -> None:
+        _checkouts.pop(id(connection), None)
+        await cls.release(self, connection, timeout=timeout)  # type: ignore[attr-defined]
+
+    return {"_acquire": _acquire, "release": release}
+
+
+def _psycopg_methods(cls: type) -> dict[str, Any]:
+    def getconn(self: Any, timeout: float | None = None) -> Any:
+        stack = _application_frames()
+        conn = cls.getconn(self, timeout=timeout)  # type: ignore[attr-defined]
+        _lent(conn, stack)
+        return conn
+
+    def putconn(self: Any, conn: Any) -> None:
+        _returned(conn)
+        cls.putconn(self, conn)  # type: ignore[attr-defined]
+
+    return {"getconn": getconn, "putconn": putconn}
+
+
+def _psycopg_async_methods(cls: type) -> dict[str, Any]:
+    async def getconn(self: Any, timeout: float | None = None) -> Any:
+        stack = _application_frames()
+        conn = await cls.getconn(self, timeout=timeout)  # type: ignore[attr-defined]
+        _lent(conn, stack)
+        return conn
+
+    async def putconn(self: Any, conn: Any) -> None:
+        _returned(conn)
+        await cls.putconn(self, conn)  # type: ignore[attr-defined]
+
+    return {"getconn": getconn, "putconn": putconn}
+
+
+def _lent(conn: Any, stack: list[str]) -> None:
+    """A psycopg_pool checkout. It is held weakly: a connection the app dropped is closed by the
+    garbage collector, yet the pool still counts it lent, so its record moves to a key of its
+    own (its id may be reused) and stays: the pool is short of it for good."""
+    _taken(id(conn), _backend_pid(conn), stack)
+    _checkouts[id(conn)]["_finalizer"] = weakref.finalize(conn, _collected, id(conn))
+
+
+def _returned(conn: Any) -> None:
+    found = _checkouts.pop(id(conn), None)
+    if found is not None and "_finalizer" in found:
+        found["_finalizer"].detach()  # a pooled connection is lent again and again: one finalizer at a time
+
+
+def _collected(key: int) -> None:
+    if (found := _checkouts.pop(key, None)) is not None:
+        _checkouts[next(_gone)] = found
 
 
 def _backend_pid(conn: Any) -> int | None:
@@ -115,14 +207,13 @@ def _short(path: str) -> str:
 
 
 def checkouts() -> list[dict[str, Any]]:
-    """The connections taken and not given back, oldest first. A checkout whose connection the
-    garbage collector already took back (its fairy is gone) is dropped: the pool no longer counts it."""
+    """The connections taken and not given back, oldest first. One its pool no longer counts out
+    (SQLAlchemy took it back from the garbage collector; asyncpg detached it) is dropped."""
     for key, found in list(_checkouts.items()):
-        fairy = getattr(found["record"], "fairy_ref", None)
-        if fairy is None or fairy() is None:
+        if not found["_out"]():
             _checkouts.pop(key, None)
     kept = sorted(_checkouts.values(), key=lambda c: c["taken_t"])
-    return [{k: v for k, v in c.items() if k != "record"} for c in kept]
+    return [{k: v for k, v in c.items() if not k.startswith("_")} for c in kept]
 
 
 def describe_pool(pool: Any) -> dict[str, Any]:

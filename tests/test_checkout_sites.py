@@ -58,3 +58,64 @@ def test_the_async_api_names_the_coroutine_that_awaited_the_checkout(pg: Databas
 
     found, line = asyncio.run(scenario())
     assert [c["stack"][0] for c in found] == [f"tests/test_checkout_sites.py:{line} in handler()"]
+
+
+def test_asyncpg_names_the_handler_that_acquired_and_forgets_what_it_released(pg: Database) -> None:
+    import asyncpg
+
+    async def leaky(pool: asyncpg.Pool) -> tuple[object, int]:
+        conn = await pool.acquire()  # never released: the line the record must name
+        return conn, inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+
+    async def correct(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT 1")
+
+    async def scenario() -> tuple[list[dict], list[dict], int, int]:
+        async with asyncpg.create_pool(pg.dsn, min_size=1, max_size=3) as pool:
+            assert pool_view({"raw": pool})["checkouts"] == []
+            await correct(pool)
+            conn, line = await leaky(pool)
+            held, pid = pool_view({"raw": pool})["checkouts"], conn.get_server_pid()  # type: ignore[attr-defined]
+            await pool.release(conn)
+            return held, pool_view({"raw": pool})["checkouts"], line, pid
+
+    held, after, line, pid = asyncio.run(scenario())
+    assert [(c["stack"][0], c["pid"]) for c in held] == [(f"tests/test_checkout_sites.py:{line} in leaky()", pid)]
+    assert after == []
+
+
+def test_psycopg_pool_sync_and_async_name_the_getconn(pg: Database) -> None:
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+    def take(pool: ConnectionPool) -> tuple[psycopg.Connection, int]:
+        conn = pool.getconn()  # the sync line
+        return conn, inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+
+    with ConnectionPool(pg.dsn, min_size=1, max_size=2, open=True) as pool:
+        pool_view({"psycopg": pool})
+        with pool.connection() as conn:  # lent and given back through the context manager
+            conn.execute("SELECT 1")
+        assert pool_view({"psycopg": pool})["checkouts"] == []
+        conn, line = take(pool)
+        (taken,) = pool_view({"psycopg": pool})["checkouts"]
+        assert taken["stack"][0] == f"tests/test_checkout_sites.py:{line} in take()"
+        assert taken["pid"] == conn.info.backend_pid
+        pool.putconn(conn)
+        assert pool_view({"psycopg": pool})["checkouts"] == []
+
+    async def handler(pool: AsyncConnectionPool) -> int:
+        await pool.getconn()  # dropped without putconn: the pool is short of it for good
+        return inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+
+    async def scenario() -> tuple[list[dict], int]:
+        async with AsyncConnectionPool(pg.dsn, min_size=1, max_size=2, open=False) as pool:
+            pool_view({"psycopg": pool})
+            line = await handler(pool)
+            import gc
+
+            gc.collect()  # the connection object is gone; the record must stay
+            return pool_view({"psycopg": pool})["checkouts"], line
+
+    found, line = asyncio.run(scenario())
+    assert [c["stack"][0] for c in found] == [f"tests/test_checkout_sites.py:{line} in handler()"]

@@ -131,3 +131,17 @@ def test_what_the_service_logged_is_read(leaky_run: tuple[int, str, Path], fixed
         assert "<h2>What the service logged</h2>" in (run_dir / "report.html").read_text()
     fixed = json.loads((fixed_run[2] / "summary.json").read_text())
     assert fixed["service_warnings"] == {}  # the fixed demo gives every connection back: nothing to warn of
+
+
+def test_raw_pool_leaks_carry_the_line_that_acquired_them(leaky_run: tuple[int, str, Path]) -> None:
+    """The demo's asyncpg pool is traced too: each of its held connections names the leaky route's acquire."""
+    _, output, run_dir = leaky_run
+    rows = list(csv.DictReader((run_dir / "lingering.csv").open()))
+    raw_held = [row for row in rows if row["kind"] == "held" and row["application_name"].endswith(":raw")]
+    assert raw_held, rows
+    assert all("demo_service/leaky.py:" in row["taken_at"] for row in raw_held), raw_held
+    # the leaky routes' own acquires (demo_service/leaky.py), never drainwatch's or asyncpg's frames
+    assert {row["taken_at"].split(" in ")[-1] for row in raw_held} <= {"reply()", "build()", "refund()", "retry()"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert any("demo_service/leaky.py:" in site for site in summary["checkout_sites"]), summary["checkout_sites"]
+    assert "checked out" in output and "never given back" in output

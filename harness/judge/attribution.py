@@ -88,7 +88,7 @@ def attribute(rows: Sequence[dict[str, Any]], requests: Sequence[Mapping[str, An
 
 def with_checkouts(rows: Sequence[dict[str, Any]], view: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """Each row with where its connection was checked out (``taken_at``, the innermost application
-    frame; ``taken_stack``; ``taken_ago_s``), when the app's pool view records it (SQLAlchemy)."""
+    frame; ``taken_stack``; ``taken_ago_s``), when the app's pool view records it."""
     taken = {c.get("pid"): c for c in (view or {}).get("checkouts") or [] if isinstance(c, Mapping)}
     out = []
     for row in rows:

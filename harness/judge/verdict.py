@@ -75,7 +75,7 @@ class Verdict:
     baseline_drift: dict[str, Any] | None = None  # low/high of the quiet window, the count before warm-up
     service_warnings: dict[str, int] = field(default_factory=dict)  # kind → lines the service logged
     pooler: dict[str, Any] | None = None  # PgBouncer's mode and SHOW POOLS at baseline and after settle
-    # where the app checked out the connections its pools still count out (drainwatch.instrument, SQLAlchemy)
+    # where the app checked out the connections its pools still count out (drainwatch.instrument)
     checkout_sites: dict[str, int] = field(default_factory=dict)
     hangups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per disconnect request: did it reach the server
     load_kinds: dict[str, Any] | None = None  # per kind: requests and those that tested nothing
