@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from drainwatch.demo_service import app_name
 from drainwatch.provision.processes import free_port
 from tests.conftest import REPO, demo_service
 from tests.helpers import FAST, SHORT_PHASES, SYSTEM_DSN, drainwatch, needs_system_pg
@@ -115,11 +118,30 @@ def test_workers_and_prometheus_endpoint(tmp_path: Path) -> None:
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     assert "drainwatch_up 1" in scraped and 'drainwatch_connections{state="idle"}' in scraped
+    check_scrape(scraped, tmp_path / "w" / "samples.csv")
     record = json.loads((tmp_path / "w" / "run.json").read_text())
     assert {"locust-worker-1", "locust-worker-2"} <= set(record["processes"])
     senders = {name: n for name, n in clients.items() if name.startswith("locust-")}
     assert len(senders) == 2 and all(n > 10 for n in senders.values()), clients
     assert "Aggregated" in (tmp_path / "w" / "locust_stats.csv").read_text()
+
+
+def check_scrape(scraped: str, samples_csv: Path) -> None:
+    """The scrape parses as Prometheus text, names the demo's pools the OpenTelemetry way, and
+    its counts add up to its own total and to the reading the collector wrote for the same time."""
+    families = {family.name: family.samples for family in text_string_to_metric_families(scraped)}
+    otel = families["db_client_connection_count"]
+    assert {s.labels["state"] for s in otel} == {"idle", "used"}, otel
+    pools = {s.labels["pool_name"] for s in otel}
+    assert pools and pools <= {f"{app_name('fixed')}:sa", f"{app_name('fixed')}:raw"}, pools
+    (total,) = [s.value for s in families["drainwatch_connections_total"]]
+    idle = {s.labels["state"]: s.value for s in families["drainwatch_connections"]}["idle"]
+    assert sum(s.value for s in otel) == total > 0, scraped
+    assert sum(s.value for s in otel if s.labels["state"] == "idle") == idle, scraped
+    (t,) = [s.value for s in families["drainwatch_sample_timestamp_seconds"]]
+    with samples_csv.open(newline="") as handle:
+        (row,) = [row for row in csv.DictReader(handle) if float(row["t"]) == t]
+    assert (float(row["total"]), float(row["idle"])) == (total, idle), row
 
 
 def test_a_locustfile_that_sends_nothing_is_an_error(tmp_path: Path) -> None:

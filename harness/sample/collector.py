@@ -65,18 +65,19 @@ def sample_sql(match: Match, dsn: str = "") -> tuple[str, dict[str, Any]]:
     where, params = resolve(match, dsn)
     sql = f"""
         SELECT ({where}) AS mine, coalesce(state, '') AS state, count(*) AS n,
-               coalesce(extract(epoch FROM max(now() - state_change)), 0)::float8 AS oldest
+               coalesce(extract(epoch FROM max(now() - state_change)), 0)::float8 AS oldest,
+               coalesce(application_name, '') AS application_name
         FROM pg_stat_activity
         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-        GROUP BY 1, 2
+        GROUP BY 1, 2, 5
     """
     return sql, params
 
 
 def to_sample(t: float, rows: Iterable[Sequence[Any]], max_connections: int, late_ms: float = 0.0) -> Sample:
-    """Fold ``(mine, state, count, oldest_age_s)`` rows into one Sample (pure: no database)."""
+    """Fold ``(mine, state, count, oldest_age_s[, application_name])`` rows into one Sample (pure: no database)."""
     sample = Sample(t=t, max_connections=max_connections, late_ms=round(late_ms, 2))
-    for mine, state, n, oldest in rows:
+    for mine, state, n, oldest, *_ in rows:
         n = int(n)
         sample.all_client_backends += n
         if not mine:
@@ -92,6 +93,22 @@ def to_sample(t: float, rows: Iterable[Sequence[Any]], max_connections: int, lat
         elif column == "active":
             sample.oldest_active_s = max(sample.oldest_active_s, age)
     return sample
+
+
+# application_name → Sample state column → the target's backends: for the live endpoint only,
+# kept out of Sample because the CSV's columns are a fixed record and names are unbounded.
+Pools = dict[str, dict[str, int]]
+
+
+def to_pools(rows: Iterable[Sequence[Any]]) -> Pools:
+    """The target's backends of ``sample_sql`` rows by application_name and state (pure)."""
+    pools: Pools = {}
+    for mine, state, n, _oldest, application_name in rows:
+        if mine:
+            counts = pools.setdefault(application_name, {})
+            column = STATES.get(state, "other")
+            counts[column] = counts.get(column, 0) + int(n)
+    return pools
 
 
 class SampleWriter:
@@ -152,18 +169,19 @@ class _Source:
         self.max_conn = int(self.conn.execute("SELECT current_setting('max_connections')").fetchone()[0])
         self.backoff = self.interval
 
-    def read(self, t: float, late_ms: float) -> Sample:
+    def read(self, t: float, late_ms: float) -> tuple[Sample, Pools]:
         import psycopg
 
         try:
             if self.conn is None:
                 self.open()
             sql, params = sample_sql(self.match, self.dsn)
-            return to_sample(t, self.conn.execute(sql, params).fetchall(), self.max_conn, late_ms)
+            rows = self.conn.execute(sql, params).fetchall()
+            return to_sample(t, rows, self.max_conn, late_ms), to_pools(rows)
         except psycopg.Error as exc:
             log.warning("collector lost PostgreSQL: %s", str(exc).strip().splitlines()[:1])
             self.close()
-            return Sample(t=t, gap=1, late_ms=round(late_ms, 2))
+            return Sample(t=t, gap=1, late_ms=round(late_ms, 2)), {}
 
     def next_backoff(self) -> float:
         """How long to wait after a gap: doubling, at most 2 s."""
@@ -204,10 +222,12 @@ def run_collector(
     interval: float = 0.25,
     duration: float | None = None,
     stop: threading.Event | None = None,
-    on_sample: Callable[[Sample], None] | None = None,
+    on_sample: Callable[[Sample, Pools], None] | None = None,
 ) -> int:
     """Sample until ``stop`` is set, ``duration`` passes or (without ``stop``, in the main
     thread) SIGINT/SIGTERM arrives; the signal handlers are restored on return.
+
+    ``on_sample`` gets each sample with the same reading's counts by application_name.
 
     Returns the number of samples written. Raises DatabaseProblem when the first
     connection fails (a later loss of the server is recorded as a gap instead).
@@ -226,10 +246,10 @@ def run_collector(
     signals = stop_on_signals(threading.Event()) if stop is None else nullcontext(stop)
     with signals as stop, SampleWriter(out) as writer, closing(source):
         for now, late_ms in _slots(interval, duration, stop):
-            sample = source.read(now + wall_offset, late_ms)
+            sample, pools = source.read(now + wall_offset, late_ms)
             writer.write(sample)
             if on_sample is not None:
-                on_sample(sample)
+                on_sample(sample, pools)
             written += 1
             if sample.gap and stop.wait(source.next_backoff()):
                 break
