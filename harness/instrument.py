@@ -22,23 +22,14 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import os
-import sys
-import sysconfig
 import time
-import traceback
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from drainwatch.stacks import application_frames, waiting
+
 POOL_VIEW_PATH = "/_drainwatch/pool"
-SITE_FRAMES = 4  # application frames kept per checkout, innermost first
-# Where the libraries live: their frames are not the application's.
-_LIBRARY_ROOTS = tuple(
-    os.path.realpath(path)
-    for key in ("stdlib", "platstdlib", "purelib", "platlib")
-    if (path := sysconfig.get_paths().get(key))
-) + (os.path.dirname(os.path.realpath(__file__)),)
 _checkouts: dict[int, dict[str, Any]] = {}  # id(connection handle) -> where and when it was taken
 _traced_classes: dict[type, type] = {}  # a pool class -> its subclass that records checkouts
 _gone = itertools.count(-1, -1)  # keys for checkouts whose connection object was collected
@@ -77,7 +68,7 @@ def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         fairy = getattr(record, "fairy_ref", None)
         return fairy is not None and fairy() is not None
 
-    _taken(id(record), _backend_pid(dbapi_connection), _application_frames(), out)
+    _taken(id(record), _backend_pid(dbapi_connection), application_frames(), out)
 
 
 def _taken(key: int, pid: int | None, stack: list[str], out: Callable[[], bool] = lambda: True) -> None:
@@ -100,7 +91,7 @@ def _trace(pool: Any, methods: Callable[[type], dict[str, Any]]) -> bool:
 def _asyncpg_methods(cls: type) -> dict[str, Any]:
     # asyncpg keeps the proxy it lent until release: holding it here changes nothing
     async def _acquire(self: Any, timeout: float | None) -> Any:
-        stack = _application_frames()
+        stack = application_frames()
         proxy = await cls._acquire(self, timeout)  # type: ignore[attr-defined]
         _taken(id(proxy), _backend_pid(proxy), stack, lambda: getattr(proxy, "_con", None) is not None)
         return proxy
@@ -114,7 +105,7 @@ def _asyncpg_methods(cls: type) -> dict[str, Any]:
 
 def _psycopg_methods(cls: type) -> dict[str, Any]:
     def getconn(self: Any, timeout: float | None = None) -> Any:
-        stack = _application_frames()
+        stack = application_frames()
         conn = cls.getconn(self, timeout=timeout)  # type: ignore[attr-defined]
         _lent(conn, stack)
         return conn
@@ -128,7 +119,7 @@ def _psycopg_methods(cls: type) -> dict[str, Any]:
 
 def _psycopg_async_methods(cls: type) -> dict[str, Any]:
     async def getconn(self: Any, timeout: float | None = None) -> Any:
-        stack = _application_frames()
+        stack = application_frames()
         conn = await cls.getconn(self, timeout=timeout)  # type: ignore[attr-defined]
         _lent(conn, stack)
         return conn
@@ -172,38 +163,6 @@ def _backend_pid(conn: Any) -> int | None:
         except Exception:  # noqa: BLE001 - not this driver
             continue
     return None
-
-
-def _application_frames() -> list[str]:
-    """``path:line in function`` of the application's frames, innermost first: the thread's own
-    stack, then its parent greenlets' (SQLAlchemy's async API runs the checkout in a greenlet
-    whose stack stops short of the handler that awaits it)."""
-    frames = [frame for frame, _ in traceback.walk_stack(None)]
-    greenlets = sys.modules.get("greenlet")
-    current = greenlets.getcurrent() if greenlets is not None else None
-    while current is not None and (current := current.parent) is not None:
-        # the awaiting side: where the parent greenlet switched into this one
-        frames += [frame for frame, _ in traceback.walk_stack(current.gr_frame)] if current.gr_frame else []
-    found: list[str] = []
-    for frame in frames:
-        name = frame.f_code.co_filename
-        path = os.path.realpath(name)
-        if name.startswith("<") or path.startswith(_LIBRARY_ROOTS) or "site-packages" in path:
-            continue
-        where = f"{_short(path)}:{frame.f_lineno} in {frame.f_code.co_name}()"
-        if where not in found:
-            found.append(where)
-        if len(found) == SITE_FRAMES:
-            break
-    return found
-
-
-def _short(path: str) -> str:
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if relative.startswith("..") else relative
 
 
 def checkouts() -> list[dict[str, Any]]:
@@ -276,6 +235,7 @@ def pool_view(pools: Mapping[str, Any]) -> dict[str, Any]:
         "idle": sum(p["idle"] for p in known),
         "limit": sum(p["limit"] for p in known),
         "checkouts": checkouts(),
+        "waiting": waiting(),  # the service's tasks and threads still at work, where they wait
     }
 
 

@@ -119,3 +119,49 @@ def test_psycopg_pool_sync_and_async_name_the_getconn(pg: Database) -> None:
 
     found, line = asyncio.run(scenario())
     assert [c["stack"][0] for c in found] == [f"tests/test_checkout_sites.py:{line} in handler()"]
+
+
+def test_tasks_waiting_for_a_dry_pool_are_shown_where_they_wait(pg: Database) -> None:
+    """What explains a hung service: its handlers queued in acquire behind a leaked connection."""
+    import asyncpg
+
+    async def waiter(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:  # the line every waiting task stands on
+            await conn.execute("SELECT 1")
+
+    async def scenario() -> tuple[list[dict], int]:
+        async with asyncpg.create_pool(pg.dsn, min_size=1, max_size=1) as pool:
+            leaked = await pool.acquire()
+            line = inspect.getsourcelines(waiter)[1] + 1
+            tasks = [asyncio.create_task(waiter(pool)) for _ in range(3)]
+            await asyncio.sleep(0.2)
+            view = pool_view({"raw": pool})
+            await pool.release(leaked)
+            await asyncio.gather(*tasks)
+            return view["waiting"], line
+
+    found, line = asyncio.run(scenario())
+    at_acquire = [g for g in found if g["at"] == f"tests/test_checkout_sites.py:{line} in waiter()"]
+    assert [(g["what"], g["count"]) for g in at_acquire] == [("task", 3)], found
+    assert at_acquire[0]["waiting_in"].startswith("asyncpg/pool.py:"), at_acquire
+
+
+def test_a_sync_handler_in_a_thread_is_shown_where_it_waits(pg: Database) -> None:
+    import threading
+
+    release = threading.Event()
+
+    def handler() -> None:
+        release.wait(10)  # the line the thread stands on
+
+    line = inspect.getsourcelines(handler)[1] + 1
+    worker = threading.Thread(target=handler)
+    worker.start()
+    try:
+        found = pool_view({})["waiting"]
+    finally:
+        release.set()
+        worker.join()
+    mine = [g for g in found if g["at"] == f"tests/test_checkout_sites.py:{line} in handler()"]
+    assert [(g["what"], g["count"]) for g in mine] == [("thread", 1)], found
+    assert mine[0]["waiting_in"] == mine[0]["at"]  # Event.wait is the standard library's: the handler is where it waits

@@ -145,3 +145,18 @@ def test_raw_pool_leaks_carry_the_line_that_acquired_them(leaky_run: tuple[int, 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert any("demo_service/leaky.py:" in site for site in summary["checkout_sites"]), summary["checkout_sites"]
     assert "checked out" in output and "never given back" in output
+
+
+def test_the_hung_leaky_service_shows_its_handlers_queued_in_acquire(leaky_run: tuple[int, str, Path]) -> None:
+    """After settle the dry raw pool still has requests queued for it: the pool view lists them where they wait."""
+    _, output, run_dir = leaky_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    queued = [
+        g
+        for g in summary["waiting"]
+        if g["what"] == "task"
+        and "demo_service/leaky.py:" in g["at"]
+        and g["waiting_in"].startswith("asyncpg/pool.py:")
+    ]
+    assert queued and sum(g["count"] for g in queued) >= 1, summary["waiting"]
+    assert "still busy" in output  # the console panel wraps the rest of the line

@@ -77,6 +77,8 @@ class Verdict:
     pooler: dict[str, Any] | None = None  # PgBouncer's mode and SHOW POOLS at baseline and after settle
     # where the app checked out the connections its pools still count out (drainwatch.instrument)
     checkout_sites: dict[str, int] = field(default_factory=dict)
+    # the service's tasks and threads still in application code after settle, and where they wait
+    waiting: list[dict[str, Any]] = field(default_factory=list)
     hangups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per disconnect request: did it reach the server
     load_kinds: dict[str, Any] | None = None  # per kind: requests and those that tested nothing
     leaked_exact: bool = True  # False: only the probe or the pool view saw the leak, the count is a floor
@@ -523,6 +525,30 @@ def _checkout_sites(pool_view: Mapping[str, Any] | None) -> dict[str, int]:
     return dict(sites.most_common(10))
 
 
+def _waiting(pool_view: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The groups of tasks and threads the pool view saw still at work after settle, most first."""
+    groups = (pool_view or {}).get("waiting") or []
+    return [dict(g) for g in groups if isinstance(g, Mapping) and g.get("at") and g.get("count")][:10]
+
+
+# A task waiting in the web framework's own plumbing waits on another task (BaseHTTPMiddleware's
+# call_next runs the endpoint in a task of its own): the other task says where the time goes.
+PLUMBING = ("anyio/", "starlette/", "uvicorn/", "fastapi/", "h11/", "httptools/", "aiohttp/web", "django/core/handlers")
+
+
+def telling(groups: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The groups of busy tasks and threads that say where time goes, not those waiting on another task."""
+    return [g for g in groups if not str(g.get("waiting_in") or "").startswith(PLUMBING)]
+
+
+def waiting_sentence(group: Mapping[str, Any]) -> str:
+    """One group of the service's busy tasks or threads, as a reader wants it."""
+    count, what = int(group.get("count") or 0), str(group.get("what") or "task")
+    where, inner = str(group.get("at") or "?"), str(group.get("waiting_in") or "")
+    said = f"{count} {what}{'s' if count != 1 else ''} at {where}"
+    return said + (f", waiting in {inner}" if inner and inner != where else "")
+
+
 def _recovery(tail: Sequence[Mapping[str, Any]], limit: float, load_end: float) -> float | None:
     """Seconds from the end of the load to the first sample back within ``limit`` connections."""
     for sample in tail:
@@ -628,6 +654,7 @@ def judge(
         baseline_drift=drift,
         pooler=dict(pooler) if pooler is not None else None,
         checkout_sites=_checkout_sites(pool_view),
+        waiting=_waiting(pool_view),
         load_kinds=dict(load_kinds) if load_kinds is not None else None,
         attribution=attribution_summary(tally.leaked_rows) if tally.leaked_rows else None,
         oldest_held_s=round(max((float(r.get("state_age_s") or 0) for r in tally.leaked_rows), default=0.0), 2),

@@ -15,6 +15,7 @@ from html import escape
 from typing import Any
 
 from drainwatch import __version__
+from drainwatch.judge.verdict import telling
 from drainwatch.plan import redact_dsn
 from drainwatch.report.figures import Timeline
 from drainwatch.report.page import MONO, PAGE
@@ -443,6 +444,22 @@ def _findings(data: RunData) -> str:
             "count checked out after settle, as its pool view recorded each checkout (innermost application "
             "frame; the lingering table below has the whole stack on hover).</p>"
             + table_html(["taken at", "connections"], rows, numeric={1})
+        )
+    busy = telling([g for g in summary.get("waiting") or [] if isinstance(g, Mapping)])
+    if busy:
+        rows = [
+            [
+                g.get("what", ""),
+                _fmt(g.get("count")),
+                Raw(f"<code>{escape(str(g.get('at')))}</code>"),
+                Raw(f"<code>{escape(str(g.get('waiting_in', '')))}</code>"),
+            ]
+            for g in busy
+        ]
+        parts.append(
+            "<h2>Still busy after settle</h2><p>The service's tasks and threads still in its own code when "
+            "settle ended, as its pool view saw them: handlers queued for a connection, or still working for "
+            "clients that left (tasks waiting in the web framework on another task are left out).</p>" + table_html(["what", "how many", "at", "waiting in"], rows, numeric={1})
         )
     isolation = data.run.get("isolation") or {}
     if isolation:

@@ -13,7 +13,7 @@ from typing import Any
 
 from drainwatch import __version__
 from drainwatch.judge.hangups import sentence as hangup_sentence
-from drainwatch.judge.verdict import Verdict
+from drainwatch.judge.verdict import Verdict, telling, waiting_sentence
 from drainwatch.plan import redact_dsn
 from drainwatch.rundir import JUNIT_XML, RUN_JSON, SUMMARY_JSON, SUMMARY_MD, SUMMARY_SCHEMA, read_json, write_json
 from drainwatch.sample.service_log import describe
@@ -268,6 +268,9 @@ def _figures(data: Mapping[str, Any], outcome: str) -> list[str]:
             "**checked out and never given back**: "
             + "; ".join(f"{_count(n)} × at {_code(str(site), cell=False)}" for site, n in sites.items())
         )
+    busy = telling([g for g in data.get("waiting") or [] if isinstance(g, Mapping)])
+    if busy:
+        facts.append("**still busy after settle**: " + "; ".join(_text(waiting_sentence(g)) for g in busy[:5]))
     logged = data.get("service_warnings") or {}
     if isinstance(logged, Mapping) and logged:
         facts.append(

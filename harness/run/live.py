@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from drainwatch.judge.hangups import sentence as hangup_sentence
-from drainwatch.judge.verdict import Verdict
+from drainwatch.judge.verdict import Verdict, telling, waiting_sentence
 from drainwatch.sample.collector import read_last_sample
 from drainwatch.units import human_seconds
 
@@ -182,6 +182,8 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
     lines += attribution_lines(verdict)
     for site, count in list(verdict.checkout_sites.items())[:3]:
         lines.append(f"checked out  {count} × at {site}, never given back (the app's pool view)")
+    for group in telling(verdict.waiting)[:3]:
+        lines.append(f"still busy   {waiting_sentence(group)}")
     from drainwatch.judge.diagnosis import diagnose
 
     for item in diagnose(verdict):
