@@ -32,6 +32,7 @@ from drainwatch.stacks import application_frames, waiting
 POOL_VIEW_PATH = "/_drainwatch/pool"
 _checkouts: dict[int, dict[str, Any]] = {}  # id(connection handle) -> where and when it was taken
 _traced_classes: dict[type, type] = {}  # a pool class -> its subclass that records checkouts
+_waits: dict[int, dict[str, Any]] = {}  # id(asyncpg pool) -> acquires that found every connection out
 _gone = itertools.count(-1, -1)  # keys for checkouts whose connection object was collected
 
 
@@ -92,7 +93,10 @@ def _asyncpg_methods(cls: type) -> dict[str, Any]:
     # asyncpg keeps the proxy it lent until release: holding it here changes nothing
     async def _acquire(self: Any, timeout: float | None) -> Any:
         stack = application_frames()
+        queued, started = self.get_idle_size() == 0 and self.get_size() >= self.get_max_size(), time.monotonic()
         proxy = await cls._acquire(self, timeout)  # type: ignore[attr-defined]
+        if queued:  # every connection was out: this request waited for one to come back
+            _waited(self, time.monotonic() - started)
         _taken(id(proxy), _backend_pid(proxy), stack, lambda: getattr(proxy, "_con", None) is not None)
         return proxy
 
@@ -101,6 +105,12 @@ def _asyncpg_methods(cls: type) -> dict[str, Any]:
         await cls.release(self, connection, timeout=timeout)  # type: ignore[attr-defined]
 
     return {"_acquire": _acquire, "release": release}
+
+
+def _waited(pool: Any, seconds: float) -> None:
+    waits = _waits.setdefault(id(pool), {"waited": 0, "wait_max_s": 0.0})
+    waits["waited"] += 1
+    waits["wait_max_s"] = round(max(waits["wait_max_s"], seconds), 3)
 
 
 def _psycopg_methods(cls: type) -> dict[str, Any]:
@@ -198,6 +208,7 @@ def describe_pool(pool: Any) -> dict[str, Any]:
             "min_size": pool.get_min_size(),
             "limit": pool.get_max_size(),
             "max_idle_s": getattr(pool, "_max_inactive_connection_lifetime", None),
+            **_waits.get(id(pool), {"waited": 0, "wait_max_s": 0.0}),  # counted from the first view on
         }
     if hasattr(pool, "get_stats") and hasattr(pool, "max_idle"):  # psycopg_pool
         stats = pool.get_stats()
@@ -210,6 +221,8 @@ def describe_pool(pool: Any) -> dict[str, Any]:
             "limit": pool.max_size,
             "max_idle_s": pool.max_idle,
             "waiting": stats.get("requests_waiting", 0),
+            "waited": stats.get("requests_queued", 0),  # psycopg_pool's own count, since the pool opened
+            "wait_total_s": round(stats.get("requests_wait_ms", 0) / 1000, 3),
         }
     return {"kind": "unknown"}
 

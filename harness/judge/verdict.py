@@ -462,7 +462,12 @@ def _unproven_drain(
 
 
 def _caveats(
-    outcome: str, load: Mapping[str, int], gaps: dict[str, Any], zombie: dict[str, Any], drift: Mapping[str, Any]
+    outcome: str,
+    load: Mapping[str, int],
+    gaps: dict[str, Any],
+    zombie: dict[str, Any],
+    drift: Mapping[str, Any],
+    pool_view: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """What the reader must know about the evidence, whatever the verdict."""
     notes = []
@@ -482,6 +487,8 @@ def _caveats(
             f"Locust's users raised {load['exceptions']} exception(s) (locust_exceptions.csv): the load may "
             "not be the one you meant"
         )
+    if outcome == PASS and (small := _small_pool(pool_view)):
+        notes.append(small)
     if gaps["count"]:
         notes.append(
             f"PostgreSQL could not be reached for {human_seconds(gaps['seconds'])} during the run ({gaps['count']} "
@@ -489,6 +496,22 @@ def _caveats(
             "probe and the pool view"
         )
     return notes
+
+
+def _small_pool(pool_view: Mapping[str, Any] | None) -> str | None:
+    """On a PASS: requests that queued for a connection, as the app's pools counted them."""
+    pools = [p for p in ((pool_view or {}).get("pools") or {}).values() if isinstance(p, Mapping)]
+    waited = sum(int(p.get("waited") or 0) for p in pools)
+    if not waited:
+        return None
+    longest = max(float(p.get("wait_max_s") or 0) for p in pools)
+    limit = sum(int(p.get("limit") or 0) for p in pools)
+    return (
+        f"pool too small for this load: {waited} request(s) waited for a connection"
+        + (f", up to {human_seconds(longest)}" if longest else "")
+        + f", with every connection of the pool (limit {limit}) in use; nothing was held after the load: a small "
+        "pool is not a leak (give it more connections, or fewer --users)"
+    )
 
 
 def _opened_per_request(rows: Sequence[Mapping[str, Any]]) -> bool:
@@ -618,7 +641,7 @@ def judge(
     )
     gaps = _gaps(samples, load_start, settle_end)
     zombie = _zombie(tail, load_end)
-    reasons += _caveats(outcome, load, gaps, zombie, drift)
+    reasons += _caveats(outcome, load, gaps, zombie, drift, pool_view)
     invisible = tally.invisible(pool_view)
     leaked = max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"])
     # The probe (or a full server) can see a leak no row shows: then the count is only a floor.
