@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import os
 import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from drainwatch.stacks import application_frames, waiting
+from drainwatch.stacks import Site, application_frames, describe, waiting
 
 POOL_VIEW_PATH = "/_drainwatch/pool"
+RECORD_ENV = "DRAINWATCH_RECORD_CHECKOUTS"  # "0": count the pools, record no checkout
 _checkouts: dict[int, dict[str, Any]] = {}  # id(connection handle) -> where and when it was taken
 _traced_classes: dict[type, type] = {}  # a pool class -> its subclass that records checkouts
 _waits: dict[int, dict[str, Any]] = {}  # id(asyncpg pool) -> acquires that found every connection out
@@ -63,17 +65,23 @@ def _track_sqlalchemy(pool: Any) -> bool:
     return True
 
 
-def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+def _always() -> bool:
+    return True
+
+
+def _on_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     # SQLAlchemy gives a connection whose fairy was collected back to the pool: no longer out
     def out() -> bool:
         fairy = getattr(record, "fairy_ref", None)
         return fairy is not None and fairy() is not None
 
-    _taken(id(record), _backend_pid(dbapi_connection), application_frames(), out)
+    _taken(id(record), lambda: _backend_pid(record.dbapi_connection), application_frames(), out)
 
 
-def _taken(key: int, pid: int | None, stack: list[str], out: Callable[[], bool] = lambda: True) -> None:
-    _checkouts[key] = {"_out": out, "pid": pid, "taken_t": round(time.time(), 3), "stack": stack}
+def _taken(key: int, pid: Callable[[], int | None], sites: list[Site], out: Callable[[], bool] = _always) -> None:
+    """Record a checkout. Only what is cheap is done here, on every checkout: the pid is asked
+    and the frames are named when the view is read."""
+    _checkouts[key] = {"_out": out, "_pid": pid, "taken_t": time.time(), "_sites": sites}
 
 
 def _trace(pool: Any, methods: Callable[[type], dict[str, Any]]) -> bool:
@@ -97,7 +105,7 @@ def _asyncpg_methods(cls: type) -> dict[str, Any]:
         proxy = await cls._acquire(self, timeout)  # type: ignore[attr-defined]
         if queued:  # every connection was out: this request waited for one to come back
             _waited(self, time.monotonic() - started)
-        _taken(id(proxy), _backend_pid(proxy), stack, lambda: getattr(proxy, "_con", None) is not None)
+        _taken(id(proxy), lambda: _backend_pid(proxy), stack, lambda: getattr(proxy, "_con", None) is not None)
         return proxy
 
     async def release(self: Any, connection: Any, *, timeout: float | None = None) -> None:
@@ -141,23 +149,25 @@ def _psycopg_async_methods(cls: type) -> dict[str, Any]:
     return {"getconn": getconn, "putconn": putconn}
 
 
-def _lent(conn: Any, stack: list[str]) -> None:
+def _lent(conn: Any, stack: list[Site]) -> None:
     """A psycopg_pool checkout. It is held weakly: a connection the app dropped is closed by the
-    garbage collector, yet the pool still counts it lent, so its record moves to a key of its
-    own (its id may be reused) and stays: the pool is short of it for good."""
-    _taken(id(conn), _backend_pid(conn), stack)
-    _checkouts[id(conn)]["_finalizer"] = weakref.finalize(conn, _collected, id(conn))
+    garbage collector, yet the pool still counts it lent, so its record stays, under a key of its
+    own once its id may belong to another connection: the pool is short of it for good."""
+    _keep_collected(id(conn))
+    ref = weakref.ref(conn)
+    pid = _backend_pid(conn)  # now: a dropped connection can no longer say it
+    _taken(id(conn), lambda: pid if ref() is not None else None, stack)
+    _checkouts[id(conn)]["_ref"] = ref
+
+
+def _keep_collected(key: int) -> None:
+    found = _checkouts.get(key)
+    if found is not None and "_ref" in found and found["_ref"]() is None:
+        _checkouts[next(_gone)] = _checkouts.pop(key)
 
 
 def _returned(conn: Any) -> None:
-    found = _checkouts.pop(id(conn), None)
-    if found is not None and "_finalizer" in found:
-        found["_finalizer"].detach()  # a pooled connection is lent again and again: one finalizer at a time
-
-
-def _collected(key: int) -> None:
-    if (found := _checkouts.pop(key, None)) is not None:
-        _checkouts[next(_gone)] = found
+    _checkouts.pop(id(conn), None)
 
 
 def _backend_pid(conn: Any) -> int | None:
@@ -181,8 +191,10 @@ def checkouts() -> list[dict[str, Any]]:
     for key, found in list(_checkouts.items()):
         if not found["_out"]():
             _checkouts.pop(key, None)
+        else:
+            _keep_collected(key)
     kept = sorted(_checkouts.values(), key=lambda c: c["taken_t"])
-    return [{k: v for k, v in c.items() if not k.startswith("_")} for c in kept]
+    return [{"pid": c["_pid"](), "taken_t": round(c["taken_t"], 3), "stack": describe(c["_sites"])} for c in kept]
 
 
 def describe_pool(pool: Any) -> dict[str, Any]:
@@ -238,8 +250,12 @@ def _sqlalchemy_idle(pool: Any) -> int:
 
 
 def pool_view(pools: Mapping[str, Any]) -> dict[str, Any]:
-    for pool in pools.values():
-        track_checkouts(pool)
+    """The counts of ``pools`` (name → pool), where their lent connections were taken, and the
+    service's busy tasks. The first view starts the recording of checkouts, unless the
+    service's environment has ``DRAINWATCH_RECORD_CHECKOUTS=0`` (counts only)."""
+    if os.environ.get(RECORD_ENV, "1") != "0":
+        for pool in pools.values():
+            track_checkouts(pool)
     described = {name: describe_pool(pool) for name, pool in pools.items()}
     known = [p for p in described.values() if p["kind"] != "unknown"]
     return {
