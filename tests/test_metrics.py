@@ -96,7 +96,10 @@ def test_close_frees_the_port() -> None:
     with pytest.raises(urllib.error.URLError):
         scrape(port)
     with socket.socket() as sock:
+        # as a server binds: the scrape's closed connection may sit in TIME_WAIT, a listener may not
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+        sock.listen()
 
 
 def test_a_taken_port_is_one_usage_error_line() -> None:

@@ -63,12 +63,18 @@ class Sample:
 def sample_sql(match: Match, dsn: str = "") -> tuple[str, dict[str, Any]]:
     """The sampling query; with a process-selected target its sockets are looked up now."""
     where, params = resolve(match, dsn)
+    # Only the target's rows are split by application_name (for the live endpoint's per-pool
+    # counts): the server's other clients, however many names they use, stay one row per state.
     sql = f"""
-        SELECT ({where}) AS mine, coalesce(state, '') AS state, count(*) AS n,
+        SELECT mine, state, count(*) AS n,
                coalesce(extract(epoch FROM max(now() - state_change)), 0)::float8 AS oldest,
-               coalesce(application_name, '') AS application_name
-        FROM pg_stat_activity
-        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+               CASE WHEN mine THEN application_name ELSE '' END AS application_name
+        FROM (
+            SELECT ({where}) AS mine, coalesce(state, '') AS state, state_change,
+                   coalesce(application_name, '') AS application_name
+            FROM pg_stat_activity
+            WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+        ) AS backends
         GROUP BY 1, 2, 5
     """
     return sql, params
