@@ -42,6 +42,8 @@ def test_a_served_service_behind_pgbouncer_in_session_mode(
     with open(run_dir / "pgbouncer.csv", newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["gap"] == "0"]
     assert max(int(row["cl_active"]) for row in rows) >= 1  # the service's clients, as the pooler counts them
+    report = (run_dir / "report.html").read_text()
+    assert "PgBouncer: cl_active, cl_waiting, sv_active and sv_idle from SHOW POOLS" in report  # its timeline panel
     assert leftovers(run_dir) == {}  # PgBouncer stopped with the rest
     if variant == "leaky":
         assert found["leaked_by_kind"]["held"] >= 4  # held server connections behind the pooler

@@ -261,3 +261,20 @@ def test_unsure_connections_zombie_work_and_the_pools_own_view(tmp_path: Path) -
     table = section(page, "Connections still open after settle")
     assert re.findall(r'<tr class="(maybe|leak|)">', table) == ["maybe"] + [""] * 9
     assert '<span class="kind unsure">unsure</span>' in table
+
+
+def test_pgbouncer_counts_get_a_panel_of_their_own(tmp_path: Path) -> None:
+    run_dir = make_rundir(tmp_path / "pooled", SHORT, 4)
+    assert "PgBouncer" not in section(render_report(run_dir).read_text(), "Timeline")  # no pooler: no panel, no note
+    samples = load_run(run_dir).samples
+    assert samples is not None
+    rows = ["t,cl_active,cl_waiting,sv_active,sv_idle,sv_used,maxwait,gap"]
+    for i, t in enumerate(samples["t"].to_numpy()[::4]):
+        rows.append(f"{t:.3f},,,,,,,1" if i == 5 else f"{t:.3f},{6 + i % 3},{i % 2},6,{i % 4},0,{i % 2},0")
+    (run_dir / "pgbouncer.csv").write_text("\n".join(rows) + "\n")
+    data = load_run(run_dir)
+    assert data.pooler is not None and data.pooler["cl_active"].isna().sum() == 1  # a gap row is no reading
+    page = render_report(run_dir).read_text()
+    assert "PgBouncer: cl_active, cl_waiting, sv_active and sv_idle from SHOW POOLS" in section(page, "Timeline")
+    assert "pgbouncer.csv could not" not in page and "pgbouncer.csv is" not in page  # read without a note
+    assert png_of(page)

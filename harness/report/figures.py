@@ -1,4 +1,5 @@
-"""The timeline figure: connections by state, traffic per scenario and latency on one time axis.
+"""The timeline figure: connections by state, traffic per scenario and latency on one time axis
+(and, behind a PgBouncer, the pooler's clients and server connections).
 
 Plotted from ``RunData`` with matplotlib's Agg backend into PNG bytes; the HTML step embeds
 them. Long series arrive here already downsampled by ``drainwatch.report.rundata``.
@@ -25,7 +26,14 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-from drainwatch.report.rundata import RunData, connection_series, gap_spans, latency, scenario_rates
+from drainwatch.report.rundata import (
+    RunData,
+    connection_series,
+    gap_spans,
+    latency,
+    pooler_series,
+    scenario_rates,
+)
 
 STATE_STYLE = [  # bottom to top of the stack: healthy first, suspicious on top where the eye lands
     ("idle", "idle (pooled or held: see the table below)", "#a5d8ff"),
@@ -51,6 +59,15 @@ SCENARIO_COLOURS = {
 }
 OTHER_COLOURS = ["#1098ad", "#d6336c", "#5c940d", "#862e9c", "#a61e4d", "#364fc7"]
 GAP_COLOUR = "#495057"
+POOLER_SERVERS = [  # stacked areas: the pooler's server connections (to PostgreSQL)
+    ("sv_active", "server connections in use (sv_active)", "#b2f2bb"),
+    ("sv_idle", "server connections idle (sv_idle)", "#dee2e6"),
+]
+POOLER_CLIENTS = [  # lines on top: the service's client connections (to the pooler)
+    ("cl_active", "clients active (cl_active)", "#1971c2"),
+    ("cl_waiting", "clients waiting for a server (cl_waiting)", "#e03131"),
+]
+FAULT_COLOUR = "#f03e3e"
 LEGEND: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8.5, "frameon": False}
 
 ToX = Callable[[Any], Any]  # unix seconds (scalar or array) → the chart's x unit
@@ -76,12 +93,18 @@ def timeline(data: RunData) -> Timeline | None:
     def x(unix: Any) -> Any:
         return (np.asarray(unix, dtype="float64") - origin) / scale
 
-    fig = Figure(figsize=(12, 9.2), dpi=100, layout="constrained")
-    ax_conn, ax_rps, ax_lat = fig.subplots(3, 1, sharex=True, height_ratios=[2.3, 1.3, 1.1])
+    pooled = data.pooler is not None and bool(data.pooler["gap"].eq(False).any())
+    fig = Figure(figsize=(12, 11.4 if pooled else 9.2), dpi=100, layout="constrained")
+    if pooled:
+        ax_conn, ax_pool, ax_rps, ax_lat = fig.subplots(4, 1, sharex=True, height_ratios=[2.3, 1.2, 1.3, 1.1])
+    else:
+        ax_conn, ax_rps, ax_lat = fig.subplots(3, 1, sharex=True, height_ratios=[2.3, 1.3, 1.1])
     notes: list[str] = []
     spans = run_gaps(data, lo, hi)
     for ax in (ax_rps, ax_lat):
         _backdrop(ax, data, x, spans, labels=False, right=hi)
+    if pooled:
+        notes.append(_pooler_panel(ax_pool, data, x, lo, hi))
     width = connection_panel(ax_conn, data, x, spans=spans, right=hi)
     if width:
         notes.append(f"connections: each point is the busiest reading of its {width:.0f} s bin")
@@ -132,6 +155,71 @@ def _backdrop(ax: Axes, data: RunData, x: ToX, spans: list[tuple[float, float]],
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+
+
+def _pooler_panel(ax: Axes, data: RunData, x: ToX, lo: float, hi: float) -> str:
+    """PgBouncer's SHOW POOLS over time: the service's clients (active, waiting) and the pooler's
+    server connections (in use, idle), with the injected faults as spans. Returns the caption's note."""
+    assert data.pooler is not None
+    _backdrop(ax, data, x, gap_spans(data.pooler, (hi - lo) / 400), labels=False, right=hi)
+    series = pooler_series(data.pooler)
+    xs = x(series.index)
+    handles: list[Any] = []
+    bottom = np.zeros(len(series))
+    for column, label, colour in POOLER_SERVERS:
+        values = np.nan_to_num(series[column].to_numpy(dtype="float64"))
+        ax.fill_between(xs, bottom, bottom + values, step="post", color=colour, lw=0)
+        bottom = bottom + values
+        handles.append(Patch(color=colour, label=label))
+    for column, label, colour in POOLER_CLIENTS:
+        values = series[column].to_numpy(dtype="float64")
+        if column == "cl_waiting":
+            longest = float(np.nanmax(series["maxwait"].to_numpy(dtype="float64"), initial=0))
+            if longest:
+                label += f", longest wait {longest:g} s"
+        ax.step(xs, values, where="post", color=colour, lw=1.6 if column == "cl_waiting" else 1.3)
+        handles.append(_line(colour, "-", label, lw=1.6 if column == "cl_waiting" else 1.3))
+    for fault in _faults(data):
+        start, end = x(fault[0]), x(fault[1])
+        if end - start > (x(hi) - x(lo)) / 400:
+            ax.axvspan(start, end, color=FAULT_COLOUR, alpha=0.12, lw=0)
+        ax.axvline(start, color=FAULT_COLOUR, lw=1.0, ls=":")
+        ax.text(
+            start,
+            0.97,
+            f" {fault[2]}",
+            transform=blended_transform_factory(ax.transData, ax.transAxes),
+            ha="left",
+            va="top",
+            fontsize=8.5,
+            color=FAULT_COLOUR,
+        )
+    if data.run.get("faults"):
+        handles.append(Patch(color=FAULT_COLOUR, alpha=0.3, label="injected fault"))
+    clients = series[[c for c, *_ in POOLER_CLIENTS]].to_numpy(dtype="float64")
+    top = max(float(np.nanmax(clients, initial=0)), float(np.max(bottom, initial=0)))
+    ax.set_ylim(0, max(top, 1.0) * 1.18)
+    ax.set_ylabel("at PgBouncer")
+    ax.legend(handles=handles, **LEGEND)
+    mode = ((data.run.get("database") or {}).get("pgbouncer") or {}).get("mode")
+    ax.set_title(
+        "PgBouncer's pools (SHOW POOLS): the service's clients and the pooler's server connections"
+        + (f", {mode} mode" if mode else ""),
+        loc="left",
+        fontsize=11,
+    )
+    return "PgBouncer: cl_active, cl_waiting, sv_active and sv_idle from SHOW POOLS (pgbouncer.csv)"
+
+
+def _faults(data: RunData) -> list[tuple[float, float, str]]:
+    """The injected faults as (start, end, name), end at least start."""
+    found = []
+    for fault in data.run.get("faults") or []:
+        start, end = fault.get("start"), fault.get("end")
+        if isinstance(start, (int, float)):
+            stop = float(end) if isinstance(end, (int, float)) and end >= start else float(start)
+            found.append((float(start), stop, str(fault.get("fault") or fault.get("kind") or "fault")))
+    return found
 
 
 def _unit(span_s: float) -> tuple[str, float]:

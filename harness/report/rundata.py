@@ -22,6 +22,7 @@ from drainwatch.rundir import (
     LINGERING_COLUMNS,
     LINGERING_CSV,
     LOCUST_PREFIX,
+    PGBOUNCER_CSV,
     PROBE_CSV,
     RUN_JSON,
     SAMPLES_CSV,
@@ -29,6 +30,7 @@ from drainwatch.rundir import (
     WARMUP_PREFIX,
 )
 from drainwatch.sample.collector import Sample
+from drainwatch.sample.pooler import COLUMNS as POOLER_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +216,7 @@ class RunData:
     stats: pd.DataFrame | None = None
     failures: pd.DataFrame | None = None
     exceptions: pd.DataFrame | None = None
+    pooler: pd.DataFrame | None = None  # PgBouncer's SHOW POOLS over time (pgbouncer.csv), when there was one
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -299,6 +302,9 @@ def load_run(run_dir: Path) -> RunData:
     data.failures = _read_locust(run_dir, "failures", failures, data.notes)
     exceptions = {"Count": "float64", "Message": "str", "Traceback": "str", "Nodes": "str"}
     data.exceptions = _read_locust(run_dir, "exceptions", exceptions, data.notes)
+    if (run_dir / PGBOUNCER_CSV).is_file():  # only runs behind a PgBouncer have one: no note when missing
+        pooler = _read_csv(run_dir / PGBOUNCER_CSV, dict.fromkeys(POOLER_COLUMNS, "float64"), data.notes)
+        data.pooler = None if pooler is None else _clean_pooler(pooler)
     return data
 
 
@@ -387,6 +393,23 @@ def _clean_samples(samples: pd.DataFrame) -> pd.DataFrame:
     # A gap row's zeros are "no reading", not "no connections".
     samples.loc[gap, SAMPLE_READINGS] = np.nan
     return samples
+
+
+def _clean_pooler(pooler: pd.DataFrame) -> pd.DataFrame:
+    """pgbouncer.csv in time order, a gap row's counts "no reading" (NaN) rather than zero."""
+    pooler = pooler.dropna(subset=["t"]).sort_values("t", kind="stable").reset_index(drop=True)
+    gap = pooler["gap"].fillna(0) > 0
+    pooler["gap"] = gap
+    counts = [c for c in POOLER_COLUMNS if c not in ("t", "gap")]
+    pooler.loc[gap, counts] = np.nan
+    return pooler
+
+
+def pooler_series(pooler: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """PgBouncer's counts ready to plot, indexed by unix time; past ``max_points`` each bin keeps
+    its maximum (a burst of waiting clients must not be averaged away)."""
+    counts = [c for c in POOLER_COLUMNS if c not in ("t", "gap")]
+    return _bin_frame(pooler.set_index("t")[counts], "max", max_points)
 
 
 def gap_spans(samples: pd.DataFrame, min_width: float = 0.0) -> list[tuple[float, float]]:
