@@ -31,7 +31,7 @@ def serve(variant: str, dsn: str, host: str, port: int, cancel_on_disconnect: bo
         host=host,
         port=port,
         log_level="warning",
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=1,
         access_log=False,
     )
 

@@ -82,7 +82,7 @@ def _lifespan(variant: str, dsn: str) -> Callable[[FastAPI], AbstractAsyncContex
             # pool.close() waits for every checked-out connection, forever if one leaked:
             # bound the wait, then drop what is left.
             try:
-                await asyncio.wait_for(pool.close(), 2)
+                await asyncio.wait_for(pool.close(), 1)
             except TimeoutError:
                 pool.terminate()
             await engine.dispose()

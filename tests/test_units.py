@@ -252,6 +252,36 @@ def test_a_pool_that_ran_out_under_load_with_nothing_held_is_a_small_pool_not_a_
     assert not any("pool too small" in r for r in with_service_warnings(leak, {"pool_exhausted": 7}).reasons)
 
 
+def test_waits_a_user_feels_make_a_pool_too_small_short_ones_a_busy_pool() -> None:
+    from drainwatch.judge.verdict import small_pool_note
+
+    def view(**pool: object) -> dict:
+        return {"pools": {"raw": {"kind": "asyncpg", "limit": 10, **pool}, "db": {"kind": "sqlalchemy", "limit": 30}}}
+
+    assert small_pool_note(view(waited=916, wait_max_s=0.17)) is None  # queued, briefly: a busy pool
+    assert small_pool_note(view(waited=0, wait_max_s=0.0)) is None
+    assert small_pool_note(view(waited=394, wait_max_s=0.9)) == (
+        "pool too small for this load: 394 request(s) waited for a connection of raw (limit 10), up to 0.9s; "
+        "nothing was held after the load: a small pool is not a leak (give it more connections, or fewer --users)"
+    )
+    # psycopg_pool counts the total wait only
+    assert "300 request(s) waited for a connection of raw (limit 10), 0.5s on average" in str(
+        small_pool_note(view(waited=300, wait_total_s=150.0))
+    )
+    assert small_pool_note(view(waited=300, wait_total_s=3.0)) is None
+    samples = _samples([5] * 15)
+    quick = judge(
+        samples,
+        PHASES,
+        [],
+        ProbeResult(3, 3),
+        pool_view={**view(waited=5, wait_max_s=2.0), "checked_out": 0, "idle": 5, "limit": 40},
+    )
+    assert quick.outcome == PASS and any(
+        r.startswith("pool too small for this load: 5 request(s)") for r in quick.reasons
+    )
+
+
 def test_zombie_work_after_traffic_stopped() -> None:
     samples = _samples([5] * 15)
     for sample in samples[10:13]:
@@ -428,3 +458,16 @@ def test_attribution_without_tags_picks_the_kind_running_at_every_leak() -> None
         normalise("/* drainwatch route=x */ SELECT 1 FROM t WHERE a = $1 AND b IN (1, 2)")
         == "SELECT ? FROM t WHERE a = ? AND b IN (?, ?)"
     )
+
+
+def test_warm_up_ends_once_the_pools_stop_growing() -> None:
+    from drainwatch.run.warmup import WARMUP_MIN, WARMUP_STEADY, stopped_growing
+
+    filled = [(100.0 + i * 0.25, min(28, 4 * i)) for i in range(20)]  # full (28) at 101.75
+    assert not stopped_growing(filled, 100.0 + WARMUP_MIN - 0.1, 100.0)  # never before WARMUP_MIN
+    assert stopped_growing(filled, 101.75 + WARMUP_STEADY, 100.0)
+    assert not stopped_growing(filled, 101.75 + WARMUP_STEADY - 0.1, 100.0)
+    growing = [(100.0 + i * 0.25, i) for i in range(40)]  # a connection per request: a new high every sample
+    assert not stopped_growing(growing, 110.0, 100.0)
+    assert not stopped_growing([(100.0 + i, 0) for i in range(8)], 110.0, 100.0)  # no connection seen yet
+    assert not stopped_growing([], 110.0, 100.0)

@@ -487,7 +487,7 @@ def _caveats(
             f"Locust's users raised {load['exceptions']} exception(s) (locust_exceptions.csv): the load may "
             "not be the one you meant"
         )
-    if outcome == PASS and (small := _small_pool(pool_view)):
+    if outcome == PASS and (small := small_pool_note(pool_view)):
         notes.append(small)
     if gaps["count"]:
         notes.append(
@@ -498,19 +498,23 @@ def _caveats(
     return notes
 
 
-def _small_pool(pool_view: Mapping[str, Any] | None) -> str | None:
-    """On a PASS: requests that queued for a connection, as the app's pools counted them."""
-    pools = [p for p in ((pool_view or {}).get("pools") or {}).values() if isinstance(p, Mapping)]
-    waited = sum(int(p.get("waited") or 0) for p in pools)
-    if not waited:
+def small_pool_note(pool_view: Mapping[str, Any] | None) -> str | None:
+    """On a PASS: the pools whose requests waited long for a connection, as the app counted them.
+    Short waits are a busy pool doing its job; a wait a user would feel is a pool too small."""
+    pools = ((pool_view or {}).get("pools") or {}).items()
+    said = []
+    for name, pool in pools:
+        if not isinstance(pool, Mapping) or not (waited := int(pool.get("waited") or 0)):
+            continue
+        longest, total = float(pool.get("wait_max_s") or 0), float(pool.get("wait_total_s") or 0)
+        if longest >= SMALL_POOL_WAIT or total / waited >= SMALL_POOL_WAIT / 2:
+            wait = f"up to {human_seconds(longest)}" if longest else f"{human_seconds(total / waited)} on average"
+            said.append(f"{waited} request(s) waited for a connection of {name} (limit {pool.get('limit')}), {wait}")
+    if not said:
         return None
-    longest = max(float(p.get("wait_max_s") or 0) for p in pools)
-    limit = sum(int(p.get("limit") or 0) for p in pools)
     return (
-        f"pool too small for this load: {waited} request(s) waited for a connection"
-        + (f", up to {human_seconds(longest)}" if longest else "")
-        + f", with every connection of the pool (limit {limit}) in use; nothing was held after the load: a small "
-        "pool is not a leak (give it more connections, or fewer --users)"
+        f"pool too small for this load: {'; '.join(said)}; nothing was held after the load: a small pool is not "
+        "a leak (give it more connections, or fewer --users)"
     )
 
 
@@ -553,6 +557,8 @@ def _waiting(pool_view: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     groups = (pool_view or {}).get("waiting") or []
     return [dict(g) for g in groups if isinstance(g, Mapping) and g.get("at") and g.get("count")][:10]
 
+
+SMALL_POOL_WAIT = 0.5  # seconds a request waited for a connection: a wait a user feels, not a busy pool
 
 # A task waiting in the web framework's own plumbing waits on another task (BaseHTTPMiddleware's
 # call_next runs the endpoint in a task of its own): the other task says where the time goes.

@@ -33,6 +33,7 @@ from drainwatch.report.checkpoints import checkpoint_reports
 from drainwatch.run.faults import DockerControl, inject
 from drainwatch.run.live import Display
 from drainwatch.run.record import RunRecord
+from drainwatch.run.warmup import warm_up
 from drainwatch.rundir import (
     BASELINE_CONNECTIONS_CSV,
     LINGERING_COLUMNS,
@@ -165,9 +166,14 @@ async def _warmup(run: RunContext, prefix: str, env: dict[str, str]) -> None:
     locustfile = scenario_file("steady") if cfg.traffic.steady else cfg.locustfile or scenario_file("steady")
     with run.record.phase(f"{prefix}warmup"):
         run.display.phase(f"{prefix}warm-up", cfg.warmup, history=run.run_dir / f"{WARMUP_PREFIX}_stats_history.csv")
-        await run_load(
+        load = run_load(
             _plan(run, locustfile, cfg.warmup, run.run_dir / WARMUP_PREFIX, logs / "locust-warmup.log", env),
             on_start=lambda name, pid: run.record.started(f"{name}-warmup", pid),
+        )
+        ended = await warm_up(load, run.run_dir / SAMPLES_CSV, cfg.warmup)
+    if ended is not None:  # the pools stopped growing before --warmup ran out
+        run.record.set(
+            "warmup_ended_s", {**run.record.data.get("warmup_ended_s", {}), prefix.rstrip("/") or "run": ended}
         )
 
 

@@ -1,7 +1,7 @@
 """A bare ASGI callable (no framework) with an asyncpg pool too small for its load.
 
 The pool has ``max_size`` 2 (``TINY_POOL_MAX`` overrides) and every request holds its
-connection for ``pg_sleep(0.05)``: under 20 users, requests queue in ``pool.acquire()`` for
+connection for ``pg_sleep(0.1)``: under 20 users, requests queue in ``pool.acquire()`` for
 most of their time, every connection is ``active``, and nothing is left behind once the load
 stops. That is a small pool, not a leak. With ``--pool-view`` the app serves
 ``drainwatch.instrument``'s pool view at ``/_drainwatch/pool`` from its own ASGI code (the one
@@ -9,7 +9,7 @@ opt-in import of drainwatch among the targets), so drainwatch can count the wait
 
 Routes
     GET /                   no database
-    GET /work               ``async with pool.acquire()``, ``SELECT pg_sleep(0.05)``
+    GET /work               ``async with pool.acquire()``, ``SELECT pg_sleep(0.1)``
     GET /fail               a query, then a 500
 
 The leaky variant plants its leak in ``/fail``: ``conn = await pool.acquire()``, the query,
@@ -32,7 +32,7 @@ import asyncpg
 import uvicorn
 
 APP_NAME = "tgt-tiny-pool"
-WORK_SQL = "SELECT pg_sleep(0.05)"
+WORK_SQL = "SELECT pg_sleep(0.1)"
 
 Scope = dict[str, Any]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
