@@ -22,7 +22,7 @@ OPTION_KEYS = {
     "target.pool_limit": "pool_limit", "target.command": "serve", "target.setup": "setup",
     "target.cwd": "serve_cwd", "target.database_env": "database_env", "target.env": "serve_env",
     "target.headers": "header_table", "target.no_restart": "no_restart", "target.dev_mode": "dev_mode",
-    "target.via_pgbouncer": "via_pgbouncer",
+    "target.via_pgbouncer": "via_pgbouncer", "target.pgbouncer": "pgbouncer",
     "database.dsn": "dsn", "database.embedded_max_connections": "embedded_max_connections", "database.match.application_name": "app_name", "database.match.usename": "usename",
     "database.match.datname": "datname", "database.match.client_addr": "client_addr",
     "load.users": "users", "load.spawn_rate": "spawn_rate", "load.rate": "rate", "load.warmup": "warmup", "load.baseline": "baseline",

@@ -74,6 +74,7 @@ def redact_dsn(dsn: str) -> str:
 
 _FAULT = re.compile(r"^(?P<kind>[a-z-]+)@(?P<at>[^+]+)(?:\+(?P<length>.+))?$")
 FAULT_KINDS = ("pg-restart", "terminate-backends", "pause-target", "pooler-kill")
+POOLER_FAULTS = ("pooler-kill",)  # through PgBouncer's admin console
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,18 @@ def check_faults(
     docker_postgres: str | None = None,
     docker_target: str | None = None,
     pooler: bool = False,
+    pooler_mode: str | None = None,
+    external_pooler: bool = False,
 ) -> None:
     """Raise UsageError for a fault this run cannot inject."""
     for fault in faults:
-        if fault.kind == "pooler-kill" and not pooler:
+        if fault.kind in POOLER_FAULTS and external_pooler:
+            raise UsageError(
+                f"--fault {fault.kind} goes through the admin console of a PgBouncer drainwatch starts, and "
+                "drainwatch does not inject faults into one you run (--pgbouncer): its other clients would suffer them",
+                hint="use --serve with --via-pgbouncer transaction instead of --pgbouncer",
+            )
+        if fault.kind in POOLER_FAULTS and not pooler:
             raise UsageError(
                 f"--fault {fault.kind} goes through PgBouncer's admin console, and there is no PgBouncer",
                 hint="add --via-pgbouncer session (or transaction)",
@@ -166,6 +175,7 @@ class RunConfig:
     serve_cwd: Path | None = None
     dev_mode: bool = False  # start the service with PYTHONDEVMODE=1: ResourceWarning and asyncio debug on
     via_pgbouncer: str | None = None  # "session" or "transaction": a PgBouncer between the service and PostgreSQL
+    pgbouncer: str | None = None  # the admin console of a PgBouncer the user runs, which the service goes through
     database_env: str = "DATABASE_URL"  # the variable that hands a served service its database
     no_restart: bool = False  # --isolate/--sweep against a service drainwatch cannot restart
     match: Match = field(default_factory=Match)
@@ -226,6 +236,8 @@ class RunConfig:
         data = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
         if self.dsn:
             data["dsn"] = redact_dsn(self.dsn)
+        if self.pgbouncer:
+            data["pgbouncer"] = redact_dsn(self.pgbouncer)
         data["serve_env"] = {k: "***" if _secret(k) else redact_dsn(v) for k, v in self.serve_env.items()}
         data["probe_headers"] = {k: "***" if _secret(k) else v for k, v in self.probe_headers.items()}
         return data
@@ -307,6 +319,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             "drainwatch does not start one given by --target-url",
             hint="use --serve so drainwatch starts it (its DATABASE_URL then points at the pooler)",
         )
+    if cfg.pgbouncer is not None:
+        check_pgbouncer(cfg)
     if cfg.target_url is not None and cfg.dev_mode:
         raise UsageError(
             "--dev-mode starts the service with PYTHONDEVMODE=1, and drainwatch does not start one given by --target-url",
@@ -345,6 +359,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             docker_postgres=cfg.docker_postgres,
             docker_target=cfg.docker_target,
             pooler=cfg.via_pgbouncer is not None,
+            pooler_mode=cfg.via_pgbouncer,
+            external_pooler=cfg.pgbouncer is not None,
         )
     check_writable(cfg.out)
     return cfg
@@ -453,32 +469,60 @@ def check_port_free(port: int, flag: str, host: str = "127.0.0.1") -> None:
             raise UsageError(f"port {port} ({flag}) is already in use", hint=f"choose another {flag}") from exc
 
 
-def check_dsn(dsn: str) -> None:
-    """Raise UsageError when ``dsn`` cannot be parsed as a libpq connection string."""
+def check_dsn(dsn: str, flag: str = "--dsn", example: str = "postgresql://USER@127.0.0.1:5432/DBNAME") -> None:
+    """Raise UsageError when ``dsn`` (given as ``flag``) cannot be parsed as a libpq connection string."""
     import psycopg.conninfo
 
     if "\x00" in dsn:
-        raise UsageError(
-            "--dsn holds a character no connection string can",
-            hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME",
-        )
+        raise UsageError(f"{flag} holds a character no connection string can", hint=f"write it like {example}")
     try:
         psycopg.conninfo.conninfo_to_dict(dsn)
     except (psycopg.ProgrammingError, UnicodeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparseable"
         raise UsageError(
-            f"--dsn is not a valid connection string ({redact_dsn(reason)})",
-            hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME",
+            f"{flag} is not a valid connection string ({redact_dsn(reason)})", hint=f"write it like {example}"
         ) from exc
     if not dsn.strip():
-        raise UsageError("--dsn is empty", hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME")
+        raise UsageError(f"{flag} is empty", hint=f"write it like {example}")
     port = str(psycopg.conninfo.conninfo_to_dict(dsn).get("port") or "5432")
     if not all(part.strip().isascii() and part.strip().isdigit() for part in port.split(",")):
-        raise UsageError(
-            f"port {port!r} in --dsn is not a number", hint="write it like postgresql://USER@127.0.0.1:5432/DBNAME"
-        )
+        raise UsageError(f"port {port!r} in {flag} is not a number", hint=f"write it like {example}")
     if not all(0 < int(part) < 65536 for part in port.split(",")):
-        raise UsageError(f"port {port!r} in --dsn is not a port number", hint="ports go from 1 to 65535; 5432 is usual")
+        raise UsageError(
+            f"port {port!r} in {flag} is not a port number", hint="ports go from 1 to 65535; 5432 is usual"
+        )
+
+
+ADMIN_EXAMPLE = "postgresql://pgbouncer@127.0.0.1:6432/pgbouncer"
+
+
+def check_pgbouncer(cfg: RunConfig) -> None:
+    """Raise UsageError unless ``--pgbouncer`` names an admin console beside a service and a server to watch."""
+    import psycopg.conninfo
+
+    assert cfg.pgbouncer is not None
+    if cfg.via_pgbouncer:
+        raise UsageError(
+            "--pgbouncer reads a PgBouncer you run and --via-pgbouncer starts one: the service goes through one pooler",
+            hint="give one: --pgbouncer ADMIN_DSN for yours, --via-pgbouncer MODE for one drainwatch starts",
+        )
+    check_dsn(cfg.pgbouncer, "--pgbouncer", ADMIN_EXAMPLE)
+    database = psycopg.conninfo.conninfo_to_dict(cfg.pgbouncer).get("dbname")
+    if database != "pgbouncer":
+        raise UsageError(
+            f"--pgbouncer names database {database or '(none)'!r}, not PgBouncer's admin console",
+            hint=f"its database is pgbouncer: write it like {ADMIN_EXAMPLE}",
+        )
+    if cfg.demo:
+        raise UsageError(
+            "--pgbouncer watches the PgBouncer your service goes through, and the demo service does not",
+            hint="give your service with --serve CMD (or --target-url URL)",
+        )
+    if cfg.dsn is None:
+        raise UsageError(
+            "--pgbouncer needs --dsn: drainwatch watches the PostgreSQL behind your PgBouncer too",
+            hint="add --dsn postgresql://USER@HOST:PORT/DB, the server the pooler connects to",
+        )
 
 
 def check_writable(out: Path) -> None:

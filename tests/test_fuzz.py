@@ -342,6 +342,7 @@ BAD_OPTION: dict[str, st.SearchStrategy[str]] = {
     "--prod-timeout": bad_share,
     "--prod-error": bad_share,
     "--dsn": bad_dsn,
+    "--pgbouncer": bad_dsn,
     "--target-url": bad_url,
     "--fault": bad_fault,
     "--mix": bad_mix,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from drainwatch.provision.pgbouncer import Pooler, pgbouncer
+from drainwatch.provision.postgres import Database
+from tests.conftest import fresh_database
 from tests.helpers import config, drainwatch, leftovers, summary
 
 HAVE_PGBOUNCER = shutil.which("pgbouncer") is not None or os.access("/usr/sbin/pgbouncer", os.X_OK)
@@ -75,3 +80,84 @@ def test_pooler_faults_need_a_pooler(tmp_path: Path) -> None:
     proc = drainwatch("run", "--fault", "pooler-kill@3s", "--out", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "add --via-pgbouncer" in proc.stderr
+
+
+@pytest.fixture
+def own_pgbouncer(pg: Database, tmp_path: Path) -> Iterator[tuple[str, Pooler]]:
+    """A PgBouncer the test runs itself (as a user would), in front of a database of its own:
+    the server's DSN, and the pooler (its admin console in ``admin_dsn``)."""
+    upstream = fresh_database(pg, "pgbouncer_own")
+    runner = asyncio.Runner()
+    manager = pgbouncer(upstream, tmp_path / "own-pgbouncer.log", mode="session", pool_size=20)
+    try:
+        pooler = runner.run(manager.__aenter__())
+        try:
+            yield upstream, pooler
+        finally:
+            runner.run(manager.__aexit__(None, None, None))
+    finally:
+        runner.close()
+
+
+def test_a_pgbouncer_the_user_runs_is_read_through_its_admin_console(
+    tmp_path: Path, own_pgbouncer: tuple[str, Pooler]
+) -> None:
+    upstream, pooler = own_pgbouncer
+    folder = config(tmp_path, "aiohttp_asyncpg", "leaky", BODY, HEADERS)
+    proc = drainwatch(
+        "run", "--dsn", upstream, "--pgbouncer", pooler.admin_dsn, "--run-id", "own", "-q", cwd=folder, timeout=240
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    found = summary(folder, "own")
+    assert found["verdict"] == "LEAK", found["reasons"]
+    assert found["leaked_by_kind"]["held"] >= 4  # held server connections behind the user's pooler
+    run_dir = folder / "runs" / "own"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["target"]["selected_by"].startswith(f"the sockets of PgBouncer (process {pooler.pid}, session mode)")
+    own = run["database"]["pgbouncer"]
+    assert own["external"] and own["mode"] == "session" and own["pool_size"] == 20
+    server = upstream.split("@")[1].split("/")[0]
+    assert own["dsn"] == upstream.replace(server, pooler.address)  # the pooler's address, handed to the service
+    assert "pgbouncer" not in run["processes"]  # not drainwatch's to stop
+    checks = {check["name"]: check for check in found["checks"]}
+    assert checks["pooler"]["passed"] and checks["shutdown"]["passed"], checks
+    with open(run_dir / "pgbouncer.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["gap"] == "0"]
+    assert max(int(row["cl_active"]) for row in rows) >= 4 and max(int(row["sv_active"]) for row in rows) >= 4
+    assert "PgBouncer: cl_active, cl_waiting" in (run_dir / "report.html").read_text()
+    assert leftovers(run_dir) == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "start"),
+    [
+        (["--via-pgbouncer", "session"], "error: --pgbouncer reads a PgBouncer you run and --via-pgbouncer starts one"),
+        (["--dsn", "postgresql://u@127.0.0.1:5432/db"], "error: --pgbouncer watches the PgBouncer your service goes"),
+    ],
+)
+def test_pgbouncer_usage_errors(tmp_path: Path, args: list[str], start: str) -> None:
+    proc = drainwatch(
+        "run", "--pgbouncer", "postgresql://pgbouncer@127.0.0.1:6432/pgbouncer", *args, "-o", str(tmp_path)
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(start), proc.stderr
+
+
+def test_pgbouncer_admin_dsn_is_checked_before_the_run(tmp_path: Path, own_pgbouncer: tuple[str, Pooler]) -> None:
+    upstream, pooler = own_pgbouncer
+    folder = config(tmp_path, "aiohttp_asyncpg", "correct", BODY, HEADERS)
+    secret = pooler.admin_dsn.replace("drainwatch@", "drainwatch:s3cret@")
+    cases = [
+        (secret.replace("/pgbouncer", "/postgres"), "error: --pgbouncer names database 'postgres', not PgBouncer's"),
+        (
+            upstream.replace("/pgbouncer_own", "/pgbouncer").replace("postgres@", "postgres:s3cret@"),
+            "PostgreSQL answers there, not PgBouncer's admin console",
+        ),
+        (secret.replace(pooler.address.split(":")[1], "1"), "cannot be reached"),
+    ]
+    for admin, expected in cases:
+        proc = drainwatch("check", "--dsn", upstream, "--pgbouncer", admin, cwd=folder, timeout=60)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert expected in proc.stderr and "s3cret" not in proc.stderr + proc.stdout, proc.stderr
+        assert " — hint: " in proc.stderr
+    assert not (folder / "runs").exists()

@@ -160,6 +160,14 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
     "hand the service its address, and read its SHOW POOLS beside pg_stat_activity.",
 )
 @click.option(
+    "--pgbouncer",
+    envvar=_env("PGBOUNCER"),
+    metavar="ADMIN_DSN",
+    help="Your service goes through a PgBouncer you run: read its admin console (e.g. "
+    "postgresql://pgbouncer@127.0.0.1:6432/pgbouncer) for SHOW POOLS beside pg_stat_activity. Needs --dsn, "
+    "the server behind it; a served service gets the pooler's address in $DATABASE_URL.",
+)
+@click.option(
     "--dev-mode",
     is_flag=True,
     envvar=_env("DEV_MODE"),
@@ -507,6 +515,7 @@ def build_config(
         no_restart=o.flag("no_restart"),
         dev_mode=o.flag("dev_mode"),
         via_pgbouncer=o.text("via_pgbouncer"),
+        pgbouncer=o.text("pgbouncer"),
         match=Match(
             application_name=o.text("app_name"),
             usename=o.text("usename"),

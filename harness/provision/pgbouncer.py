@@ -8,6 +8,10 @@ admin console (``SHOW POOLS``) beside PostgreSQL.
 
 The config holds the upstream password when there is one, so it lives in a private
 temporary folder, never in the run folder; the pooler's log goes to ``logs/pgbouncer.log``.
+
+A PgBouncer the user runs (``--pgbouncer ADMIN_DSN``) is only read: ``external_pgbouncer``
+checks its admin console answers SHOW POOLS and takes its pool mode and size from SHOW
+CONFIG; drainwatch neither starts, stops nor faults it.
 """
 
 from __future__ import annotations
@@ -36,10 +40,17 @@ _USER = "embedded_postgres"  # pgbouncer refuses to run as root, as PostgreSQL d
 class Pooler:
     dsn: str  # what the service connects to
     admin_dsn: str  # the admin console (SHOW POOLS)
-    pid: int
+    pid: int | None  # None: a PgBouncer the user runs where drainwatch cannot see its process
     mode: str
     pool_size: int
     database: str = "postgres"  # the database the service uses, as the pooler names it
+    external: bool = False  # the user's own (--pgbouncer): read, never started, stopped or faulted
+
+    @property
+    def address(self) -> str:
+        """host:port of the pooler, as its admin console is reached (no user, no password)."""
+        info = _conninfo(self.admin_dsn)
+        return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"
 
 
 def pooled_dsn(upstream: str, port: int) -> str:
@@ -48,6 +59,29 @@ def pooled_dsn(upstream: str, port: int) -> str:
     parts = urlsplit(upstream)
     user = f"{parts.username}@" if parts.username else ""
     return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
+
+
+def through_pooler(upstream: str, admin: str) -> str:
+    """``upstream`` (the server's DSN, with its user, password and database) at the host and port of
+    the pooler whose admin console is ``admin``: what a served service connects to through it."""
+    import psycopg.conninfo
+
+    target = _conninfo(admin)
+    host, port = target.get("host") or "localhost", str(target.get("port") or 5432)
+    if "://" in upstream and not host.startswith("/"):  # a socket folder has no place in a URL's netloc
+        parts = urlsplit(upstream)
+        user = parts.netloc.rpartition("@")[0]
+        where = f"[{host}]" if ":" in host else host
+        return urlunsplit(parts._replace(netloc=f"{user + '@' if user else ''}{where}:{port}"))
+    info = psycopg.conninfo.conninfo_to_dict(upstream) | {"host": host, "port": port}
+    info.pop("hostaddr", None)
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+
+
+def _conninfo(dsn: str) -> dict[str, Any]:
+    import psycopg.conninfo
+
+    return dict(psycopg.conninfo.conninfo_to_dict(dsn))
 
 
 def _ini(upstream: str, port: int, mode: str, pool_size: int) -> str:
@@ -144,6 +178,101 @@ async def _wait_ready(admin: str, proc: asyncio.subprocess.Process, log_path: Pa
                     f"PgBouncer did not answer within {timeout:.0f}s ({exc})", hint="read logs/pgbouncer.log"
                 ) from exc
             await asyncio.sleep(0.1)
+
+
+async def external_pgbouncer(admin: str, upstream: str, timeout: float = 10.0) -> Pooler:
+    """The PgBouncer the user runs, read through its admin console ``admin``: its pool mode and
+    size, and its process when it runs on this machine. ``upstream`` is the server behind it.
+
+    Raises UsageError when ``admin`` is not an admin console, EnvironmentProblem when it does
+    not answer; neither message holds the password.
+    """
+    import psycopg
+
+    from drainwatch.errors import UsageError
+    from drainwatch.plan import ADMIN_EXAMPLE, redact_dsn
+
+    info = _conninfo(admin)
+    host, port = str(info.get("host") or "localhost"), int(str(info.get("port") or 5432).split(",")[0])
+    where = f"{host}:{port}"
+    try:
+        async with asyncio.timeout(timeout):
+            async with await psycopg.AsyncConnection.connect(
+                admin, autocommit=True, prepare_threshold=None, connect_timeout=max(2, int(timeout / 2))
+            ) as conn:
+                await conn.execute("SHOW POOLS")  # only PgBouncer's admin console knows it
+                cursor = await conn.execute("SHOW CONFIG")
+                config = {str(row[0]): str(row[1]) for row in await cursor.fetchall()}
+    except TimeoutError as exc:
+        raise EnvironmentProblem(
+            f"PgBouncer's admin console at {where} (--pgbouncer) did not answer within {timeout:g}s",
+            hint="check that PgBouncer runs there and that this machine may reach it",
+        ) from exc
+    except psycopg.errors.UndefinedObject as exc:  # PostgreSQL, or a pooled database: "unrecognized ... pools"
+        raise UsageError(
+            f"--pgbouncer reaches {where}, and what answers there is not PgBouncer's admin console (it does not "
+            "know SHOW POOLS)",
+            hint=f"give the pooler's port and its database pgbouncer, like {ADMIN_EXAMPLE}",
+        ) from exc
+    except psycopg.Error as exc:
+        reason = redact_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        lowered = reason.lower()
+        if 'database "pgbouncer" does not exist' in lowered:  # PostgreSQL itself answers there
+            raise UsageError(
+                f"--pgbouncer reaches {where}, and PostgreSQL answers there, not PgBouncer's admin console",
+                hint=f"give the pooler's own port (6432 by default), like {ADMIN_EXAMPLE}",
+            ) from exc
+        refused = any(word in lowered for word in ("refused", "timeout", "timed out", "translate host", "no route"))
+        denied = any(word in lowered for word in ("not allowed", "password", "authentication", "no such user"))
+        raise EnvironmentProblem(
+            f"PgBouncer's admin console at {where} (--pgbouncer) refused drainwatch: {reason}"
+            if denied and not refused
+            else f"PgBouncer's admin console at {where} (--pgbouncer) cannot be reached: {reason}",
+            hint="log in as a user listed in admin_users or stats_users of pgbouncer.ini (its password in "
+            "PGPASSWORD or ~/.pgpass)"
+            if denied and not refused
+            else "start PgBouncer, or fix the host and port in --pgbouncer",
+        ) from exc
+    try:
+        pool_size = int(config.get("default_pool_size", "20"))
+    except ValueError:
+        pool_size = 20
+    database = str(_conninfo(upstream).get("dbname") or "postgres")
+    return Pooler(
+        through_pooler(upstream, admin),
+        admin,
+        _local_pid(host, port),
+        config.get("pool_mode", "session"),
+        pool_size,
+        database,
+        external=True,
+    )
+
+
+def _local_pid(host: str, port: int) -> int | None:
+    """The process listening on ``port`` when ``host`` is this machine (and we may see it), else None."""
+    import ipaddress
+
+    import psutil
+
+    if not (host.startswith("/") or host == "localhost"):
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:
+            return None
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return int(conn.pid)
+    except psutil.AccessDenied:
+        return None
+    return None
+
+
+async def show_clients(admin: str) -> list[dict[str, Any]]:
+    """``SHOW CLIENTS``: one row per client connection (addr, port, state, database, user). Raises OSError."""
+    return [row for row in await admin_command(admin, "SHOW CLIENTS") if row.get("database") != "pgbouncer"]
 
 
 async def show_pools(admin: str) -> dict[str, int]:

@@ -20,7 +20,7 @@ from typing import Any
 from drainwatch.errors import DrainwatchError, TargetProblem, UsageError
 from drainwatch.judge.verdict import Verdict, with_service_warnings, with_shutdown
 from drainwatch.plan import Match, RunConfig, redact_dsn
-from drainwatch.provision.pgbouncer import Pooler, pgbouncer, show_pools
+from drainwatch.provision.pgbouncer import Pooler, external_pgbouncer, pgbouncer, show_clients, show_pools
 from drainwatch.provision.postgres import Database, Watch, embedded_postgres, external_postgres
 from drainwatch.provision.target import (
     Target,
@@ -134,6 +134,8 @@ async def preflight(cfg: RunConfig) -> DockerControl | None:
     if cfg.target_url:
         async with external_target(cfg.target_url, cfg.pool_limit, cfg.pool_view):
             pass
+    if cfg.pgbouncer and cfg.dsn:
+        await external_pgbouncer(cfg.pgbouncer, cfg.dsn)
     if cfg.docker_postgres or cfg.docker_target:
         return await asyncio.to_thread(DockerControl.connect, cfg.docker_postgres, cfg.docker_target)
     return None
@@ -218,19 +220,24 @@ async def _provision(
 
 
 async def _pooler(stack: AsyncExitStack, cfg: RunConfig, db: Database, record: RunRecord) -> Pooler | None:
-    """PgBouncer between the service and PostgreSQL, sampled beside it, when asked for."""
-    if not cfg.via_pgbouncer:
+    """PgBouncer between the service and PostgreSQL, sampled beside it, when asked for: one
+    drainwatch starts (--via-pgbouncer), or the user's own, only read (--pgbouncer)."""
+    if cfg.pgbouncer:
+        pooler = await external_pgbouncer(cfg.pgbouncer, db.dsn)
+    elif cfg.via_pgbouncer:
+        logs = cfg.run_dir / LOGS
+        size = max(10, (db.max_connections - 10) // 2)  # room left on the server for drainwatch and the rest
+        pooler = await stack.enter_async_context(
+            pgbouncer(db.dsn, logs / "pgbouncer.log", mode=cfg.via_pgbouncer, pool_size=size)
+        )
+        record.started("pgbouncer", pooler.pid)
+    else:
         return None
-    logs = cfg.run_dir / LOGS
-    size = max(10, (db.max_connections - 10) // 2)  # room left on the server for drainwatch and the rest
-    pooler = await stack.enter_async_context(
-        pgbouncer(db.dsn, logs / "pgbouncer.log", mode=cfg.via_pgbouncer, pool_size=size)
-    )
-    record.started("pgbouncer", pooler.pid)
     record.data["database"]["pgbouncer"] = {
         "mode": pooler.mode,
         "pool_size": pooler.pool_size,
         "dsn": redact_dsn(pooler.dsn),
+        **({"external": True, "admin": redact_dsn(pooler.admin_dsn), "pid": pooler.pid} if pooler.external else {}),
     }
     await stack.enter_async_context(
         sample_pools(pooler.admin_dsn, cfg.run_dir / PGBOUNCER_CSV, interval=max(cfg.interval, 0.25))
@@ -267,7 +274,7 @@ def _selection(
     """
     given = any(vars(cfg.match).values())
     options = ", ".join(f"{k}={v!r}" for k, v in vars(cfg.match).items() if v)
-    if pooler is not None:
+    if pooler is not None and pooler.pid is not None:
         logs.mkdir(parents=True, exist_ok=True)
         pid_file = logs / "pgbouncer.pid"
         pid_file.write_text(str(pooler.pid))
@@ -275,6 +282,14 @@ def _selection(
             f", and {options}" if given else ""
         )
         return replace(cfg.match, client_pid_file=str(pid_file)), how, pid_file
+    if pooler is not None:  # the user's PgBouncer on another machine: its server connections are not ours to see
+        if given:
+            return cfg.match, options, None
+        raise TargetProblem(
+            f"PgBouncer at {pooler.address} is no process drainwatch can see on this machine, so the server "
+            "connections it opens for your service cannot be told from the others",
+            hint="select them: --usename USER or --datname DB (or --app-name, --client-addr)",
+        )
     if target.kind == "demo":
         return (
             (cfg.match, options, None)
@@ -332,12 +347,13 @@ async def _shutdown(run: RunContext) -> dict[str, Any]:
     with run.record.phase("shutdown"):
         run.display.phase("shutdown")
         before = {row["pid"] for row in await snapshot(run.watch, run.match)}
+        ports = _clients_at_pooler(run)
         assert run.target.stop is not None
         started = time.monotonic()
         code = await run.target.stop()
         exited = time.monotonic() - started
         await asyncio.sleep(0.5)  # the server notices closed sockets a moment later
-        rows = await _left_open(run, before)
+        rows = await _left_open(run, before, ports)
     return {
         "exit_code": code,
         "exited_s": round(exited, 2),
@@ -348,9 +364,25 @@ async def _shutdown(run: RunContext) -> dict[str, Any]:
     }
 
 
-async def _left_open(run: RunContext, before: set[int]) -> list[dict[str, Any]]:
+def _clients_at_pooler(run: RunContext) -> set[int]:
+    """The local ports of the service's connections to the user's PgBouncer (--pgbouncer), before it stops."""
+    from drainwatch.sample.selector import client_ports
+
+    if run.pooler is None or not run.pooler.external:
+        return set()
+    return set(client_ports(run.target.pid_now(), int(run.pooler.address.rsplit(":", 1)[1])))
+
+
+async def _left_open(run: RunContext, before: set[int], ports: set[int] | None = None) -> list[dict[str, Any]]:
     """The service's connections still open after it stopped. Behind PgBouncer the server
-    connections stay with the pooler by design: what counts is its clients still connected."""
+    connections stay with the pooler by design: what counts is its clients still connected
+    (at the user's own pooler, which others may share, only those from the service's ``ports``)."""
+    if run.pooler is not None and run.pooler.external:
+        rows = [row for row in await show_clients(run.pooler.admin_dsn) if row.get("port") in (ports or set())]
+        return [
+            {"pid": None, "state": f"client still connected to PgBouncer ({row.get('state')})", "query": ""}
+            for row in rows
+        ]
     if run.pooler is not None:
         pools = await show_pools(run.pooler.admin_dsn)
         clients = pools["cl_active"] + pools["cl_waiting"]
