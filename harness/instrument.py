@@ -25,7 +25,8 @@ import itertools
 import os
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from drainwatch.stacks import Site, application_frames, describe, waiting
@@ -34,15 +35,23 @@ POOL_VIEW_PATH = "/_drainwatch/pool"
 RECORD_ENV = "DRAINWATCH_RECORD_CHECKOUTS"  # "0": count the pools, record no checkout
 _checkouts: dict[int, dict[str, Any]] = {}  # id(connection handle) -> where and when it was taken
 _traced_classes: dict[type, type] = {}  # a pool class -> its subclass that records checkouts
+_collected: Counter[tuple[int, tuple[Site, ...]]] = (
+    Counter()
+)  # SQLAlchemy checkouts the garbage collector ended, by stack
 _waits: dict[int, dict[str, Any]] = {}  # id(asyncpg pool) -> acquires that found every connection out
 _gone = itertools.count(-1, -1)  # keys for checkouts whose connection object was collected
+
+
+def _pool_of(pool: Any) -> Any:
+    """The pool object itself: a SQLAlchemy (async) engine's pool, or the pool given."""
+    return getattr(getattr(pool, "sync_engine", pool), "pool", pool)
 
 
 def track_checkouts(pool: Any) -> bool:
     """Record where each connection of a pool is taken until it is given back: SQLAlchemy
     through its pool events, asyncpg and psycopg_pool by tracing acquire and release on this
     pool object only. Idempotent; False for a pool it does not know."""
-    pool = getattr(getattr(pool, "sync_engine", pool), "pool", pool)
+    pool = _pool_of(pool)
     if hasattr(pool, "checkedout") and hasattr(pool, "checkedin"):
         return _track_sqlalchemy(pool)
     if hasattr(pool, "get_idle_size") and hasattr(pool, "_acquire"):
@@ -58,8 +67,9 @@ def _track_sqlalchemy(pool: Any) -> bool:
         return True
     from sqlalchemy import event
 
-    event.listen(pool, "checkout", _on_checkout)
-    event.listen(pool, "checkin", lambda _conn, record: _checkouts.pop(id(record), None))
+    owner = id(pool)
+    event.listen(pool, "checkout", lambda _dbapi, record, fairy: _on_checkout(owner, record, fairy))
+    event.listen(pool, "checkin", _on_checkin)
     event.listen(pool, "invalidate", lambda _conn, record, _exc: _checkouts.pop(id(record), None))
     pool._drainwatch_tracked = True
     return True
@@ -69,19 +79,35 @@ def _always() -> bool:
     return True
 
 
-def _on_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-    # SQLAlchemy gives a connection whose fairy was collected back to the pool: no longer out
-    def out() -> bool:
-        fairy = getattr(record, "fairy_ref", None)
-        return fairy is not None and fairy() is not None
+def _on_checkout(owner: int, record: Any, fairy: Any) -> None:
+    key = id(record)
+    # The fairy is what the app holds: once it is collected, SQLAlchemy takes the connection back
+    # ("The garbage collector is trying to clean up non-checked-in connection"), and where it was
+    # taken is the line that never closed it.
+    held = weakref.ref(fairy, lambda _ref: _collected_by_gc(key))
+    _taken(key, owner, lambda: _backend_pid(record.dbapi_connection), application_frames(), lambda: held() is not None)
+    _checkouts[key]["_fairy"] = held
 
-    _taken(id(record), lambda: _backend_pid(record.dbapi_connection), application_frames(), out)
+
+def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+    found = _checkouts.get(id(record))
+    if found is not None and "_fairy" in found and found["_fairy"]() is None:
+        _collected_by_gc(id(record))  # checked in by SQLAlchemy's cleanup of a collected fairy
+    _checkouts.pop(id(record), None)
 
 
-def _taken(key: int, pid: Callable[[], int | None], sites: list[Site], out: Callable[[], bool] = _always) -> None:
+def _collected_by_gc(key: int) -> None:
+    found = _checkouts.pop(key, None)
+    if found is not None:
+        _collected[(found["_pool"], tuple(found["_sites"]))] += 1
+
+
+def _taken(
+    key: int, owner: int, pid: Callable[[], int | None], sites: list[Site], out: Callable[[], bool] = _always
+) -> None:
     """Record a checkout. Only what is cheap is done here, on every checkout: the pid is asked
     and the frames are named when the view is read."""
-    _checkouts[key] = {"_out": out, "_pid": pid, "taken_t": time.time(), "_sites": sites}
+    _checkouts[key] = {"_out": out, "_pool": owner, "_pid": pid, "taken_t": time.time(), "_sites": sites}
 
 
 def _trace(pool: Any, methods: Callable[[type], dict[str, Any]]) -> bool:
@@ -105,7 +131,9 @@ def _asyncpg_methods(cls: type) -> dict[str, Any]:
         proxy = await cls._acquire(self, timeout)  # type: ignore[attr-defined]
         if queued:  # every connection was out: this request waited for one to come back
             _waited(self, time.monotonic() - started)
-        _taken(id(proxy), lambda: _backend_pid(proxy), stack, lambda: getattr(proxy, "_con", None) is not None)
+        _taken(
+            id(proxy), id(self), lambda: _backend_pid(proxy), stack, lambda: getattr(proxy, "_con", None) is not None
+        )
         return proxy
 
     async def release(self: Any, connection: Any, *, timeout: float | None = None) -> None:
@@ -125,7 +153,7 @@ def _psycopg_methods(cls: type) -> dict[str, Any]:
     def getconn(self: Any, timeout: float | None = None) -> Any:
         stack = application_frames()
         conn = cls.getconn(self, timeout=timeout)  # type: ignore[attr-defined]
-        _lent(conn, stack)
+        _lent(self, conn, stack)
         return conn
 
     def putconn(self: Any, conn: Any) -> None:
@@ -139,7 +167,7 @@ def _psycopg_async_methods(cls: type) -> dict[str, Any]:
     async def getconn(self: Any, timeout: float | None = None) -> Any:
         stack = application_frames()
         conn = await cls.getconn(self, timeout=timeout)  # type: ignore[attr-defined]
-        _lent(conn, stack)
+        _lent(self, conn, stack)
         return conn
 
     async def putconn(self: Any, conn: Any) -> None:
@@ -149,14 +177,14 @@ def _psycopg_async_methods(cls: type) -> dict[str, Any]:
     return {"getconn": getconn, "putconn": putconn}
 
 
-def _lent(conn: Any, stack: list[Site]) -> None:
+def _lent(pool: Any, conn: Any, stack: list[Site]) -> None:
     """A psycopg_pool checkout. It is held weakly: a connection the app dropped is closed by the
     garbage collector, yet the pool still counts it lent, so its record stays, under a key of its
     own once its id may belong to another connection: the pool is short of it for good."""
     _keep_collected(id(conn))
     ref = weakref.ref(conn)
     pid = _backend_pid(conn)  # now: a dropped connection can no longer say it
-    _taken(id(conn), lambda: pid if ref() is not None else None, stack)
+    _taken(id(conn), id(pool), lambda: pid if ref() is not None else None, stack)
     _checkouts[id(conn)]["_ref"] = ref
 
 
@@ -185,16 +213,29 @@ def _backend_pid(conn: Any) -> int | None:
     return None
 
 
-def checkouts() -> list[dict[str, Any]]:
-    """The connections taken and not given back, oldest first. One its pool no longer counts out
-    (SQLAlchemy took it back from the garbage collector; asyncpg detached it) is dropped."""
+def checkouts(owners: Collection[int] | None = None) -> list[dict[str, Any]]:
+    """The connections taken and not given back, oldest first, of the pools whose ids are
+    ``owners`` (all by default). One its pool no longer counts out is dropped: SQLAlchemy took
+    it back from the garbage collector (then it is counted in ``collected``), asyncpg detached it."""
     for key, found in list(_checkouts.items()):
         if not found["_out"]():
-            _checkouts.pop(key, None)
+            _collected_by_gc(key) if "_fairy" in found else _checkouts.pop(key, None)
         else:
             _keep_collected(key)
-    kept = sorted(_checkouts.values(), key=lambda c: c["taken_t"])
+    kept = sorted(
+        (c for c in _checkouts.values() if owners is None or c["_pool"] in owners), key=lambda c: c["taken_t"]
+    )
     return [{"pid": c["_pid"](), "taken_t": round(c["taken_t"], 3), "stack": describe(c["_sites"])} for c in kept]
+
+
+def collected(owners: Collection[int] | None = None) -> list[dict[str, Any]]:
+    """Connections the app dropped without closing, which SQLAlchemy took back when the garbage
+    collector found them, by where they were taken, most first (since the first view)."""
+    counts: Counter[tuple[Site, ...]] = Counter()
+    for (owner, sites), n in _collected.items():
+        if owners is None or owner in owners:
+            counts[sites] += n
+    return [{"stack": describe(sites), "count": n} for sites, n in counts.most_common(20)]
 
 
 def describe_pool(pool: Any) -> dict[str, Any]:
@@ -258,12 +299,14 @@ def pool_view(pools: Mapping[str, Any]) -> dict[str, Any]:
             track_checkouts(pool)
     described = {name: describe_pool(pool) for name, pool in pools.items()}
     known = [p for p in described.values() if p["kind"] != "unknown"]
+    owners = {id(_pool_of(pool)) for pool in pools.values()}
     return {
         "pools": described,
         "checked_out": sum(p["checked_out"] for p in known),
         "idle": sum(p["idle"] for p in known),
         "limit": sum(p["limit"] for p in known),
-        "checkouts": checkouts(),
+        "checkouts": checkouts(owners),
+        "collected": collected(owners),
         "waiting": waiting(),  # the service's tasks and threads still at work, where they wait
     }
 

@@ -165,3 +165,30 @@ def test_a_sync_handler_in_a_thread_is_shown_where_it_waits(pg: Database) -> Non
     mine = [g for g in found if g["at"] == f"tests/test_checkout_sites.py:{line} in handler()"]
     assert [(g["what"], g["count"]) for g in mine] == [("thread", 1)], found
     assert mine[0]["waiting_in"] == mine[0]["at"]  # Event.wait is the standard library's: the handler is where it waits
+
+
+def test_a_connection_left_to_the_garbage_collector_is_counted_where_it_was_taken(pg: Database) -> None:
+    """SQLAlchemy's "garbage collector is trying to clean up non-checked-in connection", with its line."""
+    import gc
+    import warnings
+
+    engine = sa.create_engine(pg.dsn.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        pool_view({"db": engine})
+        for _ in range(2):
+            conn, line = _take(engine)
+            del conn  # dropped without close()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SQLAlchemy's own warning about it
+                gc.collect()
+        view = pool_view({"db": engine})
+        assert view["checkouts"] == []  # given back by the collector: no longer out
+        assert view["collected"] == [
+            {"stack": [f"tests/test_checkout_sites.py:{line} in _take()", view["collected"][0]["stack"][1]], "count": 2}
+        ]
+        assert "test_a_connection_left_to_the_garbage_collector" in view["collected"][0]["stack"][1]
+        with engine.connect() as ok:  # closed: never counted
+            ok.execute(sa.text("SELECT 1"))
+        assert pool_view({"db": engine})["collected"][0]["count"] == 2
+    finally:
+        engine.dispose()

@@ -160,3 +160,15 @@ def test_the_hung_leaky_service_shows_its_handlers_queued_in_acquire(leaky_run: 
     ]
     assert queued and sum(g["count"] for g in queued) >= 1, summary["waiting"]
     assert "still busy" in output  # the console panel wraps the rest of the line
+
+
+def test_connections_left_to_the_garbage_collector_name_the_route_that_took_them(
+    leaky_run: tuple[int, str, Path], fixed_run: tuple[int, str, Path]
+) -> None:
+    """SQLAlchemy's cleanup warning, linked to where the demo took the session it never closed."""
+    leaky = json.loads((leaky_run[2] / "summary.json").read_text())
+    collected = leaky["collected_sites"]
+    assert all("demo_service/leaky.py:" in site for site in collected), collected
+    # one warning line at least for each connection the collector took back while the view watched
+    assert sum(collected.values()) <= leaky["service_warnings"].get("gc_cleanup", 0), leaky["service_warnings"]
+    assert json.loads((fixed_run[2] / "summary.json").read_text())["collected_sites"] == {}

@@ -77,6 +77,8 @@ class Verdict:
     pooler: dict[str, Any] | None = None  # PgBouncer's mode and SHOW POOLS at baseline and after settle
     # where the app checked out the connections its pools still count out (drainwatch.instrument)
     checkout_sites: dict[str, int] = field(default_factory=dict)
+    # where the app took the connections it dropped unclosed, which SQLAlchemy's garbage-collector cleanup took back
+    collected_sites: dict[str, int] = field(default_factory=dict)
     # the service's tasks and threads still in application code after settle, and where they wait
     waiting: list[dict[str, Any]] = field(default_factory=list)
     hangups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per disconnect request: did it reach the server
@@ -552,6 +554,15 @@ def _checkout_sites(pool_view: Mapping[str, Any] | None) -> dict[str, int]:
     return dict(sites.most_common(10))
 
 
+def _collected_sites(pool_view: Mapping[str, Any] | None) -> dict[str, int]:
+    """Connections dropped without close() that the garbage collector ended, by the frame that took them."""
+    sites: Counter[str] = Counter()
+    for group in (pool_view or {}).get("collected") or []:
+        if isinstance(group, Mapping) and group.get("stack"):
+            sites[str(group["stack"][0])] += int(group.get("count") or 0)
+    return dict(sites.most_common(10))
+
+
 def _waiting(pool_view: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """The groups of tasks and threads the pool view saw still at work after settle, most first."""
     groups = (pool_view or {}).get("waiting") or []
@@ -684,6 +695,7 @@ def judge(
         pooler=dict(pooler) if pooler is not None else None,
         checkout_sites=_checkout_sites(pool_view),
         waiting=_waiting(pool_view),
+        collected_sites=_collected_sites(pool_view),
         load_kinds=dict(load_kinds) if load_kinds is not None else None,
         attribution=attribution_summary(tally.leaked_rows) if tally.leaked_rows else None,
         oldest_held_s=round(max((float(r.get("state_age_s") or 0) for r in tally.leaked_rows), default=0.0), 2),

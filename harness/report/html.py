@@ -306,6 +306,20 @@ def _service_log(data: RunData) -> list[str]:
         f"<p>Lines of {_file('logs/target.log')} by kind, first seen relative to the {escape(label)} "
         f"(every one in {_file(SERVICE_WARNINGS_CSV)}).</p>",
         table_html(["what", "lines", "first seen", "first line"], table, numeric=(1, 2)),
+        *_collected(data),
+    ]
+
+
+def _collected(data: RunData) -> list[str]:
+    """Where the connections the garbage collector cleaned up were taken, when the pool view saw it."""
+    sites = (data.summary or {}).get("collected_sites")
+    if not isinstance(sites, Mapping) or not sites:
+        return []
+    rows = [[Raw(f"<code>{escape(str(site))}</code>"), _fmt(n)] for site, n in sites.items()]
+    return [
+        "<p>The connections SQLAlchemy's garbage-collector cleanup took back were taken here, as the app's "
+        "pool view recorded each checkout: the lines that never closed them.</p>",
+        table_html(["taken at", "connections"], rows, numeric={1}),
     ]
 
 
@@ -459,7 +473,8 @@ def _findings(data: RunData) -> str:
         parts.append(
             "<h2>Still busy after settle</h2><p>The service's tasks and threads still in its own code when "
             "settle ended, as its pool view saw them: handlers queued for a connection, or still working for "
-            "clients that left (tasks waiting in the web framework on another task are left out).</p>" + table_html(["what", "how many", "at", "waiting in"], rows, numeric={1})
+            "clients that left (tasks waiting in the web framework on another task are left out).</p>"
+            + table_html(["what", "how many", "at", "waiting in"], rows, numeric={1})
         )
     isolation = data.run.get("isolation") or {}
     if isolation:

@@ -268,6 +268,12 @@ def _figures(data: Mapping[str, Any], outcome: str) -> list[str]:
             "**checked out and never given back**: "
             + "; ".join(f"{_count(n)} × at {_code(str(site), cell=False)}" for site, n in sites.items())
         )
+    dropped = data.get("collected_sites")
+    if isinstance(dropped, Mapping) and dropped:
+        facts.append(
+            "**never closed, taken back by the garbage collector**: "
+            + "; ".join(f"{_count(n)} × at {_code(str(site), cell=False)}" for site, n in dropped.items())
+        )
     busy = telling([g for g in data.get("waiting") or [] if isinstance(g, Mapping)])
     if busy:
         facts.append("**still busy after settle**: " + "; ".join(_text(waiting_sentence(g)) for g in busy[:5]))

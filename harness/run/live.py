@@ -182,6 +182,8 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
     lines += attribution_lines(verdict)
     for site, count in list(verdict.checkout_sites.items())[:3]:
         lines.append(f"checked out  {count} × at {site}, never given back (the app's pool view)")
+    for site, count in list(verdict.collected_sites.items())[:3]:
+        lines.append(f"never closed {count} × at {site}: the garbage collector took them back (the app's pool view)")
     for group in telling(verdict.waiting)[:3]:
         lines.append(f"still busy   {waiting_sentence(group)}")
     from drainwatch.judge.diagnosis import diagnose
