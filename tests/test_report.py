@@ -278,3 +278,17 @@ def test_pgbouncer_counts_get_a_panel_of_their_own(tmp_path: Path) -> None:
     assert "PgBouncer: cl_active, cl_waiting, sv_active and sv_idle from SHOW POOLS" in section(page, "Timeline")
     assert "pgbouncer.csv could not" not in page and "pgbouncer.csv is" not in page  # read without a note
     assert png_of(page)
+
+
+def test_what_the_service_logged_is_drawn_when_it_happened(tmp_path: Path) -> None:
+    run_dir = make_rundir(tmp_path / "logged", SHORT, 4, "LEAK")
+    assert "the service logged" not in section(render_report(run_dir).read_text(), "Timeline")
+    samples = load_run(run_dir).samples
+    assert samples is not None
+    times = samples["t"].to_numpy()[10:40:10]
+    lines = ["t,kind,line"] + [f"{t:.3f},gc_cleanup,The garbage collector is trying to clean up" for t in times]
+    (run_dir / "service-warnings.csv").write_text("\n".join([*lines, "not-a-time,gc_cleanup,x"]) + "\n")
+    page = render_report(run_dir).read_text()
+    assert "ticks above the counts: lines the service logged, a row per kind" in section(page, "Timeline")
+    assert png_of(page)
+    assert "<h2>What the service logged</h2>" in page

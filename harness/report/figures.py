@@ -34,6 +34,8 @@ from drainwatch.report.rundata import (
     pooler_series,
     scenario_rates,
 )
+from drainwatch.rundir import SERVICE_WARNINGS_CSV
+from drainwatch.sample.service_log import read_warnings
 
 STATE_STYLE = [  # bottom to top of the stack: healthy first, suspicious on top where the eye lands
     ("idle", "idle (pooled or held: see the table below)", "#a5d8ff"),
@@ -68,6 +70,7 @@ POOLER_CLIENTS = [  # lines on top: the service's client connections (to the poo
     ("cl_waiting", "clients waiting for a server (cl_waiting)", "#e03131"),
 ]
 FAULT_COLOUR = "#f03e3e"
+WARNING_COLOURS = ["#e8590c", "#9c36b5", "#0b7285", "#5f3dc4"]  # a row of ticks per kind the service logged
 LEGEND: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8.5, "frameon": False}
 
 ToX = Callable[[Any], Any]  # unix seconds (scalar or array) → the chart's x unit
@@ -108,6 +111,8 @@ def timeline(data: RunData) -> Timeline | None:
     width = connection_panel(ax_conn, data, x, spans=spans, right=hi)
     if width:
         notes.append(f"connections: each point is the busiest reading of its {width:.0f} s bin")
+    if read_warnings(data.run_dir / SERVICE_WARNINGS_CSV):
+        notes.append("ticks above the counts: lines the service logged, a row per kind (service-warnings.csv)")
     ax_conn.set_title("Target's connections to PostgreSQL, by state", loc="left", fontsize=11)
 
     if history is not None:
@@ -299,10 +304,31 @@ def _connections(ax: Axes, data: RunData, samples: pd.DataFrame, x: ToX, gaps: b
         )
     if gaps:
         handles.append(Patch(facecolor=GAP_COLOUR, alpha=0.25, hatch="///", label="no reading"))
-    ax.set_ylim(0, ceiling * 1.12)
+    top = _service_warnings(ax, data, x, ceiling, handles)
+    ax.set_ylim(0, max(ceiling * 1.12, top))
     ax.set_ylabel("connections")
     ax.legend(handles=handles, **LEGEND)
     return width
+
+
+def _service_warnings(ax: Axes, data: RunData, x: ToX, ceiling: float, handles: list[Any]) -> float:
+    """What the service logged (service-warnings.csv) as ticks above the counts, a row per kind, so
+    "the garbage collector cleaned up connections" shows when it happened. Returns the y it needs."""
+    by_kind: dict[str, list[float]] = {}
+    for row in read_warnings(data.run_dir / SERVICE_WARNINGS_CSV):
+        try:
+            by_kind.setdefault(row["kind"], []).append(float(row["t"]))
+        except (TypeError, ValueError):
+            continue
+    top = 0.0
+    for i, (kind, times) in enumerate(sorted(by_kind.items(), key=lambda kv: -len(kv[1]))[: len(WARNING_COLOURS)]):
+        top = ceiling * (1.04 + 0.05 * i)
+        colour = WARNING_COLOURS[i]
+        ax.plot(x(np.array(times)), np.full(len(times), top), ls="", marker="|", ms=10, mew=1.6, color=colour)
+        handles.append(
+            Line2D([], [], ls="", marker="|", ms=10, mew=1.6, color=colour, label=f"logged: {kind} ({len(times)})")
+        )
+    return top + ceiling * 0.14 if top else 0.0  # room above for the phase labels
 
 
 def _levels(ax: Axes, data: RunData, samples: pd.DataFrame, peak: float, handles: list[Any]) -> float:
