@@ -16,8 +16,8 @@ from typing import Any
 
 from drainwatch.sample.collector import read_last_sample
 
-WARMUP_MIN = 3.0  # seconds of warm-up before it may end early
-WARMUP_STEADY = 2.0  # ...with no new high of the target's count for this long
+WARMUP_MIN = 2.0  # seconds of warm-up before it may end early
+WARMUP_STEADY = 1.5  # ...with no new high of the target's count for this long
 POLL = 0.25
 
 
