@@ -73,15 +73,15 @@ def redact_dsn(dsn: str) -> str:
 
 
 _FAULT = re.compile(r"^(?P<kind>[a-z-]+)@(?P<at>[^+]+)(?:\+(?P<length>.+))?$")
-FAULT_KINDS = ("pg-restart", "terminate-backends", "pause-target", "pooler-kill")
-POOLER_FAULTS = ("pooler-kill",)  # through PgBouncer's admin console
+FAULT_KINDS = ("pg-restart", "terminate-backends", "pause-target", "pooler-kill", "pg-pause")
+POOLER_FAULTS = ("pooler-kill", "pg-pause")  # through PgBouncer's admin console
 
 
 @dataclass(frozen=True)
 class Fault:
     kind: str
     at: float  # seconds after the load phase starts
-    length: float = 0.0  # pause-target only
+    length: float = 0.0  # pause-target and pg-pause only
 
     def __str__(self) -> str:
         return f"{self.kind}@{self.at:g}s" + (f"+{self.length:g}s" if self.length else "")
@@ -97,7 +97,7 @@ def parse_fault(text: str) -> Fault:
         )
     at = parse_duration(found["at"], name=f"--fault {text!r} time")
     length = parse_duration(found["length"], name=f"--fault {text!r} length") if found["length"] else 0.0
-    if found["kind"] == "pause-target" and not length:
+    if found["kind"] in ("pause-target", "pg-pause") and not length:
         length = 5.0
     return Fault(found["kind"], at, length)
 
@@ -125,7 +125,14 @@ def check_faults(
         if fault.kind in POOLER_FAULTS and not pooler:
             raise UsageError(
                 f"--fault {fault.kind} goes through PgBouncer's admin console, and there is no PgBouncer",
-                hint="add --via-pgbouncer session (or transaction)",
+                hint="add --via-pgbouncer transaction" + (" (or session)" if fault.kind == "pooler-kill" else ""),
+            )
+        if fault.kind == "pg-pause" and pooler_mode != "transaction":
+            raise UsageError(
+                f"--fault pg-pause needs PgBouncer in transaction mode: in {pooler_mode} mode PAUSE waits until the "
+                "service's pool gives back every server connection, and a pool holding its sessions never does",
+                hint="use --via-pgbouncer transaction (the service without named prepared statements: asyncpg "
+                "statement_cache_size=0, psycopg prepare_threshold=None)",
             )
         if fault.at >= duration:
             raise UsageError(

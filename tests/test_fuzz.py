@@ -278,9 +278,10 @@ bad_fault = st.one_of(
         ["pg-restart", "@20s", "pg-restart@", "pg-restart@nan", "pg-restart@-1s", "pg-restart@1e309", "PG-RESTART@1s"]
         + ["pause-target@1s+0s", "pause-target@1s+nan", "pause-target@1s+", "pause-target@1s+1e309s"]
         + ["terminate-backends@soon", "pg_restart@1s", "pg-restart@@1s", "pause-target@1s+-2s", ""]
+        + ["pg-pause@1s+0s", "pg-pause@1s+nan", "pg-pause@", "pg_pause@1s"]
     ),
     st.builds("{}@5s".format, st.text(string.ascii_lowercase + "-", min_size=1, max_size=12)).filter(
-        lambda f: f.split("@")[0] not in ("pg-restart", "terminate-backends", "pause-target")
+        lambda f: f.split("@")[0] not in ("pg-restart", "terminate-backends", "pause-target", "pooler-kill", "pg-pause")
     ),
     st.builds("terminate-backends@{}".format, bad_duration.filter(lambda d: "@" not in d and "+" not in d)),
 )

@@ -25,6 +25,7 @@ pytestmark = [
 
 BODY = '[[endpoints]]\npath = "/api/items"\n\n[chaos.error]\nrequest = "GET /api/report"\nexpect = [500]\n'
 HEADERS = 'headers = { Authorization = "Bearer secret-token" }\n'
+ADMIN = "postgresql://pgbouncer@127.0.0.1:6432/pgbouncer"
 
 
 @pytest.mark.parametrize(("variant", "verdict", "code"), [("leaky", "LEAK", 1), ("correct", "PASS", 0)])
@@ -136,9 +137,7 @@ def test_a_pgbouncer_the_user_runs_is_read_through_its_admin_console(
     ],
 )
 def test_pgbouncer_usage_errors(tmp_path: Path, args: list[str], start: str) -> None:
-    proc = drainwatch(
-        "run", "--pgbouncer", "postgresql://pgbouncer@127.0.0.1:6432/pgbouncer", *args, "-o", str(tmp_path)
-    )
+    proc = drainwatch("run", "--pgbouncer", ADMIN, *args, "-o", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(start), proc.stderr
 
@@ -161,3 +160,52 @@ def test_pgbouncer_admin_dsn_is_checked_before_the_run(tmp_path: Path, own_pgbou
         assert expected in proc.stderr and "s3cret" not in proc.stderr + proc.stdout, proc.stderr
         assert " — hint: " in proc.stderr
     assert not (folder / "runs").exists()
+
+
+def test_pg_pause_stalls_the_database_and_a_correct_service_survives_it(tmp_path: Path) -> None:
+    # transaction mode: PAUSE is answered once the transactions in flight end (no named prepared statements)
+    folder = config(tmp_path, "aiohttp_asyncpg", "correct --no-prepare", BODY, HEADERS)
+    proc = drainwatch(
+        "run", "--via-pgbouncer", "transaction", "--fault", "pg-pause@3s+3s", "--run-id", "p", "-q", cwd=folder
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = summary(folder, "p")
+    assert found["verdict"] == "PASS", found["reasons"]
+    run_dir = folder / "runs" / "p"
+    [fault] = json.loads((run_dir / "run.json").read_text())["faults"]
+    assert (fault["kind"], fault.get("error")) == ("pg-pause", None), fault
+    assert fault["pause_answered_s"] is not None and fault["end"] - fault["start"] >= 3.0
+    assert fault["detail"].startswith("PgBouncer paused postgres for 3s")
+    with open(run_dir / "pgbouncer.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["gap"] == "0"]
+    during = [row for row in rows if fault["start"] + 0.5 <= float(row["t"]) <= fault["end"]]
+    after = [row for row in rows if float(row["t"]) > fault["end"] + 1]
+    assert max(int(row["cl_waiting"]) for row in during) >= 1  # the gap: the service's queries waited at the pooler
+    assert max(int(row["cl_waiting"]) for row in after[-5:]) == 0  # and went through once it resumed
+    report = (run_dir / "report.html").read_text()
+    assert "pg-pause@3s+3s" in report[report.index("<h2>Injected faults</h2>") :]
+    log = (run_dir / "logs" / "pgbouncer.log").read_text()
+    assert "PAUSE 'postgres' command issued" in log and "RESUME 'postgres' command issued" in log
+    assert leftovers(run_dir) == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--via-pgbouncer", "session"],
+            "error: --fault pg-pause needs PgBouncer in transaction mode: in session mode",
+        ),
+        ([], "hint: add --via-pgbouncer transaction"),
+        (
+            ["--serve", "x {port}", "-e", "GET /x", "--dsn", "postgresql://u@127.0.0.1:5432/db", "--pgbouncer", ADMIN],
+            "drainwatch does not inject faults into one you run (--pgbouncer)",
+        ),
+    ],
+)
+def test_pg_pause_needs_a_pgbouncer_drainwatch_starts_in_transaction_mode(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    proc = drainwatch("run", "--fault", "pg-pause@3s+2s", *args, "--out", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert expected in proc.stderr, proc.stderr

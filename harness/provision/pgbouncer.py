@@ -287,6 +287,74 @@ async def show_pools(admin: str) -> dict[str, int]:
     return totals
 
 
+async def pause_for(admin: str, database: str, seconds: float) -> float | None:
+    """``PAUSE database`` on the admin console, ``RESUME`` it ``seconds`` after PAUSE was issued.
+
+    PgBouncer marks the database paused at once (new queries wait) and answers PAUSE only when
+    every server connection is back in its pool: in transaction mode once the transactions in
+    flight end; in session mode never, while a pool holds its sessions. So PAUSE is sent without
+    waiting on its answer (its socket polled, the event loop free), the wait bounded by ``seconds``,
+    and RESUME is sent whatever happens: PAUSE unanswered, failed, or the run interrupted.
+
+    Returns the seconds PAUSE took to be answered, or None when it was not within ``seconds``.
+    Raises OSError when PAUSE or RESUME fails.
+    """
+    import psycopg
+
+    try:
+        conn = await psycopg.AsyncConnection.connect(admin, autocommit=True, prepare_threshold=None, connect_timeout=5)
+    except psycopg.Error as exc:
+        raise OSError(_first_line(exc)) from exc
+    issued = time.monotonic()
+    took: float | None = None
+    try:
+        pgconn = conn.pgconn
+        pgconn.send_query(f"PAUSE {database}".encode())
+        while pgconn.flush():  # a non-blocking connection: the query may leave in pieces
+            await asyncio.sleep(0.01)
+        while True:
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                break
+            if time.monotonic() - issued >= seconds:
+                break
+            await asyncio.sleep(0.05)
+        if not pgconn.is_busy():
+            error = ""
+            while (result := pgconn.get_result()) is not None:
+                if result.error_message:
+                    error = result.error_message.decode(errors="replace").strip()
+            if error:
+                raise OSError(error.splitlines()[0])
+            took = time.monotonic() - issued
+            await asyncio.sleep(max(0.0, seconds - took))
+    finally:
+        try:
+            await _resume(admin, database)
+        finally:
+            await conn.close()  # an unanswered PAUSE goes with its connection; RESUME has lifted it
+    return took
+
+
+async def _resume(admin: str, database: str) -> None:
+    """RESUME ``database``, seen through even when the caller is being cancelled (an interrupted run)."""
+    task = asyncio.ensure_future(admin_command(admin, f"RESUME {database}"))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task], timeout=5)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: the interruption is what the caller hears of
+        raise
+    except OSError as exc:
+        if "is not paused" not in str(exc):  # PAUSE never took hold: nothing to lift
+            raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 async def admin_command(admin: str, command: str) -> list[dict[str, Any]]:
     """Run one command on the admin console (SHOW POOLS, KILL, RESUME); its rows. Raises OSError."""
     import psycopg

@@ -5,6 +5,9 @@
     pause-target@30s+5s         SIGSTOP the target for 5 s, then SIGCONT (a demo drainwatch started)
     pooler-kill@30s             (--via-pgbouncer) KILL the database at PgBouncer: every client and server
                                 connection dropped at once, then RESUME
+    pg-pause@30s+5s             (--via-pgbouncer transaction) PAUSE the database at PgBouncer, RESUME it 5 s
+                                later: the database stalls, new queries wait at the pooler, pool and
+                                statement timeouts fire
 
 Times count from the start of the load phase. A fault that fails is recorded in run.json
 with its error, like the system under test failing: data, not a crash.
@@ -100,6 +103,8 @@ async def inject(
         try:
             if fault.kind == "pooler-kill":
                 event["detail"] = await _kill_at_pooler(pooler)
+            elif fault.kind == "pg-pause":
+                event.update(await _pause_at_pooler(pooler, fault.length))
             else:
                 event["detail"] = await _perform(fault, db, target, match, on_event, docker)
         except Exception as exc:  # a fault that cannot be delivered is data, not a crash
@@ -155,3 +160,22 @@ async def _kill_at_pooler(pooler: Any) -> str:
     await admin_command(pooler.admin_dsn, f"KILL {pooler.database}")
     await admin_command(pooler.admin_dsn, f"RESUME {pooler.database}")
     return f"PgBouncer dropped every connection to {pooler.database}"
+
+
+async def _pause_at_pooler(pooler: Any, seconds: float) -> dict[str, Any]:
+    """PAUSE the service's database on PgBouncer's admin console for ``seconds``, then RESUME it
+    (also when PAUSE is not answered in time, or the run is interrupted)."""
+    from drainwatch.provision.pgbouncer import pause_for
+
+    took = await pause_for(pooler.admin_dsn, pooler.database, seconds)
+    if took is None:
+        detail = (
+            f"PgBouncer held new queries to {pooler.database} for {seconds:g}s, and its PAUSE was not answered "
+            "in that time (a server connection stayed linked to a client: a transaction still open), then RESUME"
+        )
+    else:
+        detail = (
+            f"PgBouncer paused {pooler.database} for {seconds:g}s (PAUSE answered after {took:.2f}s, once the "
+            "transactions in flight had ended), then resumed it"
+        )
+    return {"detail": detail, "pause_answered_s": None if took is None else round(took, 3)}

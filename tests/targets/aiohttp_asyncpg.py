@@ -18,10 +18,14 @@ query, then the 500 is raised before ``pool.release(conn)`` is reached. The conn
 uses ``async with pool.acquire()`` and raises the same 500 after the connection is released,
 so asyncpg's reset script is the last statement of every pooled connection.
 
+``--no-prepare`` creates the pool with ``statement_cache_size=0`` (no named server-side prepared
+statements), so the service works behind PgBouncer in transaction mode, which 1.18 does not
+carry them through.
+
 Run (cwd = the repository root, database in ``DATABASE_URL``)::
 
     python -m tests.targets.aiohttp_asyncpg setup
-    python -m tests.targets.aiohttp_asyncpg --port 8081 --variant leaky
+    python -m tests.targets.aiohttp_asyncpg --port 8081 --variant leaky [--no-prepare]
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ REPORT_SQL = "SELECT count(*) AS n, coalesce(sum(quantity), 0) AS total FROM inv
 
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 VARIANT_KEY = web.AppKey("variant", str)
+NO_PREPARE_KEY = web.AppKey("no_prepare", bool)
 
 
 async def setup_schema(dsn: str) -> None:
@@ -120,6 +125,7 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         min_size=POOL_MIN,
         max_size=POOL_MAX,
         server_settings={"application_name": APP_NAME},
+        **({"statement_cache_size": 0} if app[NO_PREPARE_KEY] else {}),  # behind a transaction-mode pooler
     )
     app[POOL_KEY] = pool
     yield
@@ -132,9 +138,10 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         pool.terminate()
 
 
-def make_app(variant: str) -> web.Application:
+def make_app(variant: str, no_prepare: bool = False) -> web.Application:
     app = web.Application()
     app[VARIANT_KEY] = variant
+    app[NO_PREPARE_KEY] = no_prepare
     app.cleanup_ctx.append(pool_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/items", list_items)
@@ -148,13 +155,14 @@ def main() -> None:
     parser.add_argument("command", nargs="?", choices=["serve", "setup"], default="serve")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--variant", choices=["leaky", "correct"], default="correct")
+    parser.add_argument("--no-prepare", action="store_true", help="statement_cache_size=0 (PgBouncer transaction mode)")
     args = parser.parse_args()
     if args.command == "setup":
         asyncio.run(setup_schema(os.environ["DATABASE_URL"]))
         return
     logging.basicConfig(level=logging.WARNING)
     web.run_app(
-        make_app(args.variant),
+        make_app(args.variant, args.no_prepare),
         host="127.0.0.1",
         port=args.port,
         access_log=None,
