@@ -209,3 +209,32 @@ def test_pg_pause_needs_a_pgbouncer_drainwatch_starts_in_transaction_mode(
     proc = drainwatch("run", "--fault", "pg-pause@3s+2s", *args, "--out", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert expected in proc.stderr, proc.stderr
+
+
+def test_pause_is_always_resumed(own_pgbouncer: tuple[str, Pooler]) -> None:
+    """Unanswered (a transaction holds the only server connection) or interrupted, PAUSE is lifted."""
+    import psycopg
+
+    from drainwatch.provision.pgbouncer import admin_command, pause_for
+
+    _, pooler = own_pgbouncer
+
+    async def paused() -> int:
+        rows = await admin_command(pooler.admin_dsn, "SHOW DATABASES")
+        return next(int(row["paused"]) for row in rows if row["name"] == pooler.database)
+
+    async def scenario() -> None:
+        async with await psycopg.AsyncConnection.connect(pooler.dsn) as conn:
+            await conn.execute("SELECT 1")  # a transaction left open: PAUSE cannot be answered
+            assert await pause_for(pooler.admin_dsn, pooler.database, 1.0) is None
+            assert await paused() == 0
+            await conn.rollback()
+            interrupted = asyncio.ensure_future(pause_for(pooler.admin_dsn, pooler.database, 60.0))
+            await asyncio.sleep(0.5)
+            assert await paused() == 1
+            interrupted.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await interrupted
+            assert await paused() == 0
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
