@@ -1,4 +1,5 @@
-"""Behind a real PgBouncer (Debian's package): ``--via-pgbouncer`` between a served service and PostgreSQL."""
+"""Behind a real PgBouncer (Debian's package): ``--via-pgbouncer`` between a served service and PostgreSQL
+(with ``--fault pooler-kill`` and ``pg-pause``), and ``--pgbouncer`` for one the user runs (the test starts it)."""
 
 from __future__ import annotations
 
