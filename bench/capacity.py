@@ -1,14 +1,20 @@
 """Capacity: the highest steady req/s `drainwatch run` drives, next to wrk and plain Locust.
 
-    python bench/capacity.py [--seconds 20] [--connections 20] [--rounds 2]
+    python bench/capacity.py [--seconds 20] [--connections 20] [--rounds 2] [--rate RPS | --default-wait]
 
 All three hit the fixed demo's `GET /items` (one uvicorn process, one embedded PostgreSQL,
 started here) with the same number of connections, as fast as they go, one after the other,
 the order alternating between rounds:
 
     wrk         wrk -t1 -cN -dTs URL/items           (Debian's wrk: installed here when missing)
-    plain       locust -f scenarios/steady.py -u N   (HttpUser, the wait drainwatch uses)
-    drainwatch  drainwatch run --target-url URL … --mix steady=1 -u N   (its load phase)
+    plain       locust -f scenarios/steady.py -u N   (ChaosUser, a FastHttpUser; paced as drainwatch)
+    drainwatch  drainwatch run --target-url URL … --mix steady=1 -u N --rate RPS   (its load phase)
+
+drainwatch is asked for a rate (`--rate`, through its environment: `DRAINWATCH_RATE`; plain
+Locust gets the same per-user pace, `DRAINWATCH_RATE_PER_USER`). The default asks for far more
+than any of them reaches (100,000 req/s), so no user ever waits: the highest rate it sustains.
+`--default-wait` keeps drainwatch's default wait instead (0-100 ms between a user's requests,
+what a run without `--rate` does): that caps 20 users well below what wrk reaches here.
 
 Each figure is printed as a ratio to wrk's in the same round: wrk is the reference of a load
 generator that is not the bottleneck. Target (issue "Performance at the user's scale"):
@@ -18,6 +24,7 @@ drainwatch >= 0.9 x wrk.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -62,15 +69,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=20, help="connections / Locust users (default 20)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of all three, order alternating (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--rate", type=float, default=100_000, help="req/s drainwatch is asked for (default 100000: no wait)"
+    )
+    pace.add_argument("--default-wait", action="store_true", help="drainwatch's default wait, no --rate")
     args = parser.parse_args(argv)
+    # both Locust runs inherit the pace: drainwatch's option by its environment variable, plain
+    # Locust the per-user figure drainwatch hands its own Locust
+    if args.default_wait:
+        os.environ.pop("DRAINWATCH_RATE", None)
+        os.environ.pop("DRAINWATCH_RATE_PER_USER", None)
+        asked = "drainwatch's default wait (0-100 ms)"
+    else:
+        os.environ["DRAINWATCH_RATE"] = f"{args.rate:g}"
+        os.environ["DRAINWATCH_RATE_PER_USER"] = f"{args.rate / args.connections:.6g}"
+        asked = f"--rate {args.rate:g}"
     # what overhead.py's runners read
     runner = argparse.Namespace(users=args.connections, spawn_rate=args.connections, seconds=args.seconds, warmup=3)
 
     wrk = ensure_wrk()
     work = scratch("capacity", args.keep)
     print(
-        f"capacity benchmark: {args.rounds} rounds, {args.seconds:g}s each, {args.connections} connections; "
-        f"{env_note()}; scratch {work}",
+        f"capacity benchmark: {args.rounds} rounds, {args.seconds:g}s each, {args.connections} connections, "
+        f"{asked}; {env_note()}; scratch {work}",
         flush=True,
     )
     rounds: list[dict[str, float]] = []
@@ -89,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                     got[who] = through_drainwatch(url, db.dsn, runner, work, f"drainwatch-{rnd}")[0]
             rounds.append(got)
 
-    banner(f"capacity: GET /items as fast as it goes, {args.connections} connections, {args.seconds:g}s per run")
+    banner(
+        f"capacity: GET /items as fast as it goes, {args.connections} connections, {args.seconds:g}s per run, {asked}"
+    )
     rows = []
     for rnd, got in enumerate(rounds):
         ref = got.get("wrk")

@@ -20,7 +20,9 @@ Each helper reports one of four outcomes (the ``outcome`` column of the request 
 No I/O or HTTP error ever escapes into Locust as an exception.
 
 Kinds
-    steady      an ordinary request through Locust's ``HttpUser`` client.
+    steady      an ordinary request through Locust's ``FastHttpUser`` client (geventhttpclient:
+                keep-alive, redirects followed, TLS certificates verified; its connect and
+                network timeouts are ``DRAINWATCH_REQUEST_TIMEOUT``).
     disconnect  a plain socket (cooperative under Locust's gevent): the whole request is
                 sent, then the client reads until the hang-up and closes the socket. The
                 hang-up comes ``after_ms`` after the request was sent -- before the first
@@ -32,7 +34,7 @@ Kinds
                 timeout is such a disconnect too). Without it: a server-side deadline, the
                 statuses in ``DRAINWATCH_TIMEOUT_EXPECT`` count as delivered.
     error       a request whose handler should fail: the statuses in
-                ``DRAINWATCH_ERROR_EXPECT`` count as delivered.
+                ``DRAINWATCH_ERROR_EXPECT`` count as delivered (through the client, as steady).
 
 Everything is set from ``DRAINWATCH_*`` environment variables, with defaults for the
 bundled demo service. An endpoint is ``"METHOD /path"`` or a JSON object
@@ -50,9 +52,10 @@ of such objects with a ``weight`` each (``drainwatch run --config`` writes these
     DRAINWATCH_TIMEOUT_CLIENT_MS                         (set: a client-side deadline instead)
     DRAINWATCH_ERROR               POST /orders?fail=1
     DRAINWATCH_ERROR_EXPECT        502,500
-    DRAINWATCH_REQUEST_TIMEOUT     5                     (seconds, any plain request; also the
-                                                          connect timeout and the longest wait
-                                                          for chunks)
+    DRAINWATCH_REQUEST_TIMEOUT     5                     (seconds, any plain request: the connect
+                                                          timeout and the longest wait for the
+                                                          next bytes; also the longest wait for
+                                                          chunks)
     DRAINWATCH_REQUESTS_CSV                              (a path prefix: the request log)
 
 The request log: with ``DRAINWATCH_REQUESTS_CSV=/run/dir/requests`` each Locust process
@@ -62,6 +65,13 @@ appends every request the helpers make to ``/run/dir/requests-<pid>.csv``, colum
 arrived; ``request_id`` the ``X-Request-ID`` sent). Rows are buffered and flushed at least
 once a second and when Locust stops the test or quits. A request cut short because Locust
 stopped its user is logged ``failed`` with the detail ``cut: ...`` (Locust counts nothing).
+
+The client: ``ChaosUser`` is a ``FastHttpUser`` (it was an ``HttpUser``, python-requests, whose
+CPU cost made the load generator the bottleneck at a few hundred req/s). Your own tasks may call
+``self.client`` directly: it is Locust's ``FastHttpSession`` (``get``/``post``/``request`` with
+``name=``, ``catch_response=``, ``headers=``, ``json=``), not a requests ``Session``: it takes no
+per-call ``timeout=``, ``verify=`` or ``cookies=``, and ignores ``HTTP(S)_PROXY``. Set
+``insecure = True`` on your subclass to skip TLS verification (the plain sockets follow it).
 """
 
 from __future__ import annotations
@@ -81,8 +91,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
-import requests
-from locust import HttpUser, between, constant_throughput, events
+from geventhttpclient.response import HTTPConnectionClosed
+from locust import FastHttpUser, between, constant_throughput, events
 from locust.exception import CatchResponseError
 
 KINDS = ("steady", "disconnect", "timeout", "error")
@@ -403,7 +413,21 @@ def _since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-# --- requests' exceptions, in words -------------------------------------------------------------
+def _body_head(resp: Any) -> str:
+    """The first 200 bytes of a client response's body, decoded (for failure messages)."""
+    head = (resp.content or b"")[:200]
+    charset = "utf-8"
+    for part in str((resp.headers or {}).get("content-type", "")).split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "charset" and value:
+            charset = value.strip("\"' ")
+    try:
+        return head.decode(charset, errors="replace")
+    except LookupError:
+        return head.decode("utf-8", errors="replace")
+
+
+# --- the client's exceptions, in words -----------------------------------------------------------
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -414,25 +438,39 @@ def _causes(exc: BaseException) -> list[BaseException]:
         if cur in seen:
             continue
         seen.append(cur)
-        todo += [
-            e for e in (cur.__cause__, cur.__context__, getattr(cur, "reason", None)) if isinstance(e, BaseException)
-        ]
+        linked = (cur.__cause__, cur.__context__, getattr(cur, "reason", None), getattr(cur, "original", None))
+        todo += [e for e in linked if isinstance(e, BaseException)]  # original: geventhttpclient's RetriesExceeded
         todo += [a for a in getattr(cur, "args", ()) if isinstance(a, BaseException)]
     return seen
 
 
-def describe_error(exc: BaseException, timeout_s: float) -> str:
-    """A short reason for a failed plain request (connection refused, reset, timed out...)."""
+def _while_connecting(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while geventhttpclient was opening the connection (TCP or TLS)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in ("_create_socket", "_connect_socket"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def describe_error(exc: BaseException, timeout_s: float, status: int | None = None) -> str:
+    """A short reason for a failed plain request (connection refused, reset, timed out...);
+    ``status``: the status line had arrived, the body then broke off."""
     chain = _causes(exc)
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return "connection refused"
+    during = f" mid-body (HTTP {status})" if status else ""
     if any(isinstance(e, ConnectionResetError) for e in chain):
-        return "connection reset by the server"
-    if isinstance(exc, requests.ConnectTimeout):
-        return f"connect timed out after {timeout_s:g} s"
-    if isinstance(exc, requests.Timeout):
-        return f"no answer within {timeout_s:g} s"
-    if any("RemoteDisconnected" in type(e).__name__ for e in chain):
+        return f"connection reset by the server{during}"
+    timeouts = [e for e in chain if isinstance(e, TimeoutError | gevent.Timeout)]
+    if timeouts:
+        if any(_while_connecting(e) for e in timeouts):
+            return f"connect timed out after {timeout_s:g} s"
+        return f"no answer within {timeout_s:g} s{during}"
+    if status:
+        return _short(f"the response broke off mid-body (HTTP {status}): {type(exc).__name__}: {exc}", 160)
+    if any(isinstance(e, HTTPConnectionClosed) for e in chain):
         return "the server closed the connection without a response"
     return _short(f"{type(exc).__name__}: {exc}", 160)
 
@@ -446,11 +484,15 @@ def _pace() -> Any:
     return constant_throughput(per_user) if per_user else between(0.0, 0.1)
 
 
-class ChaosUser(HttpUser):
+class ChaosUser(FastHttpUser):
     """Base class: subclass it and call the helpers from your tasks."""
 
     abstract = True
     wait_time = _pace()
+    insecure = False  # verify TLS certificates (FastHttpUser's default is not to), as requests did
+    # One connection per user (a user sends one request at a time). It also bounds geventhttpclient's
+    # resend of an idempotent request whose connection closed without a response: pool size + 1 times.
+    concurrency = 1
 
     steady_endpoints = _endpoints("STEADY", "GET /items")
     disconnect_endpoint = _endpoints("DISCONNECT", "POST /chat")[0]
@@ -464,6 +506,12 @@ class ChaosUser(HttpUser):
     request_timeout = float(_env("REQUEST_TIMEOUT", "5"))
 
     _tls: ssl.SSLContext | None = None
+    _ANY_STATUS = frozenset(range(100, 600))  # the helpers judge statuses themselves
+
+    def __init__(self, environment: Any) -> None:
+        # the client's timeouts are the helpers' (read here: a subclass may set request_timeout)
+        self.connection_timeout = self.network_timeout = self.request_timeout
+        super().__init__(environment)
 
     # -- shared plumbing
 
@@ -516,33 +564,53 @@ class ChaosUser(HttpUser):
         """One request through Locust's client; ``judge(status, body_head) -> (outcome, detail)``
         decides a response with a status line. Connection errors and timeouts are failures."""
         rid, headers = self._headers(scenario, endpoint)
-        kwargs: dict[str, Any] = {
-            "headers": headers,
-            "timeout": self.request_timeout,
-            "catch_response": True,
-            "name": self._name(scenario, endpoint),
-            "context": {"scenario": scenario, "request_id": rid},
-        }
-        if endpoint.get("json") is not None:
-            kwargs["json"] = endpoint["json"]
         start, status, outcome, detail = time.time(), None, "failed", "cut: Locust stopped the user mid-request"
         try:
-            with self.client.request(endpoint["method"], endpoint["path"], **kwargs) as resp:
-                if resp.error is not None or not resp.status_code:
+            try:
+                resp = self._send(endpoint, headers, scenario, rid)
+            except Exception as exc:  # a request the client refuses to build or send: nothing reported yet
+                outcome, detail = "failed", _short(f"{type(exc).__name__}: {exc}", 160)
+                self._fire(endpoint, scenario, rid, start, (time.time() - start) * 1000, 0, detail, endpoint["path"])
+                return
+            with resp:
+                status = resp.status_code or None
+                error = getattr(resp, "error", None) or resp.request_meta.get("exception")
+                if error is not None or status is None:
                     outcome = "failed"
-                    detail = describe_error(resp.error or OSError("no response"), self.request_timeout)
+                    detail = describe_error(error or OSError("no response"), self.request_timeout, status)
                 else:
-                    status = resp.status_code
-                    outcome, detail = judge(status, _short(resp.text[:200], 120) if status >= 400 else "")
+                    outcome, detail = judge(status, _short(_body_head(resp), 120) if status >= 400 else "")
                 if outcome in ("ok", "chaos"):
                     resp.success()
                 else:
                     resp.failure(detail)
-        except requests.RequestException as exc:  # a URL Locust's client refuses to build: nothing reported yet
-            outcome, detail = "failed", _short(f"{type(exc).__name__}: {exc}", 160)
-            self._fire(endpoint, scenario, rid, start, (time.time() - start) * 1000, 0, detail, endpoint["path"])
         finally:
             self._log(scenario, endpoint, start, time.time(), status, outcome, rid, detail)
+
+    def _send(self, endpoint: Endpoint, headers: dict[str, str], scenario: str, rid: str) -> Any:
+        """The request through ``self.client`` (a ``FastHttpSession``), its response in a
+        ``catch_response`` context. Every status is a response here, its body read (the client
+        would otherwise turn a 4xx/5xx into an error and drop the body)."""
+        body = None
+        if endpoint.get("json") is not None:  # serialized as requests did, so the bytes stay the same
+            body = json.dumps(endpoint["json"], allow_nan=False).encode()
+            if not any(k.lower() == "content-type" for k in headers):
+                headers = {**headers, "Content-Type": "application/json"}
+        agent = self.client.client
+        valid = agent.valid_response_codes
+        agent.valid_response_codes = self._ANY_STATUS  # for this request only (the user's own calls keep Locust's)
+        try:
+            return self.client.request(
+                endpoint["method"],
+                endpoint["path"],
+                name=self._name(scenario, endpoint),
+                data=body,
+                headers=headers,
+                catch_response=True,
+                context={"scenario": scenario, "request_id": rid},
+            )
+        finally:
+            agent.valid_response_codes = valid
 
     def _fire(
         self,
@@ -570,9 +638,8 @@ class ChaosUser(HttpUser):
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
-            verify = getattr(self.client, "verify", True)
-            ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-            if verify is False:
+            ctx = ssl.create_default_context()
+            if self.insecure:
                 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
             self._tls = ctx
         return self._tls
