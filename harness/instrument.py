@@ -27,6 +27,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from drainwatch.stacks import Site, application_frames, describe, waiting
@@ -35,6 +36,8 @@ POOL_VIEW_PATH = "/_drainwatch/pool"
 RECORD_ENV = "DRAINWATCH_RECORD_CHECKOUTS"  # "0": count the pools, record no checkout
 _checkouts: dict[int, dict[str, Any]] = {}  # id(connection handle) -> where and when it was taken
 _traced_classes: dict[type, type] = {}  # a pool class -> its subclass that records checkouts
+_request: ContextVar[dict[str, str] | None] = ContextVar("drainwatch_request", default=None)
+_REQUEST_HEADERS = {b"x-request-id": "id", b"x-drainwatch-scenario": "scenario"}
 _collected: Counter[tuple[int, tuple[Site, ...]]] = (
     Counter()
 )  # SQLAlchemy checkouts the garbage collector ended, by stack
@@ -107,7 +110,14 @@ def _taken(
 ) -> None:
     """Record a checkout. Only what is cheap is done here, on every checkout: the pid is asked
     and the frames are named when the view is read."""
-    _checkouts[key] = {"_out": out, "_pool": owner, "_pid": pid, "taken_t": time.time(), "_sites": sites}
+    _checkouts[key] = {
+        "_out": out,
+        "_pool": owner,
+        "_pid": pid,
+        "taken_t": time.time(),
+        "_sites": sites,
+        "request": _request.get(),
+    }
 
 
 def _trace(pool: Any, methods: Callable[[type], dict[str, Any]]) -> bool:
@@ -225,7 +235,10 @@ def checkouts(owners: Collection[int] | None = None) -> list[dict[str, Any]]:
     kept = sorted(
         (c for c in _checkouts.values() if owners is None or c["_pool"] in owners), key=lambda c: c["taken_t"]
     )
-    return [{"pid": c["_pid"](), "taken_t": round(c["taken_t"], 3), "stack": describe(c["_sites"])} for c in kept]
+    return [
+        {"pid": c["_pid"](), "taken_t": round(c["taken_t"], 3), "stack": describe(c["_sites"]), "request": c["request"]}
+        for c in kept
+    ]
 
 
 def collected(owners: Collection[int] | None = None) -> list[dict[str, Any]]:
@@ -312,11 +325,37 @@ def pool_view(pools: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def mount_pool_view(app: Any, pools: Callable[[], Mapping[str, Any]], path: str = POOL_VIEW_PATH) -> None:
-    """Add ``GET path`` to a Starlette/FastAPI ``app``; ``pools`` is called per request,
-    so pools created later (in a lifespan) are found."""
+    """Add ``GET path`` to a Starlette/FastAPI ``app``, and ``RequestContext`` around it so each
+    checkout knows its request; ``pools`` is called per request, so pools created later (in a
+    lifespan) are found. Call it where the app is built, before it starts."""
     from starlette.responses import JSONResponse
 
     async def endpoint(request: Any) -> JSONResponse:
         return JSONResponse(pool_view(pools()))
 
     app.add_route(path, endpoint, methods=["GET"], include_in_schema=False)
+    app.add_middleware(RequestContext)
+
+
+class RequestContext:
+    """ASGI middleware: the request each checkout was made for (method, path, ``X-Request-ID``,
+    ``X-Drainwatch-Scenario``), so a connection never given back names the request that took it,
+    with no SQL tags. ``mount_pool_view`` adds it; wrap another ASGI app with it yourself.
+    The handler's context carries it into tasks it starts and into sync endpoints' threads."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        seen = {"method": str(scope.get("method", "")), "path": str(scope.get("path", ""))}
+        for name, value in scope.get("headers") or ():
+            if (key := _REQUEST_HEADERS.get(name)) is not None:
+                seen[key] = value.decode("latin-1")
+        token = _request.set(seen)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _request.reset(token)

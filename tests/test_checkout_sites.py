@@ -192,3 +192,38 @@ def test_a_connection_left_to_the_garbage_collector_is_counted_where_it_was_take
         assert pool_view({"db": engine})["collected"][0]["count"] == 2
     finally:
         engine.dispose()
+
+
+def test_the_request_that_took_a_connection_is_recorded_with_it(pg: Database) -> None:
+    """RequestContext around an ASGI app: each checkout carries its request, no SQL tag needed."""
+    import asyncpg
+
+    from drainwatch.instrument import RequestContext
+
+    async def scenario() -> list[dict]:
+        async with asyncpg.create_pool(pg.dsn, min_size=1, max_size=2) as pool:
+            kept: list[object] = []
+
+            async def app(scope: dict, receive: object, send: object) -> None:
+                kept.append(await pool.acquire())  # never released
+
+            pool_view({"raw": pool})
+            headers = [(b"x-request-id", b"rid-42"), (b"x-drainwatch-scenario", b"error"), (b"accept", b"*/*")]
+            await RequestContext(app)(
+                {"type": "http", "method": "POST", "path": "/orders", "headers": headers}, None, None
+            )
+            found = pool_view({"raw": pool})["checkouts"]
+            for conn in kept:
+                await pool.release(conn)
+            return found
+
+    (taken,) = asyncio.run(scenario())
+    assert taken["request"] == {"method": "POST", "path": "/orders", "id": "rid-42", "scenario": "error"}
+    row = {"pid": taken["pid"], "kind": "held", "likely": "steady GET /items"}  # timing guessed wrong
+    (joined,) = with_checkouts([row], {"checkouts": [taken]})
+    assert (joined["request_id"], joined["scenario"], joined["route"], joined["likely"]) == (
+        "rid-42",
+        "error",
+        "POST /orders",
+        "error POST /orders",
+    )

@@ -37,3 +37,10 @@ def test_a_pool_of_two_under_twenty_users(tmp_path: Path, variant: str, verdict:
     else:
         assert found["leaked"] >= 1 and not small  # the note is for a PASS only
         assert any("tests/targets/tiny_pool.py:" in site and "in fail()" in site for site in found["checkout_sites"])
+        # no SQL tags: the pool view's request context names the request that took each one
+        # (preflight tries GET /fail once too, and that request leaks its connection like the load's)
+        held = found["leaked_by_kind"]["held"]
+        assert found["leaked"] == held and found["routes"] == {"GET /fail": held}
+        assert found["scenarios"]["error"] >= 1 and set(found["scenarios"]) <= {"error", "preflight-error"}
+        likely = found["attribution"]["likely"]
+        assert sum(likely.values()) == held and set(likely) <= {"error GET /fail", "preflight-error GET /fail"}

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from drainwatch.judge.forensics import HELD, UNSURE
+
 _COMMENT = re.compile(r"/\*.*?\*/|--[^\n]*", re.S)
 _STRING = re.compile(r"'(?:[^']|'')*'")
 _NUMBER = re.compile(r"(?<![\w$])-?\d+(?:\.\d+)?\b")
@@ -86,13 +88,22 @@ def attribute(rows: Sequence[dict[str, Any]], requests: Sequence[Mapping[str, An
     return out
 
 
-def with_checkouts(rows: Sequence[dict[str, Any]], view: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def with_checkouts(
+    rows: Sequence[dict[str, Any]], view: Mapping[str, Any] | None, requests: Sequence[Mapping[str, Any]] = ()
+) -> list[dict[str, Any]]:
     """Each row with where its connection was checked out (``taken_at``, the innermost application
-    frame; ``taken_stack``; ``taken_ago_s``), when the app's pool view records it."""
+    frame; ``taken_stack``; ``taken_ago_s``), when the app's pool view records it; an ``unsure``
+    row the app's pool counts checked out is ``held``. When the view
+    also knows the request that took it (``drainwatch.instrument.RequestContext``), that request is
+    exact: ``request_id``, ``scenario`` and ``route`` are filled where SQL tags left them empty, and
+    ``likely`` becomes that request."""
     taken = {c.get("pid"): c for c in (view or {}).get("checkouts") or [] if isinstance(c, Mapping)}
+    by_id = {r.get("request_id"): r for r in requests if r.get("request_id")}
     out = []
     for row in rows:
         found = taken.get(row.get("pid"))
+        if found and row.get("kind") == UNSURE:
+            row = {**row, "kind": HELD}  # the app's own pool counts it lent out: no guess left to make
         if found and found.get("stack"):
             stack = [str(frame) for frame in found["stack"]]
             row = {
@@ -101,8 +112,25 @@ def with_checkouts(rows: Sequence[dict[str, Any]], view: Mapping[str, Any] | Non
                 "taken_stack": " <- ".join(stack),
                 "taken_ago_s": round(time.time() - float(found.get("taken_t") or time.time()), 1),
             }
+        if found and isinstance(found.get("request"), Mapping):
+            row = _with_request(row, found["request"], by_id)
         out.append(row)
     return out
+
+
+def _with_request(
+    row: dict[str, Any], request: Mapping[str, Any], by_id: Mapping[Any, Mapping[str, Any]]
+) -> dict[str, Any]:
+    rid, scenario = str(request.get("id") or ""), str(request.get("scenario") or "")
+    route = f"{request.get('method', '')} {request.get('path', '')}".strip()
+    likely = _label(by_id[rid]) if rid in by_id else f"{scenario} {route}".strip()
+    return {
+        **row,
+        "request_id": row.get("request_id") or rid,
+        "scenario": row.get("scenario") or scenario,
+        "route": row.get("route") or route,
+        "likely": likely or row.get("likely", ""),
+    }
 
 
 def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -110,7 +110,7 @@ async def cycle(
     requests = read_requests(sorted(run_dir.glob(f"requests-{csv_name}-*.csv")))
     lingering = attribute(lingering, requests)
     pool_views["final"] = await read_pool_view(run.target)
-    lingering = with_checkouts(lingering, pool_views["final"])  # where each was taken, when the app records it
+    lingering = with_checkouts(lingering, pool_views["final"], requests)  # where and by which request it was taken
     views = read_json(run_dir / POOL_VIEW_JSON) if not first else {}
     write_json(run_dir / POOL_VIEW_JSON, views | ({prefix.rstrip("/"): pool_views} if prefix else pool_views))
     write_connections(run_dir / LINGERING_CSV, lingering, append=not first)

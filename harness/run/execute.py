@@ -27,6 +27,7 @@ from drainwatch.provision.target import (
     demo_service,
     external_target,
     listening_pid,
+    read_pool_view,
     served_service,
     served_versions,
 )
@@ -333,6 +334,7 @@ async def _try_requests(run: RunContext) -> None:
         return
     with run.record.phase("preflight"):
         run.display.phase("preflight")
+        await read_pool_view(run.target)  # its first read starts the checkout records: preflight's own count
         requests = [] if run.cfg.locustfile else run.cfg.traffic.requests(run.cfg.mix)
         expected = {kind: run.cfg.traffic.expected(kind) for kind in ("timeout", "error")}
         seen = await try_requests(run.target.url, [*requests, ("probe", run.probe_request)], expected)

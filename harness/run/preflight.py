@@ -38,9 +38,9 @@ async def try_requests(
         for kind, request in _unique(requests):
             row: dict[str, Any] = {"kind": kind, "request": str(request), "status": None, "error": ""}
             try:
-                resp = await client.request(
-                    request.method, request.path, headers=dict(request.headers), json=request.json
-                )
+                # named like the load's own requests, so a connection this try leaves behind is told apart
+                tagged = {"X-Drainwatch-Scenario": f"preflight-{kind}", **dict(request.headers)}
+                resp = await client.request(request.method, request.path, headers=tagged, json=request.json)
                 row["status"] = resp.status_code
             except httpx.ConnectError as exc:
                 raise TargetProblem(

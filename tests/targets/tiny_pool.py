@@ -107,9 +107,13 @@ def main() -> None:
     if args.command == "setup":
         return  # no schema: pg_sleep needs none
     logging.basicConfig(level=logging.WARNING)
-    app = TinyPoolApp(
+    app: Any = TinyPoolApp(
         os.environ["DATABASE_URL"], args.variant, int(os.environ.get("TINY_POOL_MAX", "2")), args.pool_view
     )
+    if args.pool_view:  # each checkout then knows the request that made it
+        from drainwatch.instrument import RequestContext
+
+        app = RequestContext(app)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
