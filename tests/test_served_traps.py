@@ -104,8 +104,10 @@ def test_an_error_kind_that_never_errs_is_error_not_pass(tmp_path: Path) -> None
 
 
 def test_a_disconnect_backlog_on_a_healthy_service_is_zombie_work_not_a_leak(tmp_path: Path) -> None:
-    # aiohttp does not cancel a handler whose client left: the abandoned pg_sleep()s run on.
-    body = '[[endpoints]]\npath = "/api/items"\n\n[chaos.disconnect]\nrequest = "GET /api/slow?ms=1000"\nafter_ms = 0\n'
+    # aiohttp does not cancel a handler whose client left: the abandoned pg_sleep()s run on. Each holds
+    # one of the pool's 6 connections for 3 s, so the backlog outlasts Locust's own stop (up to 5 s
+    # for requests still in flight); 1 s sleeps could drain within it on a busy machine (CI saw it).
+    body = '[[endpoints]]\npath = "/api/items"\n\n[chaos.disconnect]\nrequest = "GET /api/slow?ms=3000"\nafter_ms = 0\n'
     folder = config(
         tmp_path, "aiohttp_asyncpg", "correct", body, 'headers = { Authorization = "Bearer secret-token" }\n'
     )
