@@ -6,8 +6,9 @@ import math
 import os
 import re
 import shlex
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -373,6 +374,23 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def untested_kinds(cfg: RunConfig) -> list[str]:
+    """The default mix's chaos kinds this run left out because the service has no request for them."""
+    return [k for k in DEFAULT_MIX if k != "steady" and k not in cfg.mix and cfg.traffic.chaos.get(k) is None]
+
+
+_CHAOS_EXAMPLES = {"error": "error=GET /orders/999 404", "timeout": "timeout=GET /report 504"}
+
+
+def untested_note(kinds: Sequence[str]) -> str:
+    """What a verdict must say of the kinds it never sent: it cannot speak for their paths."""
+    examples = " ".join(f'--chaos "{_CHAOS_EXAMPLES[k]}"' for k in kinds if k in _CHAOS_EXAMPLES)
+    return (
+        f"not tested: {' and '.join(kinds)}, which this service has no request for, so a leak on that path "
+        f"(an error handler, a deadline) cannot show; name the request, e.g. {examples}"
+    )
+
+
 def check_production(rps: float | None, pool: int | None, instances: int | None = 1, server: int | None = None) -> None:
     """Raise UsageError for production figures no forecast can be made from."""
     if rps is not None and not (math.isfinite(rps) and rps > 0):
@@ -407,6 +425,11 @@ def _check_command(flag: str, command: str) -> None:
         raise UsageError(f"{flag} {command!r} cannot be split into words ({exc})", hint="check its quotes") from exc
     if not words:
         raise UsageError(f"{flag} names no command", hint="e.g. --serve 'uvicorn app.main:app --port {port}'")
+    if os.sep not in words[0] and shutil.which(words[0]) is None:
+        raise UsageError(
+            f"{flag}: there is no program {words[0]!r} on PATH",
+            hint="install it in this environment, or give its path (e.g. python -m uvicorn …)",
+        )
 
 
 def check_target(serve: str | None, target_url: str | None, dsn: str | None) -> None:

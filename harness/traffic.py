@@ -72,6 +72,29 @@ class Request:
         return out
 
 
+def parse_chaos(text: str) -> dict[str, str]:
+    """``--chaos "error=GET /orders/999 404"`` → the scenario variables it sets: the kind's
+    request, and the statuses that mean its chaos was delivered when given (the error kind's
+    failing answers, the timeout kind's deadline answers). Raises UsageError naming the form."""
+    kind, sep, rest = text.partition("=")
+    kind = kind.strip()
+    form = 'write it like --chaos "error=GET /orders/999 404" (disconnect, timeout or error)'
+    if not sep or kind not in CHAOS_REQUEST_KINDS:
+        raise UsageError(f"--chaos {text!r} does not name a chaos kind", hint=form)
+    words = rest.split()
+    statuses = words.pop() if len(words) == 3 else ""
+    request = parse_request(" ".join(words), what=f"--chaos {kind}")
+    env = {f"DRAINWATCH_{kind.upper()}": json.dumps(request.spec())}
+    if statuses:
+        if kind == "disconnect":
+            raise UsageError(f"--chaos {text!r}: a hang-up expects no status", hint="drop the statuses")
+        codes = statuses.split(",")
+        if not all(c.isascii() and c.isdigit() and 100 <= int(c) <= 599 for c in codes):
+            raise UsageError(f"--chaos {text!r}: {statuses!r} is not a list of HTTP statuses", hint=form)
+        env[f"DRAINWATCH_{kind.upper()}_EXPECT"] = statuses
+    return env
+
+
 def parse_request(text: str, *, what: str = "request") -> Request:
     """``"GET /items"`` or the JSON object form → Request. Raises UsageError for anything else."""
     text = text.strip()

@@ -45,6 +45,26 @@ from tests.helpers import drainwatch, needs_system_pg
         ),
         (["--target-url", "http://127.0.0.1:9"], "error: --target-url needs --dsn"),
         (["--variant", "sturdy"], "error: Invalid value for '--variant'"),
+        (
+            ["--serve", "nosuchprogram --port {port}", "-e", "GET /"],
+            "error: --serve: there is no program 'nosuchprogram' on PATH — hint: install it in this environment",
+        ),
+        (
+            ["--serve", "python -m x --port {port}", "-e", "GET /", "--chaos", "oops=GET /x"],
+            "error: --chaos 'oops=GET /x' does not name a chaos kind — hint: write it like --chaos \"error=GET /orders/999 404\"",
+        ),
+        (
+            ["--serve", "python -m x --port {port}", "-e", "GET /", "--chaos", "error=GET /x 4o4"],
+            "error: --chaos 'error=GET /x 4o4': '4o4' is not a list of HTTP statuses",
+        ),
+        (
+            ["--serve", "python -m x --port {port}", "-e", "GET /", "--chaos", "disconnect=GET /x 500"],
+            "error: --chaos 'disconnect=GET /x 500': a hang-up expects no status — hint: drop the statuses",
+        ),
+        (
+            ["--serve", "python -m x --port {port}", "-e", "GET /", "--chaos", "error=fetch it"],
+            "error: --chaos error 'fetch it' is not a request",
+        ),
     ],
 )
 def test_bad_input(args: list[str], message: str, tmp_path: Path) -> None:

@@ -202,3 +202,24 @@ def test_isolate_restarts_a_served_service_and_names_the_leaking_kind(tmp_path: 
     assert run["target"]["cycles_share_state"] is False  # restarted between kinds
     pids = (folder / "runs" / "iso" / "logs" / "target.pid").read_text()
     assert int(pids) == run["processes"]["target"]  # the selection followed the restarted service
+
+
+def test_one_command_names_the_chaos_requests_on_the_command_line(tmp_path: Path) -> None:
+    """No drainwatch.toml: --endpoint, --header and --chaos say it all, and the verdict says what it did not test."""
+    module = f"{sys.executable} -m tests.targets.aiohttp_asyncpg"
+    proc = drainwatch(
+        "run", "--serve", f"{module} --port {{port}} --variant leaky", "--setup", f"{module} setup",
+        "-e", "GET /api/items", "-H", "Authorization: Bearer secret-token", "--chaos", "error=GET /api/report 500",
+        "--warmup", "2s", "--baseline", "2s", "--duration", "8s", "--settle", "8s", "--users", "10",
+        "--out", str(tmp_path / "runs"), "--run-id", "cli", "-q", cwd=REPO, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    found = summary(tmp_path, "cli")
+    assert found["verdict"] == "LEAK" and found["load_kinds"]["error"]["requests"] >= 1
+    assert found["attribution"]["likely"] and next(iter(found["attribution"]["likely"])) == "error GET /api/report"
+    assert found["reasons"][-1].startswith("not tested: timeout, which this service has no request for")
+    run = json.loads((tmp_path / "runs" / "cli" / "run.json").read_text())
+    assert run["config"]["traffic"]["error"] == "GET /api/report (headers: Authorization redacted)"
+    assert run["config"]["mix"] == {
+        "steady": 4, "disconnect": 2, "error": 1,
+    }  # fmt: skip

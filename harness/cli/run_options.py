@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from drainwatch.cli.boundary import console, run_interruptible
 from drainwatch.errors import EXIT_USAGE, UsageError
 from drainwatch.plan import DEFAULT_MIX, Match, RunConfig, check_target, parse_delays, parse_fault, parse_mix, validate
-from drainwatch.traffic import SCENARIO_VARIABLES, Traffic, check_header, parse_header, traffic_from
+from drainwatch.traffic import SCENARIO_VARIABLES, Traffic, check_header, parse_chaos, parse_header, traffic_from
 from drainwatch.units import parse_duration
 
 if TYPE_CHECKING:
@@ -195,6 +195,15 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
     multiple=True,
     metavar="'METHOD /PATH'",
     help="A steady request of your service (repeatable); the disconnect kind hangs up on the first.",
+)
+@click.option(
+    "--chaos",
+    "chaos",
+    multiple=True,
+    metavar="'KIND=METHOD /PATH [STATUSES]'",
+    help="The request a chaos kind sends to your service (repeatable; wins over [chaos.*] in drainwatch.toml), "
+    "e.g. --chaos 'error=GET /orders/999 404' (the statuses a failing handler answers; default 500,502), "
+    "'timeout=GET /report 504', 'disconnect=POST /chat'.",
 )
 @click.option(
     "-H",
@@ -397,8 +406,9 @@ def run(ctx: click.Context, config_path: Path | None, **opts: object) -> None:
 
     \b
     With no options: an embedded PostgreSQL, the leaky demo service and the default
-    chaos mix, about a minute and a half. Your own service, started by drainwatch:
-      drainwatch run --serve 'uvicorn app.main:app --port {port}' -e 'GET /items'
+    chaos mix, in under a minute. Your own service, started by drainwatch:
+      drainwatch run --serve 'uvicorn app.main:app --port {port}' -e 'GET /items' \\
+        --chaos 'error=GET /items/999 404'
     The run folder (reports/<run-id>/) gets run.json, samples.csv, lingering.csv,
     Locust's CSVs, summary.json, junit.xml and report.html.
     """
@@ -493,6 +503,8 @@ def build_config(
     headers = dict(tables.get("header_table", {})) | dict(parse_header(h) for h in o.many("headers"))
     for name, value in tables.get("probe_headers", {}).items():
         check_header(name, value, what="[probe] headers")
+    for text in o.many("chaos"):
+        locust_env = {**locust_env, **parse_chaos(text)}
     traffic = traffic_from(
         locust_env,
         demo=demo,
@@ -570,7 +582,7 @@ def _fitting_mix(mix: dict[str, int], traffic: Traffic, *, given: bool) -> dict[
         kind = missing[0]
         raise UsageError(
             f"the {kind} kind has no request to send to your service",
-            hint=f'add [chaos.{kind}] request = "METHOD /path" to drainwatch.toml, or leave {kind} out of --mix',
+            hint=f'name it: --chaos "{kind}=METHOD /path" (or [chaos.{kind}] request in drainwatch.toml), or leave {kind} out of --mix',
         )
     kept = {kind: weight for kind, weight in mix.items() if kind not in missing}
     if not any(kept.values()):

@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from drainwatch.errors import EnvironmentProblem
+
 log = logging.getLogger(__name__)
 
 _live: set[asyncio.subprocess.Process] = set()  # every child still running, for hurry()
@@ -52,15 +54,23 @@ async def spawn(
     """Start ``argv`` in its own session with stdout and stderr appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=sink,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-            **popen,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=sink,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+                **popen,
+            )
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            # the program (or the folder it runs in) is not there: a command to fix, not a drainwatch bug
+            where = f" in {popen['cwd']}" if popen.get("cwd") else ""
+            raise EnvironmentProblem(
+                f"cannot start {name}: {argv[0]!r}{where}: {exc.strerror or exc}",
+                hint="check the command (for your service: --serve or [target] command) and that it is installed",
+            ) from exc
     log.debug("started %s (pid %s): %s", name, proc.pid, " ".join(argv))
     _live.add(proc)
     return proc

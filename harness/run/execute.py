@@ -19,7 +19,7 @@ from typing import Any
 
 from drainwatch.errors import DrainwatchError, TargetProblem, UsageError
 from drainwatch.judge.verdict import Verdict, with_service_warnings, with_shutdown
-from drainwatch.plan import Match, RunConfig, redact_dsn
+from drainwatch.plan import Match, RunConfig, redact_dsn, untested_kinds, untested_note
 from drainwatch.provision.pgbouncer import Pooler, external_pgbouncer, pgbouncer, show_clients, show_pools
 from drainwatch.provision.postgres import Database, Watch, embedded_postgres, external_postgres
 from drainwatch.provision.target import (
@@ -85,6 +85,8 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
             status = "completed"
         if verdict is not None and not cfg.target_url:  # after the service stopped: its last words count
             verdict = with_service_warnings(verdict, warning_counts(run_dir / SERVICE_WARNINGS_CSV))
+        if verdict is not None and (untested := untested_kinds(cfg)):
+            verdict.reasons.append(untested_note(untested))
     except asyncio.CancelledError:
         status = "interrupted"
         raise
