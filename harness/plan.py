@@ -425,11 +425,18 @@ def _check_command(flag: str, command: str) -> None:
         raise UsageError(f"{flag} {command!r} cannot be split into words ({exc})", hint="check its quotes") from exc
     if not words:
         raise UsageError(f"{flag} names no command", hint="e.g. --serve 'uvicorn app.main:app --port {port}'")
-    if os.sep not in words[0] and shutil.which(words[0]) is None:
-        raise UsageError(
-            f"{flag}: there is no program {words[0]!r} on PATH",
-            hint="install it in this environment, or give its path (e.g. python -m uvicorn …)",
-        )
+
+
+def check_programs(cfg: RunConfig) -> None:
+    """Raise UsageError for a ``--serve`` or ``--setup`` program this machine does not have: checked
+    just before a run (a plan may be written for another machine, as a CI workflow is)."""
+    for flag, command in (("--serve", cfg.serve), ("--setup", cfg.setup)):
+        words = shlex.split(command) if command else []
+        if words and os.sep not in words[0] and shutil.which(words[0]) is None:
+            raise UsageError(
+                f"{flag}: there is no program {words[0]!r} on PATH",
+                hint="install it in this environment, or give its path (e.g. python -m uvicorn …)",
+            )
 
 
 def check_target(serve: str | None, target_url: str | None, dsn: str | None) -> None:

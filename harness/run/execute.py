@@ -19,7 +19,7 @@ from typing import Any
 
 from drainwatch.errors import DrainwatchError, TargetProblem, UsageError
 from drainwatch.judge.verdict import Verdict, with_service_warnings, with_shutdown
-from drainwatch.plan import Match, RunConfig, redact_dsn, untested_kinds, untested_note
+from drainwatch.plan import Match, RunConfig, check_programs, redact_dsn, untested_kinds, untested_note
 from drainwatch.provision.pgbouncer import Pooler, external_pgbouncer, pgbouncer, show_clients, show_pools
 from drainwatch.provision.postgres import Database, Watch, embedded_postgres, external_postgres
 from drainwatch.provision.target import (
@@ -131,6 +131,7 @@ async def preflight(cfg: RunConfig) -> DockerControl | None:
     Returns the Docker control for faults on compose containers, if asked for. Raises
     DatabaseProblem, TargetProblem or UsageError naming the fix.
     """
+    check_programs(cfg)
     if cfg.dsn:
         async with external_postgres(cfg.dsn):
             pass
