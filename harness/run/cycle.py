@@ -259,7 +259,7 @@ def _pooler(run: RunContext, phases: dict[str, tuple[float, float]]) -> dict[str
         "mode": run.pooler.mode,
         "pool_size": run.pooler.pool_size,
         "baseline": last_pools(path, before=phases["baseline"][1]),
-        "final": last_pools(path),
+        "final": last_pools(path, before=phases["settle"][1]),  # not the probe's own requests after it
     }
 
 
