@@ -109,6 +109,9 @@ def _ini(upstream: str, port: int, mode: str, pool_size: int) -> str:
             "max_client_conn = 2000",
             "ignore_startup_parameters = extra_float_digits,options,search_path,statement_timeout",
             "server_reset_query = DISCARD ALL",
+            # after a KILL the first server login fails ("pause mode"); PgBouncer's default retry,
+            # 15 s, would leave the service's clients waiting through settle: a stall, not a leak
+            "server_login_retry = 1",
             "",
         ]
     )
