@@ -45,6 +45,22 @@ def command(name: str) -> list[str]:
     return [sys.executable, "-m", {"drainwatch": "harness"}.get(name, name)]
 
 
+def collect_argv(out: Path, interval: float, duration: float, app_name: str) -> list[str]:
+    """`drainwatch collect` as the harness starts it: every ``interval`` seconds for ``duration``."""
+    return [
+        *command("drainwatch"),
+        "collect",
+        "--out",
+        str(out),
+        "--interval",
+        f"{interval * 1000:g}ms",
+        "--duration",
+        f"{duration:g}s",
+        "--app-name",
+        app_name,
+    ]
+
+
 # ---------------------------------------------------------------- processes
 
 

@@ -41,7 +41,7 @@ import psycopg
 from _common import (
     MONITORS,
     banner,
-    command,
+    collect_argv,
     cpu_seconds,
     embedded_pg,
     env_note,
@@ -117,18 +117,7 @@ class Bench:
     def start_collector(self, interval: float, duration: float, out: Path) -> tuple[subprocess.Popen[bytes], int]:
         """`drainwatch collect` as the harness runs it; returns it once it has written a sample."""
         proc = subprocess.Popen(
-            [
-                *command("drainwatch"),
-                "collect",
-                "--out",
-                str(out),
-                "--interval",
-                f"{interval * 1000:g}ms",
-                "--duration",
-                f"{duration:g}s",
-                "--app-name",
-                "pgbench",
-            ],
+            collect_argv(out, interval, duration, "pgbench"),
             env={**os.environ, "DRAINWATCH_DSN": self.dsn},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

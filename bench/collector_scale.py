@@ -50,7 +50,18 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _common import banner, command, cpu_seconds, env_note, percentile, read_csv, scratch, stop, table, verdict_mark
+from _common import (
+    banner,
+    collect_argv,
+    cpu_seconds,
+    env_note,
+    percentile,
+    read_csv,
+    scratch,
+    stop,
+    table,
+    verdict_mark,
+)
 
 from drainwatch.plan import Match
 from drainwatch.provision.postgres import HARNESS_APP_NAME, embedded_postgres
@@ -216,18 +227,7 @@ class Bench:
         res.expected = round(duration / interval)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [
-                    *command("drainwatch"),
-                    "collect",
-                    "--out",
-                    str(out),
-                    "--interval",
-                    f"{interval * 1000:g}ms",
-                    "--duration",
-                    f"{duration:g}s",
-                    "--app-name",
-                    TARGET_APP,
-                ],
+                collect_argv(out, interval, duration, TARGET_APP),
                 env={**os.environ, "DRAINWATCH_DSN": self.dsn},
                 stdout=log,
                 stderr=subprocess.STDOUT,
