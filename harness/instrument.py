@@ -94,9 +94,10 @@ def _on_checkout(owner: int, record: Any, fairy: Any) -> None:
 
 def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
     found = _checkouts.get(id(record))
-    if found is not None and "_fairy" in found and found["_fairy"]() is None:
+    if found is not None and found["_fairy"]() is None:
         _collected_by_gc(id(record))  # checked in by SQLAlchemy's cleanup of a collected fairy
-    _checkouts.pop(id(record), None)
+    else:
+        _checkouts.pop(id(record), None)
 
 
 def _collected_by_gc(key: int) -> None:
