@@ -40,8 +40,9 @@ def test_aiohttp_asyncpg_behind_an_auth_header(tmp_path: Path, variant: str, ver
     run = json.loads((folder / "runs" / variant / "run.json").read_text())
     assert run["target"]["selected_by"].startswith("the sockets of process ")
     assert run["preflight"]["probe"]["backends"] >= 1  # the probe was seen reaching the database
-    versions = run["target"]["versions"]  # read from the service's own interpreter
+    versions = run["target"]["versions"]  # what the service's process imported, not what is installed
     assert versions["aiohttp"] and versions["asyncpg"]
+    assert "flask" not in versions and "fastapi" not in versions  # installed beside it (Locust's), never imported
     if variant == "leaky":
         assert found["leaked"] >= 4 and found["leaked_by_kind"]["held"] >= 4
         likely = found["attribution"]["likely"]

@@ -9,6 +9,7 @@ at the end. Its process tree is known, so its backends can be found by their soc
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import signal
@@ -174,7 +175,7 @@ async def served_service(
         serve_argv(command, port),
         name="target",
         log_path=log_path,
-        env=child_env,
+        env={**child_env, **bootstrap_env(stack_channel(log_path), child_env)},
         stop_signal=signal.SIGTERM,
         grace=SHUTDOWN_GRACE,
         cwd=cwd,
@@ -293,53 +294,49 @@ def listening_pid(url: str) -> int | None:
     return None
 
 
-TARGET_DISTRIBUTIONS = (
-    "fastapi",
-    "starlette",
-    "uvicorn",
-    "gunicorn",
-    "hypercorn",
-    "django",
-    "flask",
-    "aiohttp",
-    "sqlalchemy",
-    "sqlmodel",
-    "asyncpg",
-    "psycopg",
-    "psycopg-pool",
-    "psycopg2",
-    "psycopg2-binary",
-)
-_VERSIONS = (
-    "import importlib.metadata as m, json, platform\n"
-    "found = {'python': platform.python_version()}\n"
-    "for d in %r:\n"
-    "    try: found[d] = m.version(d)\n"
-    "    except m.PackageNotFoundError: pass\n"
-    "print(json.dumps(found))"
-)
+# The distributions that make a service's stack: its framework, server, driver and ORM.
+STACK_DISTRIBUTIONS = frozenset(
+    {
+        "python", "fastapi", "starlette", "litestar", "aiohttp", "quart", "flask", "django", "sanic",
+        "uvicorn", "gunicorn", "hypercorn", "granian", "daphne", "uvloop", "sqlalchemy", "sqlmodel",
+        "asyncpg", "psycopg", "psycopg-binary", "psycopg-c", "psycopg-pool", "psycopg2", "psycopg2-binary",
+        "tortoise-orm", "databases", "pgbouncer",
+    }
+)  # fmt: skip
+BOOTSTRAP = Path(__file__).resolve().parent.parent / "bootstrap"  # its sitecustomize reports what was imported
 
 
-async def served_versions(pid: int | None) -> dict[str, str]:
-    """The versions of the web and database libraries in the served service's own interpreter
-    (read through /proc/PID/exe), or {} when that is not a Python drainwatch can ask."""
-    import json
+def bootstrap_env(channel: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The variables that put drainwatch's bootstrap in a served Python process (before the
+    service's own PYTHONPATH) and tell it where to write."""
+    path = [str(BOOTSTRAP), env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))]
+    return {"PYTHONPATH": os.pathsep.join(p for p in path if p), "DRAINWATCH_CHANNEL": str(channel)}
 
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe") if pid else ""
-    except OSError:
-        return {}
-    if "python" not in Path(exe).name:
-        return {}
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            exe,
-            "-c",
-            _VERSIONS % (TARGET_DISTRIBUTIONS,),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 15)
-        return {str(k): str(v) for k, v in json.loads(out or b"{}").items()}
-    except (OSError, ValueError, TimeoutError):
-        return {}
+
+def stack_channel(log_path: Path) -> Path:
+    """Where a served service's bootstrap writes, beside its log."""
+    return log_path.with_name("stack")
+
+
+def served_stack(channel: Path, pid: int | None) -> dict[str, str]:
+    """The stack the served process tree imported (``pid`` and its descendants, as the bootstrap
+    wrote them into ``channel``): distribution -> version. {} when nothing was written (not a
+    Python process, or one started with -I or -E)."""
+    reports = {}
+    for path in sorted(channel.glob("*.json")) if pid else []:
+        try:
+            found = json.loads(path.read_text())
+            reports[int(found["pid"])] = (int(found["ppid"]), dict(found["imported"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    tree, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, (parent, _) in reports.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    stack: dict[str, str] = {}
+    for child in sorted(tree & reports.keys()):
+        stack.update({str(k): str(v) for k, v in reports[child][1].items() if k in STACK_DISTRIBUTIONS})
+    return stack

@@ -29,7 +29,8 @@ from drainwatch.provision.target import (
     listening_pid,
     read_pool_view,
     served_service,
-    served_versions,
+    served_stack,
+    stack_channel,
 )
 from drainwatch.report.forecast import Production, from_run_dir
 from drainwatch.report.outputs import write_junit, write_summary
@@ -98,6 +99,10 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
         exc.add_note(f"{RUN_DIR_NOTE}{run_dir}")
         raise
     finally:
+        if cfg.serve and "target" in record.data:  # what its processes imported, however the run ended
+            record.data["target"]["versions"] = served_stack(
+                stack_channel(run_dir / LOGS / "target.log"), record.data["target"]["pid"]
+            )
         record.finish(status, error)
         _write_outputs(run_dir, record, verdict, cfg)
     return verdict
@@ -186,8 +191,6 @@ async def _provision(
             },
         )
         record.started("target", target.pid)
-        if target.kind == "served":
-            record.data["target"]["versions"] = await served_versions(target.pid)
         display.pool_limit = target.pool_limit
         collector = await stack.enter_async_context(
             collector_process(

@@ -1,0 +1,1 @@
+"""What drainwatch puts on a served service's PYTHONPATH (see sitecustomize.py)."""
