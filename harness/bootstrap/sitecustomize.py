@@ -3,8 +3,8 @@ the service's process really imported, with no change to the service's code.
 
 Only the standard library, and nothing of drainwatch: the service may run in an environment
 drainwatch is not installed in. A daemon thread writes, whenever the set of imported top-level
-modules changes, ``$DRAINWATCH_CHANNEL/<pid>.json``: the Python version and the distributions
-behind those modules with their versions. A fork (gunicorn's workers) starts the thread again
+modules changes, ``$DRAINWATCH_CHANNEL/<pid>.json``: the Python version, ``sys.path`` and the
+names of those modules (drainwatch finds their distributions). A fork (gunicorn's workers) starts the thread again
 in the child. Any failure here is swallowed: the service must run as it would without us.
 A ``sitecustomize`` of the service's own, further along the path, is run after this one.
 """
@@ -20,28 +20,20 @@ _CHANNEL = os.environ.get("DRAINWATCH_CHANNEL", "")
 _EVERY = 0.5  # seconds between looks at sys.modules: a len() and a set, nothing more
 
 
-def _imported() -> dict[str, str]:
-    import importlib.metadata as metadata
-    import platform
-
-    tops = {name.partition(".")[0] for name in list(sys.modules)}
-    found = {"python": platform.python_version()}
-    for top, dists in metadata.packages_distributions().items():
-        if top in tops:
-            for dist in dists:
-                try:
-                    found[dist.lower().replace("_", "-")] = metadata.version(dist)
-                except metadata.PackageNotFoundError:
-                    pass
-    return found
-
-
-def _write(found: dict[str, str]) -> None:
+def _write() -> None:
+    # Names only: the thread imports nothing, so a fork (gunicorn's workers) can never catch it
+    # holding an import lock the child would wait on forever. drainwatch maps them to distributions.
     path = os.path.join(_CHANNEL, f"{os.getpid()}.json")
-    part = f"{path}.part"
-    with open(part, "w") as handle:
-        json.dump({"pid": os.getpid(), "ppid": os.getppid(), "imported": found}, handle)
-    os.replace(part, path)
+    found = {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "path": [entry for entry in sys.path if entry],
+        "modules": sorted({name.partition(".")[0] for name in list(sys.modules)}),
+    }
+    with open(f"{path}.part", "w") as handle:
+        json.dump(found, handle)
+    os.replace(f"{path}.part", path)
 
 
 def _watch() -> None:
@@ -52,8 +44,8 @@ def _watch() -> None:
         if count != seen:
             seen = count
             try:
-                _write(_imported())
-            except Exception:  # noqa: BLE001 - a full disk or a broken distribution: stay silent
+                _write()
+            except Exception:  # noqa: BLE001 - a full disk, a folder gone: stay silent
                 return
 
 

@@ -326,17 +326,37 @@ def served_stack(channel: Path, pid: int | None) -> dict[str, str]:
     for path in sorted(channel.glob("*.json")) if pid else []:
         try:
             found = json.loads(path.read_text())
-            reports[int(found["pid"])] = (int(found["ppid"]), dict(found["imported"]))
+            reports[int(found["pid"])] = found
         except (OSError, ValueError, KeyError, TypeError):
             continue
     tree, grew = {pid}, True
     while grew:
         grew = False
-        for child, (parent, _) in reports.items():
-            if parent in tree and child not in tree:
+        for child, found in reports.items():
+            if found.get("ppid") in tree and child not in tree:
                 tree.add(child)
                 grew = True
     stack: dict[str, str] = {}
     for child in sorted(tree & reports.keys()):
-        stack.update({str(k): str(v) for k, v in reports[child][1].items() if k in STACK_DISTRIBUTIONS})
+        found = reports[child]
+        stack["python"] = str(found.get("python"))
+        stack.update(
+            _stack_versions(tuple(map(str, found.get("path") or [])), set(map(str, found.get("modules") or [])))
+        )
     return stack
+
+
+def _stack_versions(path: tuple[str, ...], modules: set[str]) -> dict[str, str]:
+    """The stack distributions on ``path`` that provide one of ``modules``, with their versions."""
+    from importlib.metadata import distributions
+
+    found = {}
+    for dist in distributions(path=list(path)):
+        name = str(dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name not in STACK_DISTRIBUTIONS or name in found:
+            continue
+        tops = set((dist.read_text("top_level.txt") or "").split())
+        tops |= {f.parts[0].removesuffix(".py") for f in dist.files or () if ".dist-info" not in f.parts[0]}
+        if tops & modules:
+            found[name] = dist.version
+    return found
