@@ -194,6 +194,7 @@ def _samples(rng: np.random.Generator, edges: list[float], end: float, hz: float
             "max_connections": MAX_CONNECTIONS,
             "late_ms": np.abs(rng.normal(0, 1.5, n)),
             "gap": 0,
+            "opened": 0,
         }
     )
     if iit_leaks.any():

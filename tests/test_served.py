@@ -113,6 +113,50 @@ def test_django_without_persistent_connections_passes(tmp_path: Path) -> None:
     assert summary(folder, "correct")["verdict"] == "PASS"
 
 
+DJANGO = '[[endpoints]]\npath = "/items/"\n\n[chaos.error]\nrequest = "GET /items/999999/"\nexpect = [404]\n'
+
+
+@pytest.mark.parametrize(
+    ("variant", "verdict"),
+    [("leaky", "LEAK"), ("correct", "PASS")],  # CONN_MAX_AGE 60, and 0 (the fix)
+)
+def test_django_under_gunicorn_ending_in_commit_on_a_roomy_server(tmp_path: Path, variant: str, verdict: str) -> None:
+    # gunicorn -k uvicorn_worker.UvicornWorker, 2 workers, ATOMIC_REQUESTS: every leaked connection ends in
+    # COMMIT (ROLLBACK on the 404), like a pool's reset; 1,000 server slots, so the server never fills.
+    folder = config(tmp_path, "django_asgi", f"{variant} --server gunicorn --atomic", DJANGO)
+    proc = drainwatch(
+        "run", "--run-id", variant, "-q", "--embedded-max-connections", "1000", "--dev-mode", cwd=folder, timeout=240
+    )
+    found = summary(folder, variant)
+    assert found["verdict"] == verdict, found["reasons"]
+    assert proc.returncode == (1 if variant == "leaky" else 0), proc.stdout + proc.stderr
+    assert not found["server"]["full"]
+    run = json.loads((folder / "runs" / variant / "run.json").read_text())
+    assert {"django", "gunicorn", "uvicorn", "psycopg"} <= set(run["target"]["versions"])  # the stack it ran
+    if variant == "correct":
+        assert found["leaked"] == 0 and found["reuse"]["never_reused"] == 0
+        return
+    assert found["leaked"] >= 10 and {"single_use", "drain", "leak_warnings"} <= set(found["evidence"])
+    assert found["leaked_by_kind"]["single_use"] >= 10 and found["reuse"]["never_reused"] >= 10
+    assert found["reuse"]["opened"] > found["reuse"]["never_reused"]  # most were closed again by the collector
+    assert found["service_warnings"]["connection_dropped"] >= 1  # psycopg's "deleted while still open"
+    # Every route leaks: each connection is named by the request that opened it, ROLLBACK by the 404.
+    likely = found["attribution"]["likely"]
+    assert likely.get("steady GET /items/", 0) >= 5 and likely.get("error GET /items/999999/", 0) >= 1, likely
+    reason = next(r for r in found["reasons"] if "connection(s) opened for" in r)
+    assert f"{found['reuse']['never_reused']} still open served one request and were never reused" in reason
+
+
+def test_django_under_wsgi_reuses_its_persistent_connections(tmp_path: Path) -> None:
+    # gunicorn's sync workers: one thread serves request after request on its one persistent connection.
+    folder = config(tmp_path, "django_asgi", "leaky --server wsgi --atomic", DJANGO)
+    proc = drainwatch("run", "--run-id", "wsgi", "-q", "--embedded-max-connections", "1000", cwd=folder, timeout=240)
+    found = summary(folder, "wsgi")
+    assert found["verdict"] == "PASS", found["reasons"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert found["reuse"]["opened"] <= 4 and found["reuse"]["never_reused"] == 0  # 2 workers, a connection each
+
+
 def test_a_leak_that_fills_the_server_is_leak_not_error(tmp_path: Path) -> None:
     # CONN_MAX_AGE = None: every request keeps its connection; a 20-connection server runs out.
     folder = config(

@@ -8,7 +8,7 @@ from drainwatch.errors import UsageError
 from drainwatch.judge.diagnosis import diagnose
 from drainwatch.judge.forensics import classify, is_reset_statement, learn, parse_tag, resetting_apps
 from drainwatch.judge.probe import ProbeResult
-from drainwatch.judge.verdict import ERROR, LEAK, PASS, judge
+from drainwatch.judge.verdict import ERROR, LEAK, PASS, judge, with_service_warnings
 from drainwatch.plan import parse_mix, redact_dsn
 from drainwatch.sample.collector import Sample, to_sample
 from drainwatch.units import parse_duration
@@ -196,6 +196,66 @@ def test_pooled_connections_reused_through_the_load_are_not_single_use() -> None
     lingering = [_used_once(1.0 + i / 10, life=7.5) for i in range(10)]  # opened at warm-up, busy until load end
     verdict = judge(_samples([10] * 15), PHASES, lingering, ProbeResult(3, 3))
     assert verdict.outcome == PASS and verdict.leaked_by_kind["single_use"] == 0
+
+
+def _committed_once(opened_at: float) -> dict:
+    """Django with ATOMIC_REQUESTS: a connection that served one request, its last statement COMMIT."""
+    return _used_once(opened_at) | {"query": "COMMIT", "kind": "pooled"}
+
+
+def test_connections_ending_in_commit_never_reused_are_a_leak() -> None:
+    # The last statement looks like a pool's reset; reuse says otherwise: each served one request.
+    samples = _samples([0] * 5 + [40] * 5 + [12] * 5)
+    lingering = [_committed_once(5.0 + i / 4) for i in range(12)]
+    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3), load={"requests": 500, "users": 10})
+    assert verdict.outcome == LEAK and "single_use" in verdict.evidence
+    assert verdict.leaked == 12 and verdict.pooled_idle == 0
+    assert "a warm pool" not in verdict.checks[0].detail
+
+
+def test_a_lifo_pool_grown_in_one_burst_during_the_load_is_not_a_leak() -> None:
+    # 20 users at once: the pool opens 20, each used once, and keeps them (no more than the load needs at once).
+    lingering = [_committed_once(5.0 + i / 1000) for i in range(20)]
+    verdict = judge(
+        _samples([0] * 5 + [20] * 10), PHASES, lingering, ProbeResult(3, 3), load={"requests": 900, "users": 20}
+    )
+    assert verdict.outcome == PASS and verdict.leaked_by_kind["single_use"] == 0 and verdict.pooled_idle == 20
+
+
+def test_connections_opened_per_request_decide_with_few_survivors() -> None:
+    # The garbage collector closed most: 6 survivors, opened in one burst, fewer than 2 per user; but the
+    # collector saw 300 connections opened for 1,000 requests. The same survivors under a pool that opened
+    # only its 20 are not a leak.
+    lingering = [_committed_once(5.0 + i / 1000) for i in range(6)]
+    churn = [s | {"opened": 60} for s in _samples([0] * 5 + [6] * 10)]
+    verdict = judge(churn, PHASES, lingering, ProbeResult(3, 3), load={"requests": 1000, "users": 20})
+    assert verdict.outcome == LEAK and verdict.leaked_by_kind["single_use"] == 6
+    assert verdict.reuse == {"opened": 240, "requests": 1000, "closed": 240, "users": 20, "never_reused": 6}
+    assert "240 connection(s) opened for 1000 request(s) during the load; 6 still open served one request" in " ".join(
+        verdict.reasons
+    )
+    calm = [s | {"opened": 5} for s in _samples([0] * 5 + [6] * 10)]
+    assert judge(calm, PHASES, lingering, ProbeResult(3, 3), load={"requests": 1000, "users": 20}).outcome == PASS
+
+
+def test_a_count_back_under_a_baseline_the_leak_filled_is_no_pass() -> None:
+    # Warm-up leaked 30 into the baseline; the final 25 is under it, and 25 over the 0 before any traffic.
+    samples = _samples([0, 30, 30, 30, 30, 30, 30, 40, 35, 30, 25, 25, 25, 25, 25])
+    lingering = [_committed_once(1.0 + i / 10) for i in range(10)] + [_committed_once(6.0 + i / 4) for i in range(15)]
+    verdict = judge(samples, WITH_WARMUP, lingering, ProbeResult(3, 3), load={"requests": 600, "users": 10})
+    assert verdict.outcome == LEAK and {"drain", "single_use"} <= set(verdict.evidence)
+    assert verdict.checks[0].detail.startswith("25 connections after settle, 25 over the 0 before any traffic")
+
+
+def test_the_service_logging_dropped_connections_is_a_leak() -> None:
+    passed = judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3))
+    verdict = with_service_warnings(passed, {"connection_dropped": 3, "pool_exhausted": 1})
+    assert verdict.outcome == LEAK and verdict.evidence == ["leak_warnings"]
+    assert verdict.reasons[0] == (
+        "the service logged 3 connection(s) dropped without being given back, closed later by the garbage collector"
+    )
+    clean = with_service_warnings(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3)), {"pool_exhausted": 2})
+    assert clean.outcome == PASS and [c.passed for c in clean.checks if c.name == "leak_warnings"] == [True]
 
 
 # t=0 is the count before any traffic

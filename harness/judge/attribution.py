@@ -5,7 +5,9 @@ Two clues, both from what drainwatch recorded itself:
 - the connection's last statement, normalised (literals out, whitespace folded), so nine
   connections left by one code path group as ``9 × SELECT count(*) … FROM items``;
 - the requests in flight when its state last changed (``requests-*.csv``, written by the
-  scenarios): the request that ran the last statement on a connection was running then.
+  scenarios): the request that ran the last statement on a connection was running then. A
+  connection that served one request and no more was opened by a request running from before
+  its opening to its last change: usually one, named exactly.
 
 SQL tags (``/* drainwatch route=… */``) stay the exact path when an app has them.
 """
@@ -27,6 +29,7 @@ _STRING = re.compile(r"'(?:[^']|'')*'")
 _NUMBER = re.compile(r"(?<![\w$])-?\d+(?:\.\d+)?\b")
 _PARAM = re.compile(r"\$\d+|%\(\w+\)s|%s|:\w+\b")
 _SPACE = re.compile(r"\s+")
+ONE_REQUEST = 1.0  # a connection that went quiet this soon after it opened served one request
 SLACK = 0.003  # seconds of slack between Locust's clock and PostgreSQL's (one machine: the same clock)
 
 
@@ -67,25 +70,44 @@ def in_flight(requests: Sequence[Mapping[str, Any]], t: float) -> list[Mapping[s
 
 def attribute(rows: Sequence[dict[str, Any]], requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Each row with ``statement`` (normalised) and ``likely``: the tagged request when the app tags
-    its SQL, else the request kind in flight at the most of the leaked connections' last state
-    changes (the kind that leaks is running at every one of its leaks; the others only by chance),
-    ties going to the kind whose request started last before the change."""
+    its SQL, else, among the requests that could have left it (those spanning its one request's
+    life, or those in flight at its last change), the kind found at the most of the connections left
+    with the same statement (the kind that runs a statement is there at every one of its leaks, the
+    others only by chance), ties going to chaos over steady, then to the latest started."""
     by_id = {r.get("request_id"): r for r in requests if r.get("request_id")}
-    times = {id(row): float(row["state_change_t"]) for row in rows if row.get("state_change_t") not in (None, "")}
-    running = {key: in_flight(requests, t) for key, t in times.items()}
-    seen = Counter(label for found in running.values() for label in {_label(r) for r in found})
+    candidates = {id(row): _candidates(row, requests) for row in rows}
+    votes: dict[str, Counter[str]] = {}
+    for row in rows:
+        statement = normalise(str(row.get("query", "")))
+        votes.setdefault(statement, Counter()).update(set(candidates[id(row)]))
     out = []
     for row in rows:
-        likely = ""
+        statement, likely = normalise(str(row.get("query", ""))), ""
         if row.get("request_id") and row["request_id"] in by_id:  # the app tags its SQL: the exact request
             likely = _label(by_id[row["request_id"]])
         elif row.get("scenario"):
             likely = f"{row['scenario']} {row.get('route', '')}".strip()
-        elif running.get(id(row)):
-            latest = {_label(r): r["start"] for r in sorted(running[id(row)], key=lambda r: r["start"])}
-            likely = max(latest, key=lambda label: (seen[label], label.split(" ", 1)[0] != "steady", latest[label]))
-        out.append({**row, "statement": normalise(str(row.get("query", ""))), "likely": likely})
+        elif found := candidates[id(row)]:
+            seen = votes[statement]
+            likely = max(found, key=lambda label: (seen[label], label.split(" ", 1)[0] != "steady", found[label]))
+        out.append({**row, "statement": statement, "likely": likely})
     return out
+
+
+def _candidates(row: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The kinds of request that could have left ``row`` (label → the latest start among them): for
+    a connection that lived one request's length, those running from before it opened to its last
+    change of state (one of them opened it); for others, those in flight at its last change."""
+    try:
+        changed = float(row["state_change_t"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    life = float(row.get("backend_age_s") or 0) - float(row.get("state_age_s") or 0)
+    if life <= ONE_REQUEST:
+        found = [r for r in requests if r["start"] - SLACK <= changed - life and changed <= r["end"] + SLACK]
+    else:
+        found = in_flight(requests, changed)
+    return {_label(r): r["start"] for r in sorted(found, key=lambda r: r["start"])}
 
 
 def with_checkouts(
@@ -146,3 +168,19 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "attributed": sum(likely.values()),
         "of": len(rows),
     }
+
+
+SPREAD_SHARE = 0.1  # a kind of request that left this share of the connections is one of their causes
+
+
+def likely_sentence(found: Mapping[str, Any], code: str = "`") -> str:
+    """The requests most likely to have left the connections, said once for every renderer: one kind,
+    or each of several when the leak is on every path (a connection per request leaks on all)."""
+    likely, total = dict(found.get("likely") or {}), int(found.get("of") or 0)
+    close = code.replace("<", "</")
+    causes = {label: n for label, n in likely.items() if n >= SPREAD_SHARE * total}
+    if len(causes) > 1:
+        each = ", ".join(f"{code}{label}{close} ({n})" for label, n in causes.items())
+        return f"left by several kinds of request, on a path they share: {each} of {total}"
+    label, count = next(iter(likely.items()))
+    return f"left by {code}{label}{close} ({count} of {total})"

@@ -128,6 +128,13 @@ LOG_PATTERNS = {
         "with Session(engine) as session / async with AsyncSession(engine) as session: ...; "
         "close in finally, never rely on __del__",
     ),
+    "connection_dropped": (
+        "connections left to the garbage collector",
+        "database connections dropped without close(): each stays open on the server until the garbage collector "
+        "finds it (psycopg: 'connection ... was deleted while still open'; asyncpg: 'unclosed connection'); "
+        "Django under ASGI with CONN_MAX_AGE > 0 leaves one per request",
+        "close them in finally or use them as context managers; Django under ASGI: CONN_MAX_AGE = 0 or its pool",
+    ),
     "unclosed": (
         "resources never closed",
         "connections, transports or sockets dropped without close(): each holds its server connection until the "

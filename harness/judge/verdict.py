@@ -87,6 +87,8 @@ class Verdict:
     attribution: dict[str, Any] | None = None  # leaked connections by statement and by the request in flight
     oldest_held_s: float = 0.0
     per_request: bool = False  # held connections opened one by one during the run (a connection per request/thread)
+    # connections opened during the load, for how many requests, how many never reused, closed again
+    reuse: dict[str, int] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -147,7 +149,7 @@ class _Tally:
 
     @property
     def pooled(self) -> int:
-        return self.kinds.get(POOLED, 0)
+        return self.kinds.get(POOLED, 0) - sum(1 for row in self.single_use if row["kind"] == POOLED)
 
     @property
     def unsure(self) -> int:
@@ -162,36 +164,100 @@ class _Tally:
 
 # A connection that went idle within this long of being opened ran one request and no more.
 SINGLE_USE_LIFE = 1.0
-# So many of them opened one by one during the load is a pattern; a pool that grew in a
-# burst at warm-up, with its newest connections never reused (a LIFO pool), is not.
+# So many of them, the load going on without them, is a pattern; fewer may be a pool's last few.
 SINGLE_USE_PATTERN = 5
+# A pool opens a connection for each request it serves at once and keeps it: a load of N users
+# never needs more than this many per user (one request in flight each, two pools at most).
+CONNECTIONS_PER_USER = 2
+# Connections opened for this share of the load's requests or more: one per request, not a pool.
+PER_REQUEST_SHARE = 0.2
 
 
-def _single_use(lingering: Sequence[Mapping[str, Any]], load_start: float, load_end: float) -> list[Mapping[str, Any]]:
-    """Idle connections with the application's SQL last that served one request and were never
-    used again while the load went on for at least SINGLE_USE_LIFE more: no pool reuses a
-    connection that way, so nothing holds them but a reference waiting for the garbage
-    collector (Django's persistent connections under ASGI, a driver ``connect()`` never closed).
-    Those left from warm-up count too once the load shows the pattern: the same leak fills the
-    baseline."""
-    found, during_load = [], 0
-    for row in lingering:
-        if row["kind"] != UNSURE or row.get("state_change_t") in (None, ""):
-            continue
-        idle_since = float(row["state_change_t"])
-        life = float(row.get("backend_age_s") or 0) - float(row.get("state_age_s") or 0)
-        if life < SINGLE_USE_LIFE and idle_since < load_end - SINGLE_USE_LIFE:
-            found.append(row)
-            during_load += idle_since - life >= load_start
-    return found if during_load >= SINGLE_USE_PATTERN else []
+@dataclass(frozen=True)
+class Reuse:
+    """Did the service reuse its connections? A pool opens a few and serves request after request
+    on them; a connection per request (or thread) opens one each time and leaves it to the
+    garbage collector. Counted from the collector's readings during the load."""
+
+    opened: int  # backends opened during the load and seen open (a connection shorter than a reading is missed)
+    requests: int  # the load's requests
+    closed: int  # opened or there at the load's start, and gone again by its end
+    users: int  # the load's users: at most that many requests at once
+
+    @property
+    def per_request(self) -> bool:
+        bound = max(SINGLE_USE_PATTERN, CONNECTIONS_PER_USER * self.users)
+        return self.opened > bound and self.opened >= PER_REQUEST_SHARE * self.requests
+
+    def sentence(self, never_reused: int) -> str:
+        said = f"{self.opened} connection(s) opened for {self.requests} request(s) during the load"
+        if never_reused:
+            said += f"; {never_reused} still open served one request and were never reused"
+        if self.closed:
+            said += f"; {self.closed} closed again before the load ended"
+        return said
+
+
+def _reuse(samples: Sequence[Mapping[str, Any]], start: float, end: float, requests: int, users: int) -> Reuse:
+    window = _window(samples, start, end)
+    readings = [s for s in window if not s.get("folded")]  # read_samples folds a long load into one row
+    if not readings:
+        return Reuse(0, requests, 0, users)
+    # the first reading counts what was opened before the load
+    opened = sum(int(float(s.get("opened") or 0)) for s in [*readings[1:], *(s for s in window if s.get("folded"))])
+    closed = max(0, int(float(readings[0]["total"])) + opened - int(float(readings[-1]["total"])))
+    return Reuse(opened, requests, closed, users)
+
+
+def _life(row: Mapping[str, Any]) -> float:
+    """Seconds from a connection's opening to its last change of state: under one request's length,
+    it served that request and was never used again."""
+    return float(row.get("backend_age_s") or 0) - float(row.get("state_age_s") or 0)
+
+
+def _single_use(
+    lingering: Sequence[Mapping[str, Any]], traffic_start: float, load: tuple[float, float], reuse: Reuse
+) -> list[Mapping[str, Any]]:
+    """Idle connections opened once traffic began that served one request and were never used again,
+    whatever their last statement (Django ends each request's transaction with COMMIT; no pool
+    exists to reset it), when that is a pattern no pool makes: at least SINGLE_USE_PATTERN left
+    behind while the load went on for SINGLE_USE_LIFE more, and either more of them than the load
+    could ever need at once (a pool that grew in a burst keeps at most that many, LIFO or not), or
+    connections opened per request during the load. Those left from warm-up count too: the same leak
+    fills the baseline."""
+    load_start, load_end = load
+    unreused = [
+        row
+        for row in lingering
+        if row["kind"] in (POOLED, UNSURE)
+        and row.get("state_change_t") not in (None, "")
+        and _life(row) < SINGLE_USE_LIFE
+        and float(row["state_change_t"]) - _life(row) >= traffic_start
+    ]
+    proven = [row for row in unreused if float(row["state_change_t"]) < load_end - SINGLE_USE_LIFE]
+    if len(proven) < SINGLE_USE_PATTERN:
+        return []
+    # opened one by one while the load ran, its pools warm already: what a pool does only at a new high
+    one_by_one = {
+        round(float(r["state_change_t"]) - _life(r), 1) for r in proven if float(r["state_change_t"]) >= load_start
+    }
+    spread = len(one_by_one) >= SINGLE_USE_PATTERN and max(one_by_one) - min(one_by_one) >= SINGLE_USE_LIFE
+    if spread or (reuse.users and len(unreused) > CONNECTIONS_PER_USER * reuse.users) or reuse.per_request:
+        return unreused
+    return []
 
 
 def _tally(
-    lingering: Sequence[Mapping[str, Any]], pool_view: Mapping[str, Any] | None, load: tuple[float, float]
+    lingering: Sequence[Mapping[str, Any]],
+    pool_view: Mapping[str, Any] | None,
+    traffic_start: float,
+    load: tuple[float, float],
+    reuse: Reuse,
 ) -> _Tally:
     kinds = Counter(row["kind"] for row in lingering)
     iit_rows = [row for row in lingering if row["kind"] == IN_TRANSACTION]
-    single_use = _single_use(lingering, *load)
+    single_use = _single_use(lingering, traffic_start, load, reuse)
+    never_pooled = sum(1 for row in single_use if row["kind"] == POOLED)
     return _Tally(
         kinds=kinds,
         single_use=single_use,
@@ -200,7 +266,8 @@ def _tally(
         oldest_iit=max((float(row.get("state_age_s") or 0) for row in iit_rows), default=0.0),
         # Idle connections the pool itself holds explain an excess over baseline (a warm pool):
         # the pool's own idle count when it tells us, otherwise those the driver reset.
-        pool_idle=int(pool_view["idle"]) if pool_view else kinds.get(POOLED, 0),
+        # (a connection never reused is in no pool, whatever its last statement)
+        pool_idle=int(pool_view["idle"]) if pool_view else kinds.get(POOLED, 0) - never_pooled,
     )
 
 
@@ -211,11 +278,24 @@ def _check_drain(
     tolerance: int,
     recovery_s: float | None,
     pool_view_given: bool,
+    before_traffic: float | None = None,
 ) -> Check:
+    """Back within tolerance of the baseline, or over it only by idle connections a pool holds; and,
+    when connections were left that no pool reuses, back to the count before any traffic too: a
+    warm-up that leaked fills the baseline with the same leak."""
     excess = final["total"] - baseline["total"]
     not_in_pool = max(0.0, final["total"] - tally.pool_idle)  # connections the pool does not hold idle
     drained = excess <= tolerance or not_in_pool <= tolerance
-    if excess <= tolerance:
+    over_start = final["total"] - before_traffic if before_traffic is not None else 0.0
+    filled = drained and bool(tally.single_use) and over_start > tolerance  # the baseline held the leak
+    if filled:
+        detail = (
+            f"{final['total']:.0f} connections after settle, {over_start:.0f} over the {before_traffic:.0f} before any "
+            f"traffic ({len(tally.single_use)} of them served one request and were never reused); the baseline "
+            f"({baseline['total']:.0f}) was counted after a warm-up that had already left connections open"
+        )
+        drained = False
+    elif excess <= tolerance:
         detail = f"{final['total']:.0f} connections after settle, baseline {baseline['total']:.0f}"
     elif drained:
         detail = (
@@ -232,13 +312,14 @@ def _check_drain(
                 else ""
             )
         )
-    counted = int(min(max(0.0, excess), not_in_pool)) if not drained else 0
+    counted = int(min(max(0.0, excess, over_start if filled else 0.0), not_in_pool)) if not drained else 0
     return Check(
         "drain",
         drained,
         detail,
         {
             "baseline": baseline["total"],
+            "before_traffic": before_traffic,
             "final": final["total"],
             "excess": excess,
             "recovery_s": recovery_s,
@@ -434,15 +515,14 @@ def _decide(
         return LEAK, [c.name for c in failed], [_leak_reason(c, final, tally) for c in failed]
     if (unproven := _unproven_drain(drift, final, tally, baseline_total, tolerance)) is not None:
         return ERROR, ["baseline_moved"], [unproven]
-    return (
-        PASS,
-        [c.name for c in checks],
-        [
-            f"connections back to baseline ({baseline_total:.0f})"
-            + (f" {human_seconds(recovery_s)} after traffic stopped" if recovery_s is not None else "")
-            + "; no connection left in use; the service still serves"
-        ],
+    back = (
+        f"connections back to baseline ({baseline_total:.0f})"
+        + (f" {human_seconds(recovery_s)} after traffic stopped" if recovery_s is not None else "")
+        if final["total"] <= baseline_total + tolerance
+        else f"{final['total']:.0f} connections after settle, {final['total'] - baseline_total:.0f} over baseline "
+        f"({baseline_total:.0f}), every one idle in its pool (a warm pool)"
     )
+    return PASS, [c.name for c in checks], [back + "; no connection left in use; the service still serves"]
 
 
 def _unproven_drain(
@@ -623,10 +703,14 @@ def judge(
     tail = _window(samples, settle_start, settle_end)
     final = _levels(tail[-1:], "max")
     recovery_s = _recovery(tail, baseline["total"] + tolerance, load_end)
-    tally = _tally(lingering, pool_view, (load_start, load_end))
+    # preflight's requests are traffic too: a connection opened for one of them served a request
+    traffic_start = min(phases.get(name, (load_start, load_start))[0] for name in ("preflight", "warmup", "baseline"))
+    reuse = _reuse(samples, load_start, load_end, int(load.get("requests") or 0), int(load.get("users") or 0))
+    tally = _tally(lingering, pool_view, traffic_start, (load_start, load_end), reuse)
+    drift = _baseline_drift(samples, phases, tolerance)
 
     checks = [
-        _check_drain(baseline, final, tally, tolerance, recovery_s, pool_view is not None),
+        _check_drain(baseline, final, tally, tolerance, recovery_s, pool_view is not None, drift["before_warmup"]),
         _check_idle_in_transaction(tally, tolerance),
         _check_held(tally, tolerance),
         _check_single_use(tally, tolerance),
@@ -641,7 +725,6 @@ def judge(
     if pooler is not None and pooler.get("final") is not None:
         checks.append(_check_pooler(pooler, tolerance))
     broken = broken_kinds(dict(load_kinds)) if load_kinds else []
-    drift = _baseline_drift(samples, phases, tolerance)
     outcome, evidence, reasons = _decide(
         checks,
         load=load,
@@ -658,6 +741,13 @@ def judge(
     )
     gaps = _gaps(samples, load_start, settle_end)
     zombie = _zombie(tail, load_end)
+    if tally.single_use or reuse.per_request:
+        reasons.append(reuse.sentence(len(tally.single_use)))
+    if tally.single_use and (before := drift["before_warmup"]) is not None and baseline["total"] > before + tolerance:
+        reasons.append(
+            f"the warm-up alone took the count from {before:.0f} before any traffic to {baseline['total']:.0f}: "
+            "the baseline already holds connections of the same kind"
+        )
     reasons += _caveats(outcome, load, gaps, zombie, drift, pool_view)
     invisible = tally.invisible(pool_view)
     leaked = max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"])
@@ -699,7 +789,9 @@ def judge(
         load_kinds=dict(load_kinds) if load_kinds is not None else None,
         attribution=attribution_summary(tally.leaked_rows) if tally.leaked_rows else None,
         oldest_held_s=round(max((float(r.get("state_age_s") or 0) for r in tally.leaked_rows), default=0.0), 2),
-        per_request=_opened_per_request([r for r in lingering if r["kind"] in (HELD, IN_TRANSACTION, UNSURE)]),
+        per_request=_opened_per_request([r for r in lingering if r["kind"] in (HELD, IN_TRANSACTION, UNSURE)])
+        or bool(tally.single_use),
+        reuse=asdict(reuse) | {"never_reused": len(tally.single_use)},
     )
 
 
@@ -729,13 +821,31 @@ def with_shutdown(verdict: Verdict, shutdown: Mapping[str, Any]) -> Verdict:
     return verdict
 
 
+LEAK_WARNINGS = ("gc_cleanup", "connection_dropped")  # what a service logs of a connection it never gave back
+
+
 def with_service_warnings(verdict: Verdict, counts: Mapping[str, int]) -> Verdict:
-    """The verdict with what the service itself logged: evidence nobody reads, not a check (a pool
-    that ran out under load is not a leak by itself), so it is said, never decides."""
+    """The verdict with what the service itself logged. A connection the garbage collector had to
+    clean up was never given back (SQLAlchemy's "non-checked-in connection", psycopg's "deleted while
+    still open"): a check of its own, a LEAK even when the count came back. The rest is said, never
+    decides (a pool that ran out under load is not a leak by itself)."""
     verdict.service_warnings = dict(counts)
     if counts:
         said = "; ".join(f"{n} × {describe(kind)}" for kind, n in counts.items())
         verdict.reasons.append(f"the service logged: {said} (logs/target.log, service-warnings.csv)")
+    dropped = sum(counts.get(kind, 0) for kind in LEAK_WARNINGS)
+    detail = (
+        f"the service logged {dropped} connection(s) dropped without being given back, closed later by the "
+        "garbage collector"
+        if dropped
+        else "the service logged no connection left to the garbage collector"
+    )
+    check = Check("leak_warnings", dropped <= verdict.tolerance, detail, {"count": dropped})
+    verdict.checks.append(check)
+    if not check.passed and verdict.outcome == PASS:
+        verdict.outcome, verdict.evidence, verdict.reasons = LEAK, ["leak_warnings"], [detail, *verdict.reasons[1:]]
+    elif not check.passed and verdict.outcome == LEAK:
+        verdict.evidence.append("leak_warnings")
     if verdict.outcome == PASS and counts.get("pool_exhausted"):
         verdict.reasons.append(
             f"pool too small for this load: the service's pool ran out {counts['pool_exhausted']} time(s) while the "

@@ -15,6 +15,7 @@ from html import escape
 from typing import Any
 
 from drainwatch import __version__
+from drainwatch.judge.attribution import likely_sentence
 from drainwatch.judge.verdict import telling
 from drainwatch.plan import redact_dsn
 from drainwatch.report.figures import Timeline
@@ -30,13 +31,14 @@ CHECK_TITLES = {
     "drain": "Connections drained",
     "idle_in_transaction": "Nothing idle in a transaction",
     "held_connections": "No connection still held",
-    "single_use": "No connection left after one request",
+    "single_use": "Connections reused, none left after one request",
     "pool_view": "The app's pools agree",
     "probe": "Service still serves",
     "server_limit": "The server had room",
     "pooler": "PgBouncer is not stuck",
     "baseline_clean": "Baseline was clean",
     "shutdown": "Shut down cleanly",
+    "leak_warnings": "Nothing left to the garbage collector",
 }
 ROW_CLASS = {"held": "leak", "in_transaction": "leak", "unsure": "maybe"}
 
@@ -196,10 +198,8 @@ def _verdict(data: RunData) -> str:
     )
     found = s.get("attribution") or {}
     if found.get("likely"):
-        label, count = next(iter(found["likely"].items()))
-        where += (
-            "; " if where else ""
-        ) + f"most likely left by <code>{escape(label)}</code> (<b>{count}</b> of {found['of']})"
+        safe = {**found, "likely": {escape(str(k)): v for k, v in found["likely"].items()}}
+        where += ("; " if where else "") + f"most likely {likely_sentence(safe, '<code>')}"
     if found.get("statements"):
         where += "; by statement: " + ", ".join(
             f"<b>{n}</b> × <code>{escape(q)}</code>" for q, n in list(found["statements"].items())[:3]

@@ -127,7 +127,7 @@ async def cycle(
         tolerance=cfg.tolerance,
         pool_view=pool_views["final"],
         collector_lost=run.collector.returncode is not None,
-        load=load_counts(run_dir / csv_name),
+        load={**load_counts(run_dir / csv_name), "users": cfg.users},
         load_kinds=kinds,
         server=_server(run),
         at_baseline=at_baseline,

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from drainwatch.judge.attribution import likely_sentence
 from drainwatch.judge.hangups import sentence as hangup_sentence
 from drainwatch.judge.verdict import Verdict, telling, waiting_sentence
 from drainwatch.sample.collector import read_last_sample
@@ -210,8 +211,7 @@ def attribution_lines(verdict: Verdict) -> list[str]:
     found = verdict.attribution or {}
     lines = []
     if found.get("likely"):
-        label, count = next(iter(found["likely"].items()))
-        lines.append(f"most likely  left by `{label}` ({count} of {found['of']})")
+        lines.append(f"most likely  {likely_sentence(found)}")
     for site, count in list((found.get("sites") or {}).items())[:3]:
         lines.append(f"taken at     {site} ({count} of {found['of']})")
     for statement, count in list((found.get("statements") or {}).items())[:3]:

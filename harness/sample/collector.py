@@ -54,23 +54,30 @@ class Sample:
     max_connections: int = 0
     late_ms: float = 0.0  # how far the reading fell behind its slot in the schedule
     gap: int = 0  # 1: no reading, the database could not be reached
+    # the target's backends opened since the previous reading (and still open now): a pool opens a
+    # few and reuses them, a connection per request opens one for every request
+    opened: int = 0
 
     @classmethod
     def columns(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
 
-def sample_sql(match: Match, dsn: str = "") -> tuple[str, dict[str, Any]]:
-    """The sampling query; with a process-selected target its sockets are looked up now."""
+def sample_sql(match: Match, dsn: str = "", since: float | None = None) -> tuple[str, dict[str, Any]]:
+    """The sampling query; with a process-selected target its sockets are looked up now.
+    ``since`` is the server's clock at the previous reading: backends started after it are new."""
     where, params = resolve(match, dsn)
+    params = {**params, "since": since}
     # Only the target's rows are split by application_name (for the live endpoint's per-pool
     # counts): the server's other clients, however many names they use, stay one row per state.
     sql = f"""
         SELECT mine, state, count(*) AS n,
                coalesce(extract(epoch FROM max(now() - state_change)), 0)::float8 AS oldest,
-               CASE WHEN mine THEN application_name ELSE '' END AS application_name
+               CASE WHEN mine THEN application_name ELSE '' END AS application_name,
+               count(*) FILTER (WHERE backend_start > to_timestamp(%(since)s)) AS opened,
+               extract(epoch FROM now())::float8 AS server_now
         FROM (
-            SELECT ({where}) AS mine, coalesce(state, '') AS state, state_change,
+            SELECT ({where}) AS mine, coalesce(state, '') AS state, state_change, backend_start,
                    coalesce(application_name, '') AS application_name
             FROM pg_stat_activity
             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
@@ -81,14 +88,16 @@ def sample_sql(match: Match, dsn: str = "") -> tuple[str, dict[str, Any]]:
 
 
 def to_sample(t: float, rows: Iterable[Sequence[Any]], max_connections: int, late_ms: float = 0.0) -> Sample:
-    """Fold ``(mine, state, count, oldest_age_s[, application_name])`` rows into one Sample (pure: no database)."""
+    """Fold ``(mine, state, count, oldest_age_s[, application_name, opened, server_now])`` rows into one
+    Sample (pure: no database)."""
     sample = Sample(t=t, max_connections=max_connections, late_ms=round(late_ms, 2))
-    for mine, state, n, oldest, *_ in rows:
+    for mine, state, n, oldest, *more in rows:
         n = int(n)
         sample.all_client_backends += n
         if not mine:
             continue
         sample.total += n
+        sample.opened += int(more[1] or 0) if len(more) > 1 else 0
         column = STATES.get(state, "other")
         setattr(sample, column, getattr(sample, column) + n)
         age = round(float(oldest or 0.0), 3)
@@ -109,7 +118,7 @@ Pools = dict[str, dict[str, int]]
 def to_pools(rows: Iterable[Sequence[Any]]) -> Pools:
     """The target's backends of ``sample_sql`` rows by application_name and state (pure)."""
     pools: Pools = {}
-    for mine, state, n, _oldest, application_name in rows:
+    for mine, state, n, _oldest, application_name, *_ in rows:
         if mine:
             counts = pools.setdefault(application_name, {})
             column = STATES.get(state, "other")
@@ -167,6 +176,7 @@ class _Source:
         self.conn: Any = None
         self.max_conn = 0
         self.backoff = interval
+        self.since: float | None = None  # the server's clock at the previous reading
 
     def open(self) -> None:
         import psycopg
@@ -181,8 +191,10 @@ class _Source:
         try:
             if self.conn is None:
                 self.open()
-            sql, params = sample_sql(self.match, self.dsn)
+            sql, params = sample_sql(self.match, self.dsn, self.since)
             rows = self.conn.execute(sql, params).fetchall()
+            if rows:
+                self.since = float(rows[0][-1])
             return to_sample(t, rows, self.max_conn, late_ms), to_pools(rows)
         except psycopg.Error as exc:
             log.warning("collector lost PostgreSQL: %s", str(exc).strip().splitlines()[:1])
@@ -307,8 +319,9 @@ def read_last_sample(path: Path) -> dict[str, str] | None:
 def read_samples(path: Path, phases: dict[str, tuple[float, float]] | None = None) -> list[dict[str, str]]:
     """The samples the verdict needs. With ``phases``, a long soak stays small in memory: the
     baseline and settle windows and every gap row in full, the load phase as one row of its
-    per-column maxima (the peak is all the verdict takes from it), and the last reading before
-    the warm-up (the count before any traffic)."""
+    per-column maxima (the peak) with the connections it opened (``folded``), its first and last
+    readings (its counts at either end), and the last reading before the warm-up (the count
+    before any traffic)."""
     with open(path, newline="") as handle:
         rows = csv.DictReader(handle)
         if phases is None:
@@ -318,6 +331,8 @@ def read_samples(path: Path, phases: dict[str, tuple[float, float]] | None = Non
         warmup_start = phases.get("warmup", (0.0, 0.0))[0]
         kept: list[dict[str, str]] = []
         peak: dict[str, float] = {}
+        ends: list[dict[str, str]] = []  # the load's first and last readings
+        opened = 0
         before: dict[str, str] | None = None
         after_gap = False  # the reading that ends a gap tells how long it lasted
         for row in rows:
@@ -330,8 +345,13 @@ def read_samples(path: Path, phases: dict[str, tuple[float, float]] | None = Non
             elif load_start <= t <= load_end:
                 for key in ("total", "active", "idle", "idle_in_transaction", "idle_in_transaction_aborted"):
                     peak[key] = max(peak.get(key, 0.0), float(row[key]))
+                opened += int(float(row.get("opened") or 0)) if ends else 0
+                ends[1:] = [{**row, "opened": "0"}]
+                ends[:1] = ends[:1] or [{**row, "opened": "0"}]
         if peak:
             kept.append({**{k: str(v) for k, v in peak.items()}, "t": str(load_start), "gap": "0"})
+            kept[-1] |= {"opened": str(opened), "folded": "1"}
+            kept += [row for row in ends if row not in kept]
         if before is not None and before not in kept:
             kept.append(before)
         return sorted(kept, key=lambda row: float(row["t"]))

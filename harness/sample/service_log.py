@@ -41,8 +41,13 @@ KINDS: dict[str, tuple[re.Pattern[str], str]] = {
         re.compile(r"too many clients already|remaining connection slots are reserved", re.I),
         "PostgreSQL refused the service a connection (too many clients)",
     ),
+    # a database connection the garbage collector closed: psycopg's and asyncpg's ResourceWarning
+    "connection_dropped": (
+        re.compile(r"connection .*was deleted while still open|unclosed connection", re.I),
+        "database connections dropped unclosed, closed later by the garbage collector",
+    ),
     "unclosed": (
-        re.compile(r"ResourceWarning: unclosed|unclosed (connection|transport|<)|was deleted while still open", re.I),
+        re.compile(r"ResourceWarning: unclosed|unclosed (transport|<)", re.I),
         "connections or resources dropped without being closed",
     ),
     "task_destroyed": (

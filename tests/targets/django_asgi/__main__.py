@@ -15,16 +15,22 @@ The variant is that setting: ``--variant leaky`` uses ``CONN_MAX_AGE=60`` unless
 environment variable ``CONN_MAX_AGE`` says otherwise (``none`` = unlimited); ``--variant
 correct`` always uses 0.
 
-Routes: ``GET /items/`` (the ORM lists ``dj_notes``), ``GET /health/`` (no database).
+``--server gunicorn`` serves it as projects deploy it, ``gunicorn -k uvicorn_worker.UvicornWorker``
+with 2 workers (the same leak in each); ``--server wsgi`` under gunicorn's sync workers, where a
+thread serves request after request and a persistent connection is reused (no leak).
+
+Routes: ``GET /items/`` (the ORM lists ``dj_notes``), ``GET /items/<id>/`` (one note, 404 when
+missing), ``GET /health/`` (no database).
 
     python -m tests.targets.django_asgi setup        # CREATE TABLE IF NOT EXISTS + seed rows
-    python -m tests.targets.django_asgi --port 8084 --variant leaky
+    python -m tests.targets.django_asgi --port 8084 --variant leaky [--server gunicorn] [--atomic]
 
 The database comes from ``DATABASE_URL`` (``postgresql://user:pw@host:port/db``).
 """
 
 import argparse
 import os
+import sys
 
 import psycopg
 
@@ -44,11 +50,23 @@ def setup_schema(url: str) -> None:
             )
 
 
+def gunicorn(server: str, port: int) -> None:
+    """Become gunicorn with 2 workers: the uvicorn worker over ASGI, or sync workers over WSGI."""
+    app, worker = {
+        "gunicorn": ("tests.targets.django_asgi.asgi:application", "uvicorn_worker.UvicornWorker"),
+        "wsgi": ("tests.targets.django_asgi.wsgi:application", "sync"),
+    }[server]
+    argv = ["gunicorn", "-w", "2", "-k", worker, "-b", f"127.0.0.1:{port}", "--graceful-timeout", "3"]
+    os.execvp(sys.executable, [sys.executable, "-m", *argv, "--log-level", "warning", app])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.targets.django_asgi")
     parser.add_argument("command", nargs="?", choices=["serve", "setup"], default="serve")
     parser.add_argument("--port", type=int, default=8084)
     parser.add_argument("--variant", choices=["leaky", "correct"], default="correct")
+    parser.add_argument("--server", choices=["uvicorn", "gunicorn", "wsgi"], default="uvicorn")
+    parser.add_argument("--atomic", action="store_true", help="ATOMIC_REQUESTS: every view in a transaction")
     args = parser.parse_args()
     if args.command == "setup":
         setup_schema(os.environ["DATABASE_URL"])
@@ -57,6 +75,10 @@ def main() -> None:
         os.environ.setdefault("CONN_MAX_AGE", "60")
     else:
         os.environ["CONN_MAX_AGE"] = "0"
+    if args.atomic:
+        os.environ["ATOMIC_REQUESTS"] = "1"
+    if args.server != "uvicorn":
+        gunicorn(args.server, args.port)
 
     import uvicorn
 

@@ -2,6 +2,8 @@
 
 ``CONN_MAX_AGE`` comes from the environment variable of the same name: a number of seconds,
 ``none`` for unlimited persistent connections, default 0 (close after every request).
+``ATOMIC_REQUESTS=1`` wraps every view in a transaction (a request's last statement is then
+``COMMIT``, or ``ROLLBACK`` when the view raised).
 """
 
 import os
@@ -32,6 +34,7 @@ def database_from_url(url: str) -> dict[str, object]:
         "HOST": parts.hostname or "",
         "PORT": str(parts.port or ""),
         "CONN_MAX_AGE": conn_max_age(os.environ.get("CONN_MAX_AGE")),
+        "ATOMIC_REQUESTS": os.environ.get("ATOMIC_REQUESTS", "") == "1",
         "OPTIONS": options,
     }
 

@@ -4,5 +4,6 @@ from . import views
 
 urlpatterns = [
     path("items/", views.items),
+    path("items/<int:pk>/", views.item),
     path("health/", views.health),
 ]

@@ -1,4 +1,4 @@
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 
 from .models import Note
 
@@ -10,3 +10,10 @@ def items(request: HttpRequest) -> JsonResponse:
 
 def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
+
+
+def item(request: HttpRequest, pk: int) -> JsonResponse:
+    note = Note.objects.filter(pk=pk).values("id", "title", "body").first()
+    if note is None:
+        raise Http404("no such note")
+    return JsonResponse(note)
