@@ -254,7 +254,7 @@ warmup = "10s"                        # steady traffic: pools fill to their work
 baseline = "5s"                       # quiet: its connection count is the baseline
 duration = "30s"                      # the chaos load
 settle = "20s"                        # longest wait for connections to come back
-mix = { steady = 4, disconnect = 2, timeout = 1, error = 1 }
+mix = { steady = 4, disconnect = 2, timeout = 2, error = 1 }
 # locustfile = "my_locustfile.py"    # your own load phase instead of the mix
 # workers = 2                         # Locust master + N local workers
 

@@ -18,6 +18,7 @@ EXIT_PASS = 0
 EXIT_LEAK = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3  # drainwatch itself broke: never a verdict
+EXIT_SATURATED = 4  # the service stopped serving under the load, and gave every connection back
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 

@@ -270,6 +270,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
+MAX_USERS = 100_000  # what Locust workers on a handful of machines can hold
+MAX_RUN_ID = 200  # a folder name, with room under the file system's 255 bytes
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check everything a user can get wrong, before anything is started or written.
 
@@ -277,8 +281,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     """
     if cfg.variant not in VARIANTS:
         raise UsageError(f"unknown variant {cfg.variant!r}", hint="use --variant leaky or --variant fixed")
-    if cfg.users < 1:
-        raise UsageError(f"--users must be at least 1, got {cfg.users}", hint="try --users 20")
+    if not 1 <= cfg.users <= MAX_USERS:
+        raise UsageError(
+            f"--users must be between 1 and {MAX_USERS:,}, got {cfg.users:,}",
+            hint="try --users 20; past a few thousand, add --workers",
+        )
     if not 0 <= cfg.workers <= 64:
         raise UsageError(f"--workers must be between 0 and 64, got {cfg.workers}", hint="try --workers 2")
     if not 10 <= cfg.embedded_max_connections <= 10000:
@@ -412,6 +419,11 @@ def check_production(rps: float | None, pool: int | None, instances: int | None 
 
 def check_run_id(run_id: str) -> None:
     """Raise UsageError unless ``run_id`` names one folder inside --out."""
+    if len(run_id.encode()) > MAX_RUN_ID:
+        raise UsageError(
+            f"--run-id is {len(run_id.encode())} bytes long, more than a folder name can take ({MAX_RUN_ID})",
+            hint="use a short name, like --run-id before-fix",
+        )
     if run_id in ("", ".", "..") or "/" in run_id or "\x00" in run_id or any(c < " " for c in run_id):
         raise UsageError(
             f"--run-id {run_id!r} is not a folder name", hint="use one name without /, like --run-id before-fix"
@@ -572,6 +584,8 @@ def check_writable(out: Path) -> None:
         probe = out.resolve()
         while not probe.exists():
             probe = probe.parent
+        if probe == out.resolve() and not probe.is_dir():
+            raise UsageError(f"--out {out} is a file, not a folder", hint="choose a folder with --out DIR")
         if not probe.is_dir():
             raise NotADirectoryError(f"{probe} is not a folder")
         fd, name = tempfile.mkstemp(dir=probe, prefix=".drainwatch-probe-")

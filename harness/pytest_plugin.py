@@ -107,7 +107,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(**options): make the test a drain test: drainwatch runs with these options (those of "
-        "`drainwatch run`, plus expect='PASS'|'LEAK'|'ERROR'|None) before its body, and the test fails "
+        "`drainwatch run`, plus expect='PASS'|'LEAK'|'SATURATED'|'ERROR'|None) before its body, and the test fails "
         "unless the verdict is the one expected; the result is at drainwatch.result",
     )
 

@@ -44,7 +44,7 @@ LOCUST_PREFIX = "locust"
 WARMUP_PREFIX = "warmup"
 LOGS = "logs"
 
-SUMMARY_SCHEMA = "drainwatch.summary/1"
+SUMMARY_SCHEMA = "drainwatch.summary/2"
 # Noted on an exception that escapes a run, so the error boundary keeps its traceback there.
 RUN_DIR_NOTE = "drainwatch run folder: "
 

@@ -128,8 +128,9 @@ def _request_line(method: str, path: str) -> bool:
 
 
 def request_path(path: str) -> bool:
-    """True for a path from the root without control characters or undecodable bytes (lone surrogates)."""
-    return path.startswith("/") and not any(c < " " or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in path)
+    """True for a path from the root without spaces (%20 in a URL), control characters or undecodable
+    bytes (lone surrogates)."""
+    return path.startswith("/") and not any(c <= " " or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in path)
 
 
 # RFC 9110 field names are tokens; values are visible ASCII, spaces and tabs (httpx sends no other).

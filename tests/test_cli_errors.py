@@ -18,7 +18,24 @@ from tests.helpers import drainwatch, needs_system_pg
             "error: --duration 'soon' is not a duration — hint: write it like 30s, 2m, 1m30s or 500ms",
         ),
         (["--settle", "-3s"], "error: --settle must be positive, got '-3s' — hint: give it a value above zero"),
-        (["--users", "0"], "error: --users must be at least 1, got 0 — hint: try --users 20"),
+        (
+            ["--users", "0"],
+            "error: --users must be between 1 and 100,000, got 0 — hint: try --users 20; past a few thousand, add --workers",
+        ),
+        (
+            ["--users", "18446744073709551616"],
+            "error: --users must be between 1 and 100,000, got 18,446,744,073,709,551,616 — hint: try --users 20",
+        ),
+        (["--serve", ""], "error: --serve is empty — hint: give --serve a value, or leave it out for its default"),
+        (["--run-id", ""], "error: --run-id is empty — hint: give --run-id a value, or leave it out for its default"),
+        (
+            ["--run-id", "r" * 5000],
+            "error: --run-id is 5000 bytes long, more than a folder name can take (200) — hint: use a short name",
+        ),
+        (
+            ["--probe-path", "/a b"],
+            "error: --probe-path '/a b' is not a path — hint: write it like --probe-path /health/db",
+        ),
         (
             ["--rate", "0"],
             "error: --rate must be a number of requests per second above 0, got 0 — hint: e.g. --rate 40",
@@ -75,6 +92,19 @@ def test_bad_input(args: list[str], message: str, tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()  # validated before anything was created
+
+
+def test_output_folder_that_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = drainwatch("run", "--out", str(blocker))
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == f"error: --out {blocker} is a file, not a folder — hint: choose a folder with --out DIR"
+    )
+    empty = drainwatch("run", "--out", "")
+    assert empty.returncode == 2
+    assert empty.stderr.strip() == "error: --out is empty — hint: give --out a value, or leave it out for its default"
 
 
 def test_unwritable_output_folder(tmp_path: Path) -> None:

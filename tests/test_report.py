@@ -57,7 +57,7 @@ def test_verdict_panel_comes_first_and_says_what_leaked(leak: tuple[Path, str]) 
         ("fail", "Connections drained"),  # 5 over baseline, none of them idle in the pool
         ("fail", "Nothing idle in a transaction"),
         ("fail", "No connection still held"),
-        ("ok", "No connection left after one request"),
+        ("ok", "Connections reused, none left after one request"),
         ("ok", "Service still serves"),
     ]
     assert "<li>2 connection(s) idle in transaction after settle, oldest 35.2s</li>" in panel

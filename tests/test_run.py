@@ -32,7 +32,7 @@ def test_leaky_variant_is_a_leak(leaky_run: tuple[int, str, Path]) -> None:
     assert code == 1, output
     assert "LEAK" in output and "Traceback" not in output
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["schema"] == "drainwatch.summary/1"
+    assert summary["schema"] == "drainwatch.summary/2"
     assert summary["verdict"] == "LEAK" and summary["status"] == "completed"
     assert summary["leaked"] > 0
     lingering = list(csv.DictReader((run_dir / "lingering.csv").open()))

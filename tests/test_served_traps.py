@@ -103,10 +103,11 @@ def test_an_error_kind_that_never_errs_is_error_not_pass(tmp_path: Path) -> None
     assert "never delivered the chaos" in found["reasons"][0] and "no chaos: HTTP 200" in found["reasons"][0]
 
 
-def test_a_disconnect_backlog_on_a_healthy_service_is_zombie_work_not_a_leak(tmp_path: Path) -> None:
+def test_a_disconnect_backlog_on_a_healthy_service_is_saturation_not_a_leak(tmp_path: Path) -> None:
     # aiohttp does not cancel a handler whose client left: the abandoned pg_sleep()s run on. Each holds
     # one of the pool's 6 connections for 3 s, so the backlog outlasts Locust's own stop (up to 5 s
     # for requests still in flight); 1 s sleeps could drain within it on a busy machine (CI saw it).
+    # Meanwhile the steady requests wait behind the backlog: the service stopped serving (SATURATED).
     body = '[[endpoints]]\npath = "/api/items"\n\n[chaos.disconnect]\nrequest = "GET /api/slow?ms=3000"\nafter_ms = 0\n'
     folder = config(
         tmp_path, "aiohttp_asyncpg", "correct", body, 'headers = { Authorization = "Bearer secret-token" }\n'
@@ -114,14 +115,42 @@ def test_a_disconnect_backlog_on_a_healthy_service_is_zombie_work_not_a_leak(tmp
     proc = drainwatch(
         "run", "--run-id", "r", "-q", "--mix", "steady=1,disconnect=3", "--settle", "40s", cwd=folder, timeout=300
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     found = summary(folder, "r")
-    assert found["verdict"] == "PASS" and found["leaked"] == 0
+    assert found["verdict"] == "SATURATED" and found["leaked"] == 0, found["reasons"]
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert found["evidence"] == ["saturation"] and found["schema"] == "drainwatch.summary/2"
+    assert found["reasons"][0].startswith("the service stopped serving under the load: ")
+    assert "abandoned work held the pool" in found["reasons"][0]
     assert found["zombie"]["peak_active"] >= 1  # the work went on after the clients had gone
-    assert any(reason.startswith("zombie work: ") for reason in found["reasons"])
     slow = found["hangups"]["disconnect GET /api/slow"]
     assert slow["hangups"] >= 1 and slow["cancelled"] == 0  # nothing cancelled the abandoned pg_sleep()s
     assert slow["kept_working"] >= 1  # ...which ran on with no request in flight
+
+
+SLOW = '[[endpoints]]\npath = "/api/slow?ms=3000"\n'
+
+
+@pytest.mark.parametrize(("users", "verdict", "code"), [("20", "SATURATED", 4), ("2", "PASS", 0)])
+def test_a_request_that_holds_its_connection_too_long_saturates_a_healthy_pool(
+    tmp_path: Path, users: str, verdict: str, code: int
+) -> None:
+    # A pool of 6, each request holding a connection for 3 s: 20 users wait longer than their 5 s timeout,
+    # every connection comes back after the load; 2 users are served.
+    folder = config(
+        tmp_path, "aiohttp_asyncpg", "correct", SLOW, 'headers = { Authorization = "Bearer secret-token" }\n'
+    )
+    load = ("--mix", "steady=1", "--users", users, "--settle", "40s")  # settle: the queued work drains
+    proc = drainwatch("run", "--run-id", "r", "-q", *load, cwd=folder, timeout=300)
+    found = summary(folder, "r")
+    assert found["verdict"] == verdict, found["reasons"]
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert found["leaked"] == 0
+    saturation = next(c for c in found["checks"] if c["name"] == "saturation")
+    if verdict == "SATURATED":
+        assert saturation["numbers"]["failed"] >= 3 and "no answer within 5 s" in found["reasons"][0]
+        assert found["reasons"][0].endswith("every connection came back after the traffic: saturation, not a leak")
+    else:
+        assert saturation["numbers"]["failed"] == 0
 
 
 def test_a_hang_up_that_cancels_the_statement_is_seen_in_the_servers_log(tmp_path: Path) -> None:

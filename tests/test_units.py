@@ -8,7 +8,7 @@ from drainwatch.errors import UsageError
 from drainwatch.judge.diagnosis import diagnose
 from drainwatch.judge.forensics import classify, is_reset_statement, learn, parse_tag, resetting_apps
 from drainwatch.judge.probe import ProbeResult
-from drainwatch.judge.verdict import ERROR, LEAK, PASS, judge, with_service_warnings
+from drainwatch.judge.verdict import ERROR, LEAK, PASS, SATURATED, judge, with_service_warnings
 from drainwatch.plan import parse_mix, redact_dsn
 from drainwatch.sample.collector import Sample, to_sample
 from drainwatch.units import parse_duration
@@ -256,6 +256,38 @@ def test_the_service_logging_dropped_connections_is_a_leak() -> None:
     )
     clean = with_service_warnings(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3)), {"pool_exhausted": 2})
     assert clean.outcome == PASS and [c.passed for c in clean.checks if c.name == "leak_warnings"] == [True]
+
+
+def _steady(requests: int, failed: int, not_served: int = 0) -> dict:
+    error = "GET /items: no answer within 5 s"
+    return {
+        "steady": {"requests": requests, "failed": failed, "not_served": not_served, "no_chaos": 0, "top_error": error}
+    }
+
+
+def test_a_service_that_stopped_serving_its_steady_traffic_is_saturated_not_pass() -> None:
+    zombie_tail = [s | {"active": 3} for s in _samples([6] * 12)] + _samples([6] * 3, start=12.0)
+    view = {"checked_out": 0, "idle": 6, "limit": 6, "pools": {"db": {"waited": 40, "limit": 6}}}
+    verdict = judge(zombie_tail, PHASES, [], ProbeResult(3, 3), load_kinds=_steady(200, 170), pool_view=view)
+    assert verdict.outcome == SATURATED and verdict.exit_code == 4 and verdict.evidence == ["saturation"]
+    assert verdict.reasons[0].startswith(
+        "the service stopped serving under the load: 170 of 200 steady requests (85%) failed while it ran "
+        "(top error: GET /items: no answer within 5 s); 40 request(s) waited for a connection of db (limit 6); "
+        "work for clients that had hung up kept 3 backend(s) busy"
+    )
+    assert verdict.reasons[0].endswith("every connection came back after the traffic: saturation, not a leak")
+
+
+def test_saturation_has_a_threshold_and_leak_wins() -> None:
+    quiet = _samples([5] * 15)
+    for failed, outcome in ((2, PASS), (3, PASS), (4, SATURATED)):  # 1 % of 300, and at least 3
+        assert judge(quiet, PHASES, [], ProbeResult(3, 3), load_kinds=_steady(300, failed)).outcome == outcome
+    # 404s the service meant are not failures to serve
+    assert judge(quiet, PHASES, [], ProbeResult(3, 3), load_kinds=_steady(300, 90, 90)).outcome == PASS
+    held = [_conn("a", "idle", "SELECT 1 FROM t") | {"kind": "held"}] * 5
+    verdict = judge(_samples([0] * 5 + [5] * 10), PHASES, held, ProbeResult(3, 3), load_kinds=_steady(300, 200))
+    assert verdict.outcome == LEAK and "saturation" not in verdict.evidence
+    assert [c.passed for c in verdict.checks if c.name == "saturation"] == [False]
 
 
 # t=0 is the count before any traffic

@@ -1,6 +1,6 @@
 """The one error boundary: every way a command can end becomes one line and a documented exit code.
 
-    0 PASS · 1 LEAK          only ever from a verdict
+    0 PASS · 1 LEAK · 4 SATURATED   only ever from a verdict
     2                        usage or environment error (DrainwatchError, click usage), or verdict ERROR
     3                        internal error: drainwatch itself broke; the traceback is kept in a file
     130 / 143                interrupted by SIGINT / SIGTERM (what was collected is written first)

@@ -155,9 +155,12 @@ def collect(
 def report(run_dir: Path) -> None:
     """Render RUN_DIR/report.html again from the run folder alone."""
     from drainwatch.report import render_report
+    from drainwatch.run.leftovers import if_killed
 
     if not (run_dir / "run.json").is_file():
         raise UsageError(f"{run_dir} is not a drainwatch run folder (no run.json)", hint="pass a folder under reports/")
+    if said := if_killed(run_dir):  # its drainwatch was killed (-9): say so, and end what it left
+        click.echo(said, err=True)
     try:
         page = render_report(run_dir)
     except OSError as exc:

@@ -26,10 +26,15 @@ if TYPE_CHECKING:
 
 EPILOG = """\b
 Exit codes: 0 PASS, 1 LEAK, 2 usage or environment error (or verdict ERROR),
-3 internal error (a drainwatch bug; the traceback is kept in a file),
+3 internal error (a drainwatch bug; the traceback is kept in a file), 4 SATURATED
+(the service stopped serving its steady traffic under the load, no leak),
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 Every option can also be set as an environment variable, DRAINWATCH_<OPTION>
 (e.g. DRAINWATCH_USERS=50); the command line wins."""
+
+
+# Options where an empty string is a mistake (--serve '' would otherwise run the bundled demo).
+_NO_EMPTY = frozenset({"serve", "setup", "target_url", "dsn", "run_id", "out", "probe_path", "locustfile", "config"})
 
 
 class Duration(click.ParamType):
@@ -391,8 +396,8 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
 @click.option(
     "-o",
     "--out",
-    type=click.Path(path_type=Path),
-    default=Path("reports"),
+    type=str,  # not click.Path: it turns '' into '.', and an empty --out is a mistake to name
+    default="reports",
     show_default=True,
     envvar=_env("OUT"),
     help="Folder that receives the run folder <out>/<run-id>/.",
@@ -469,6 +474,9 @@ class _Options:
 
     def text(self, name: str) -> str | None:
         value = self.values.get(name)
+        if value is not None and str(value).strip() == "" and name in _NO_EMPTY:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} is empty", hint=f"give {flag} a value, or leave it out for its default")
         return None if value is None or value == "" else str(value)
 
     def number(self, name: str) -> float | None:

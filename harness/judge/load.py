@@ -20,18 +20,22 @@ BROKEN_SHARE = 0.5  # a kind is broken when at least this share of its requests 
 
 
 def kind_counts(prefix: Path) -> dict[str, dict[str, Any]]:
-    """Per kind: requests, and those that tested nothing (``not_served``, ``no_chaos``) with the top error."""
+    """Per kind: requests, failures, and those that tested nothing (``not_served``, ``no_chaos``) with the
+    top error."""
     out: dict[str, dict[str, Any]] = {}
     for row in _rows(Path(f"{prefix}_stats.csv")):
         kind = row.get("Name", "").split(" ", 1)[0]
         if kind in KINDS:
-            entry = out.setdefault(kind, {"requests": 0, "not_served": 0, "no_chaos": 0, "errors": Counter()})
+            entry = out.setdefault(
+                kind, {"requests": 0, "failed": 0, "not_served": 0, "no_chaos": 0, "errors": Counter()}
+            )
             entry["requests"] += int(float(row.get("Request Count") or 0))
     for row in _rows(Path(f"{prefix}_failures.csv")):
         kind = row.get("Name", "").split(" ", 1)[0]
         if kind not in out:
             continue
         count = int(float(row.get("Occurrences") or 0))
+        out[kind]["failed"] += count
         error = _clean(row.get("Error", ""))
         status = _STATUS.search(error)
         if "no chaos" in error.lower() or (status and kind in ("error", "timeout") and status.group(1).startswith("2")):

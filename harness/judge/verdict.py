@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from drainwatch.errors import EXIT_LEAK, EXIT_PASS, EXIT_USAGE
+from drainwatch.errors import EXIT_LEAK, EXIT_PASS, EXIT_SATURATED, EXIT_USAGE
 from drainwatch.judge.attribution import summary as attribution_summary
 from drainwatch.judge.forensics import ACTIVE, HELD, IN_TRANSACTION, POOLED, UNSURE
 from drainwatch.judge.load import broken_kinds
@@ -38,7 +38,7 @@ from drainwatch.judge.probe import ProbeResult
 from drainwatch.sample.service_log import describe
 from drainwatch.units import human_seconds
 
-PASS, LEAK, ERROR = "PASS", "LEAK", "ERROR"
+PASS, LEAK, SATURATED, ERROR = "PASS", "LEAK", "SATURATED", "ERROR"
 STATE_KEYS = ("total", "active", "idle", "idle_in_transaction", "idle_in_transaction_aborted")
 
 
@@ -52,7 +52,7 @@ class Check:
 
 @dataclass
 class Verdict:
-    outcome: str  # PASS, LEAK or ERROR ("verdict" in summary.json)
+    outcome: str  # PASS, LEAK, SATURATED or ERROR ("verdict" in summary.json)
     reasons: list[str]
     evidence: list[str]  # the checks (or facts) that decided the verdict
     checks: list[Check]
@@ -92,7 +92,7 @@ class Verdict:
 
     @property
     def exit_code(self) -> int:
-        return {PASS: EXIT_PASS, LEAK: EXIT_LEAK}.get(self.outcome, EXIT_USAGE)
+        return {PASS: EXIT_PASS, LEAK: EXIT_LEAK, SATURATED: EXIT_SATURATED}.get(self.outcome, EXIT_USAGE)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -390,6 +390,46 @@ def _check_probe(probe: ProbeResult) -> Check:
     )
 
 
+# Steady requests the service failed (no answer, 5xx, a connection refused or reset; not a 4xx it
+# meant) past this share, and at least SATURATION_MIN of them: it stopped serving under the load.
+SATURATION_SHARE = 0.01
+SATURATION_MIN = 3
+
+
+def _check_saturation(
+    load_kinds: Mapping[str, Any] | None, zombie: Mapping[str, Any], pool_view: Mapping[str, Any] | None
+) -> Check | None:
+    """Did the service serve its steady traffic while the load ran? Judged over the load, whatever came
+    back after it: a pool held too long by each request (or by work for clients that left) runs dry
+    and the service stops serving, with every connection given back once the traffic stops."""
+    steady = (load_kinds or {}).get("steady")
+    if not steady or not steady.get("requests"):
+        return None
+    requests = int(steady["requests"])
+    failed = max(0, int(steady.get("failed") or 0) - int(steady.get("not_served") or 0))
+    share = failed / requests
+    numbers = {"requests": requests, "failed": failed, "share": round(share, 4), "threshold": SATURATION_SHARE}
+    if share <= SATURATION_SHARE or failed < SATURATION_MIN:
+        return Check("saturation", True, f"{requests - failed} of {requests} steady requests served", numbers)
+    said = [
+        f"the service stopped serving under the load: {failed} of {requests} steady requests ({share:.0%}) "
+        f"failed while it ran (top error: {steady.get('top_error') or 'none recorded'})"
+    ]
+    waits = [
+        f"{int(pool.get('waited') or 0)} request(s) waited for a connection of {name} (limit {pool.get('limit')})"
+        for name, pool in ((pool_view or {}).get("pools") or {}).items()
+        if isinstance(pool, Mapping) and pool.get("waited")
+    ]
+    if waits:
+        said.append("; ".join(waits))
+    if zombie.get("peak_active"):
+        said.append(
+            f"work for clients that had hung up kept {zombie['peak_active']} backend(s) busy up to "
+            f"{human_seconds(zombie['lasted_s'])} after the traffic stopped: abandoned work held the pool"
+        )
+    return Check("saturation", False, "; ".join(said), numbers)
+
+
 def _check_baseline(rows: Sequence[Mapping[str, Any]], quiet_s: float, tolerance: int) -> Check:
     """No connection already left in a transaction at baseline: with no traffic for the whole
     window, one frozen there is a leak that began during warm-up (or preflight), hidden in the
@@ -466,7 +506,7 @@ def _decide(
     drift: Mapping[str, Any],
     tolerance: int,
 ) -> tuple[str, list[str], list[str]]:
-    """The ladder ERROR > LEAK > PASS: (outcome, evidence, reasons).
+    """The ladder ERROR > LEAK > SATURATED > PASS: (outcome, evidence, reasons).
 
     A full server is LEAK even when the target looks down: the leak is what took it down.
     """
@@ -499,20 +539,26 @@ def _decide(
             ["no_samples"],
             ["the collector recorded nothing after the load: connection counts cannot be judged"],
         )
-    failed = [c for c in checks if not c.passed]
+    failed = [c for c in checks if not c.passed and c.name != "saturation"]  # LEAK wins over SATURATED
+    saturated = [c.detail for c in checks if c.name == "saturation" and not c.passed]
     busy = final["active"] > 0 or tally.kinds.get(ACTIVE, 0) > 0
     if failed and busy and not tally.leaked_rows and {c.name for c in failed} == {"probe"}:
         # Work for clients that left was still running when --settle ran out: not a leak, not yet a pass.
-        return (
-            ERROR,
-            ["still_working"],
-            [
-                f"settle ended while {max(final['active'], tally.kinds.get(ACTIVE, 0)):.0f} backend(s) were still working "
-                "for clients that have gone (zombie work holds the pool; no connection is held): give it a longer --settle"
-            ],
+        working = (
+            f"settle ended while {max(final['active'], tally.kinds.get(ACTIVE, 0)):.0f} backend(s) were still working "
+            "for clients that have gone (zombie work holds the pool; no connection is held)"
         )
+        if saturated:  # what the load showed stands; whether every connection comes back is not known yet
+            return SATURATED, ["saturation"], [saturated[0], f"{working}: give it a longer --settle to see it drain"]
+        return ERROR, ["still_working"], [f"{working}: give it a longer --settle"]
     if failed:
         return LEAK, [c.name for c in failed], [_leak_reason(c, final, tally) for c in failed]
+    if saturated:
+        return (
+            SATURATED,
+            ["saturation"],
+            [f"{saturated[0]}; every connection came back after the traffic: saturation, not a leak"],
+        )
     if (unproven := _unproven_drain(drift, final, tally, baseline_total, tolerance)) is not None:
         return ERROR, ["baseline_moved"], [unproven]
     back = (
@@ -718,6 +764,9 @@ def judge(
     if pool_view is not None:
         checks.append(_check_pool_view(pool_view, tally, tolerance))
     checks.append(_check_probe(probe))
+    zombie = _zombie(tail, load_end)
+    if (saturation := _check_saturation(load_kinds, zombie, pool_view)) is not None:
+        checks.append(saturation)
     if at_baseline is not None:
         checks.append(_check_baseline(at_baseline, base_end - base_start, tolerance))
     if server is not None:
@@ -740,7 +789,6 @@ def judge(
         tolerance=tolerance,
     )
     gaps = _gaps(samples, load_start, settle_end)
-    zombie = _zombie(tail, load_end)
     if tally.single_use or reuse.per_request:
         reasons.append(reuse.sentence(len(tally.single_use)))
     if tally.single_use and (before := drift["before_warmup"]) is not None and baseline["total"] > before + tolerance:
@@ -799,8 +847,13 @@ def with_shutdown(verdict: Verdict, shutdown: Mapping[str, Any]) -> Verdict:
     """The verdict with the shutdown check added: after SIGTERM the service must exit by itself
     and close every connection. A service that keeps them leaks a pool on every deploy."""
     left = shutdown.get("remaining") or []
-    passed = not left and not shutdown.get("killed")
-    if passed:
+    passed = not left and not shutdown.get("killed") and not shutdown.get("already_exited")
+    if shutdown.get("already_exited"):
+        detail = (
+            f"the service had already exited (exit code {shutdown.get('exit_code')}) before drainwatch stopped it: "
+            "it died during the run, it did not shut down"
+        )
+    elif passed:
         detail = (
             f"after SIGTERM the service exited in {human_seconds(shutdown['exited_s'])} and closed every connection"
         )
@@ -813,7 +866,7 @@ def with_shutdown(verdict: Verdict, shutdown: Mapping[str, Any]) -> Verdict:
         detail = f"{len(left)} connection(s) of the service stayed open after it exited on SIGTERM"
     check = Check("shutdown", passed, detail, dict(shutdown))
     verdict.checks.append(check)
-    if not passed and verdict.outcome == PASS:
+    if not passed and verdict.outcome in (PASS, SATURATED):
         verdict.outcome, verdict.evidence, verdict.reasons = LEAK, ["shutdown"], [detail]
     elif not passed and verdict.outcome == LEAK:
         verdict.evidence.append("shutdown")
@@ -842,7 +895,7 @@ def with_service_warnings(verdict: Verdict, counts: Mapping[str, int]) -> Verdic
     )
     check = Check("leak_warnings", dropped <= verdict.tolerance, detail, {"count": dropped})
     verdict.checks.append(check)
-    if not check.passed and verdict.outcome == PASS:
+    if not check.passed and verdict.outcome in (PASS, SATURATED):
         verdict.outcome, verdict.evidence, verdict.reasons = LEAK, ["leak_warnings"], [detail, *verdict.reasons[1:]]
     elif not check.passed and verdict.outcome == LEAK:
         verdict.evidence.append("leak_warnings")

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from drainwatch.errors import EnvironmentProblem
-from drainwatch.provision.processes import Child, free_port, tail
+from drainwatch.provision.processes import Child, free_port, last_words
 
 MODES = ("session", "transaction")
 POOL_COLUMNS = ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "maxwait")
@@ -171,7 +171,9 @@ async def _wait_ready(admin: str, proc: asyncio.subprocess.Process, log_path: Pa
     deadline = time.monotonic() + timeout
     while True:
         if proc.returncode is not None:
-            raise EnvironmentProblem(f"PgBouncer exited at start: {tail(log_path)}", hint="read logs/pgbouncer.log")
+            raise EnvironmentProblem(
+                f"PgBouncer exited at start: {last_words(log_path)}", hint="read logs/pgbouncer.log"
+            )
         try:
             await show_pools(admin)
             return

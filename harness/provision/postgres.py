@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,7 +19,7 @@ import psycopg
 
 from drainwatch.errors import DatabaseProblem
 from drainwatch.plan import redact_dsn
-from drainwatch.provision.processes import Child, free_port, tail
+from drainwatch.provision.processes import Child, free_port, last_words
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,8 @@ async def embedded_postgres(log_path: Path, *, max_connections: int = 100) -> As
             f"max_connections={max_connections}",
         ]
         dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        server = Child(argv, name="postgres", log_path=log_path, grace=10.0, **as_user)  # SIGINT: fast shutdown
+        # SIGINT: fast shutdown; SIGQUIT when drainwatch dies: immediate, its backends end with it
+        server = Child(argv, name="postgres", log_path=log_path, grace=10.0, death_signal=signal.SIGQUIT, **as_user)
 
         async def restart() -> int:
             await _wait_ready(dsn, await server.restart(), log_path)
@@ -169,7 +171,7 @@ async def _wait_ready(dsn: str, proc: asyncio.subprocess.Process, log_path: Path
     while True:
         if proc.returncode is not None:
             raise DatabaseProblem(
-                f"embedded PostgreSQL exited at start: {tail(log_path)}",
+                f"embedded PostgreSQL exited at start: {last_words(log_path)}",
                 hint="read the log in the run folder's logs/postgres.log, or give --dsn",
             )
         try:
@@ -228,7 +230,7 @@ def map_connect_error(exc: BaseException, dsn: str) -> DatabaseProblem:
         return DatabaseProblem(
             f"role {user!r} does not exist at {where}", hint="fix the user in --dsn or create the role"
         )
-    first = redact_dsn(text.splitlines()[-1] if text else "no answer")
+    first = redact_dsn(text.splitlines()[-1].strip() if text else "no answer")  # libpq indents with a tab
     return DatabaseProblem(
         f"cannot reach PostgreSQL at {where} ({first})",
         hint="is the server running and listening there? check host and port in --dsn",

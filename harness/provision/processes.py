@@ -2,7 +2,9 @@
 
 Children run in their own session so a terminal's Ctrl-C reaches drainwatch only;
 drainwatch then stops them in the order it chooses (see ``drainwatch.run.execute``). Stopping
-escalates: the polite signal, then SIGTERM, then SIGKILL, each after a grace period.
+escalates: the polite signal, then SIGTERM, then SIGKILL, each after a grace period. On Linux
+each child also gets a parent-death signal: when drainwatch itself is killed (``kill -9``, an
+OOM killer, a CI runner's timeout) the kernel ends its children, which no ``finally`` can.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Sequence
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,31 @@ def free_port(host: str = "127.0.0.1") -> int:
             return port
 
 
+_PR_SET_PDEATHSIG = 1
+_libc: Any = None
+
+
+def _dying_with(parent: int, death_signal: int) -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel send ``death_signal`` to the child when ``parent`` dies
+    (Linux's PR_SET_PDEATHSIG, set after the child took its user: a change of user clears it),
+    and ends the child at once when the parent died before it was set. None where unsupported."""
+    global _libc
+    if sys.platform != "linux":
+        return None
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    prctl = _libc.prctl
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), death_signal)
+
+    return arm
+
+
 def hurry() -> None:
     """Stop everything now: SIGKILL every live child, and make later stops skip the grace periods
     (a second Ctrl-C). Nothing is orphaned, and the run still writes what it collected."""
@@ -49,9 +77,16 @@ def hurry() -> None:
 
 
 async def spawn(
-    argv: Sequence[str], *, name: str, log_path: Path, env: dict[str, str] | None = None, **popen: Any
+    argv: Sequence[str],
+    *,
+    name: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    death_signal: int = signal.SIGKILL,
+    **popen: Any,
 ) -> asyncio.subprocess.Process:
-    """Start ``argv`` in its own session with stdout and stderr appended to ``log_path``."""
+    """Start ``argv`` in its own session with stdout and stderr appended to ``log_path``; it gets
+    ``death_signal`` if drainwatch dies first (PostgreSQL: SIGQUIT, its immediate shutdown)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as sink:
         try:
@@ -62,6 +97,7 @@ async def spawn(
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,
+                preexec_fn=_dying_with(os.getpid(), death_signal),
                 **popen,
             )
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
@@ -151,6 +187,11 @@ class Child:
     async def restart(self) -> asyncio.subprocess.Process:
         await self.stop()
         return await self.start()
+
+
+def last_words(path: Path | None, lines: int = 5) -> str:
+    """The last lines of a log for an error message, or that it printed nothing."""
+    return (tail(path, lines) if path else "") or "it printed nothing"
 
 
 def tail(path: Path, lines: int = 5) -> str:

@@ -27,7 +27,7 @@ import httpx
 from drainwatch import demo_service as demo
 from drainwatch.errors import TargetProblem
 from drainwatch.instrument import POOL_VIEW_PATH
-from drainwatch.provision.processes import Child, free_port, tail
+from drainwatch.provision.processes import Child, free_port, last_words
 
 SETUP_TIMEOUT = 600.0  # migrations can be slow; a setup that takes longer is stuck
 START_TIMEOUT = 60.0
@@ -189,7 +189,7 @@ async def served_service(
             pool_limit=pool_limit,
             pool_view_path=pool_view_path,
             kind="served",
-            command=command,
+            command=command.replace("{port}", str(port)),  # as it was run
         ) as target:
             yield target
     finally:
@@ -236,7 +236,7 @@ async def run_setup(command: str, *, env: Mapping[str, str], cwd: Path | None, l
         await child.stop()
     if code != 0:
         raise TargetProblem(
-            f"the setup command {command!r} failed with exit code {code}: {tail(log_path, 3)}",
+            f"the setup command {command!r} failed with exit code {code}: {last_words(log_path, 3)}",
             hint="read logs/setup.log in the run folder; the run stopped before any load",
         )
 
@@ -255,7 +255,7 @@ async def wait_until_serving(
         while True:
             if proc is not None and proc.returncode is not None:
                 raise TargetProblem(
-                    f"{what} exited at start with exit code {proc.returncode}: {tail(log_path) if log_path else ''}",
+                    f"{what} exited at start with exit code {proc.returncode}: {last_words(log_path)}",
                     hint="read logs/target.log in the run folder",
                 )
             try:

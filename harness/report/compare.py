@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pandas and matplotlib are imported when a comparison is mad
 
 COMPARE_HTML = "compare.html"
 BETTER, WORSE, SAME, NA = "better", "worse", "same", "n/a"
-VERDICT_RANK = {"PASS": 0, "LEAK": 1, "ERROR": 2}
+VERDICT_RANK = {"PASS": 0, "SATURATED": 1, "LEAK": 2, "ERROR": 3}
 SCENARIO_ORDER = ["steady", "disconnect", "timeout", "error"]
 # Set-up that changes the figures by itself. Not the demo's variant: that is the change under test.
 CONFIG_KEYS = [
@@ -152,7 +152,7 @@ def _leak_rows(a: RunData, b: RunData) -> list[Row]:
             "",
             _judge(VERDICT_RANK.get(va), VERDICT_RANK.get(vb)),
             True,
-            "PASS is better than LEAK, LEAK than ERROR",
+            "PASS is better than SATURATED, SATURATED than LEAK, LEAK than ERROR",
         )
     ]
     rows.append(

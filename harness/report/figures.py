@@ -414,7 +414,7 @@ def _empty(ax: Axes, message: str) -> None:
     ax.set_yticks([])
 
 
-VERDICT_COLOURS = {"PASS": "#2b8a3e", "LEAK": "#c92a2a", "ERROR": "#d9480f"}
+VERDICT_COLOURS = {"PASS": "#2b8a3e", "LEAK": "#c92a2a", "SATURATED": "#e8590c", "ERROR": "#d9480f"}
 
 
 def comparison_timeline(runs: list[tuple[str, RunData]]) -> Timeline | None:

@@ -26,7 +26,7 @@ from drainwatch.sample.service_log import describe, read_warnings
 from drainwatch.units import human_seconds
 
 MAX_ROWS = 300  # a longer table is read by no one; the CSV is beside the report
-VERDICT_CLASS = {"PASS": "pass", "LEAK": "leak", "ERROR": "error"}
+VERDICT_CLASS = {"PASS": "pass", "LEAK": "leak", "SATURATED": "saturated", "ERROR": "error"}
 CHECK_TITLES = {
     "drain": "Connections drained",
     "idle_in_transaction": "Nothing idle in a transaction",
@@ -39,6 +39,7 @@ CHECK_TITLES = {
     "baseline_clean": "Baseline was clean",
     "shutdown": "Shut down cleanly",
     "leak_warnings": "Nothing left to the garbage collector",
+    "saturation": "Served its steady traffic",
 }
 ROW_CLASS = {"held": "leak", "in_transaction": "leak", "unsure": "maybe"}
 

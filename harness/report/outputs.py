@@ -85,8 +85,8 @@ def write_junit(run_dir: Path, record: dict[str, Any], verdict: Verdict | None) 
 
 # --- summary.md ----------------------------------------------------------------------------
 
-_ICON = {"PASS": "✅", "LEAK": "❌", "ERROR": "⚠️"}
-_EXIT = {"PASS": 0, "LEAK": 1, "ERROR": 2}
+_ICON = {"PASS": "✅", "LEAK": "❌", "SATURATED": "🟧", "ERROR": "⚠️"}
+_EXIT = {"PASS": 0, "LEAK": 1, "SATURATED": 4, "ERROR": 2}
 _SPECIAL = re.compile(r"([\\`*\[\]<>~|])")
 _LONE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # snake_case stays readable
 _BACKTICKS = re.compile(r"`+")

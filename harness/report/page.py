@@ -25,7 +25,7 @@ h3 { font-size: 15px; margin: 20px 0 8px; }
 .notes { margin: 12px 0; padding: 8px 16px; background: #f1f3f5; border-radius: 6px; font-size: 13.5px; }
 .verdict { display: grid; grid-template-columns: 230px 1fr; gap: 24px; margin-top: 18px; padding: 20px 24px;
   background: #fff; border: 1px solid var(--line); border-top: 8px solid var(--c); border-radius: 8px; }
-.verdict.pass { --c: var(--pass); } .verdict.leak { --c: var(--leak); } .verdict.error { --c: var(--error); }
+.verdict.pass { --c: var(--pass); } .verdict.leak { --c: var(--leak); } .verdict.error { --c: var(--error); } .verdict.saturated { --c: #e8590c; }
 .verdict.none { --c: var(--none); } .verdict.none .word { font-size: 38px; }
 .word { font-size: 54px; font-weight: 800; letter-spacing: 1px; color: var(--c); line-height: 1.1; }
 .reasons { margin: 8px 0 0; padding-left: 18px; } .reasons li { margin: 3px 0; } .where { margin: 10px 0 0; }

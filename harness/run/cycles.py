@@ -94,7 +94,7 @@ def isolation_row(stats_csv: Path, kind: str, verdict: Verdict) -> dict[str, Any
 
 def combine_isolated(verdicts: dict[str, Verdict], results: dict[str, dict[str, Any]]) -> Verdict:
     """One verdict for an isolated run: the worst kind's, with reasons naming every kind."""
-    order = {"ERROR": 0, "LEAK": 1, "PASS": 2}
+    order = {"ERROR": 0, "LEAK": 1, "SATURATED": 2, "PASS": 3}
     worst_kind = min(verdicts, key=lambda kind: order[verdicts[kind].outcome])
     worst = verdicts[worst_kind]
     leaking = [k for k, v in verdicts.items() if v.outcome == "LEAK"]

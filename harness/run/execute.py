@@ -22,6 +22,7 @@ from drainwatch.judge.verdict import Verdict, with_service_warnings, with_shutdo
 from drainwatch.plan import Match, RunConfig, check_programs, redact_dsn, untested_kinds, untested_note
 from drainwatch.provision.pgbouncer import Pooler, external_pgbouncer, pgbouncer, show_clients, show_pools
 from drainwatch.provision.postgres import Database, Watch, embedded_postgres, external_postgres
+from drainwatch.provision.processes import last_words
 from drainwatch.provision.target import (
     Target,
     demo_service,
@@ -37,6 +38,7 @@ from drainwatch.report.outputs import write_junit, write_summary
 from drainwatch.run.cycle import RunContext, cycle, snapshot
 from drainwatch.run.cycles import isolated, swept
 from drainwatch.run.faults import DockerControl
+from drainwatch.run.leftovers import sweep
 from drainwatch.run.live import Display
 from drainwatch.run.preflight import probe_reaches_database, try_requests
 from drainwatch.run.record import RunRecord
@@ -64,6 +66,8 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
     Raises DrainwatchError for environment problems and CancelledError on interrupt,
     after writing what was collected.
     """
+    for line in sweep(cfg.run_dir.parent):  # runs killed with -9 into the same folder: what they left
+        display.notice(line)
     docker = await preflight(cfg)
     run_dir = cfg.run_dir
     make_run_dir(run_dir)
@@ -164,7 +168,14 @@ async def _provision(
         )
         record.set(
             "database",
-            {"dsn": db.display, "embedded": db.embedded, "version": db.version, "max_connections": db.max_connections},
+            {
+                "dsn": db.display,
+                "embedded": db.embedded,
+                "version": db.version,
+                "max_connections": db.max_connections,
+                # a run killed with -9 leaves it behind: the next run removes it
+                "data_dir": str(db.data_dir) if db.embedded and db.data_dir else None,
+            },
         )
         record.started("postgres", db.pid)
         record.data["versions"]["postgresql"] = db.version
@@ -357,6 +368,7 @@ async def _shutdown(run: RunContext) -> dict[str, Any]:
         before = {row["pid"] for row in await snapshot(run.watch, run.match)}
         ports = _clients_at_pooler(run)
         assert run.target.stop is not None
+        dead = _exited(run.target.pid_now())  # before SIGTERM: it did not shut down, it had died
         started = time.monotonic()
         code = await run.target.stop()
         exited = time.monotonic() - started
@@ -367,9 +379,20 @@ async def _shutdown(run: RunContext) -> dict[str, Any]:
         "exited_s": round(exited, 2),
         "grace_s": SHUTDOWN_GRACE,
         "killed": exited > SHUTDOWN_GRACE,
+        "already_exited": dead,
         "before": len(before),
         "remaining": [{k: row[k] for k in ("pid", "state", "query")} for row in rows],
     }
+
+
+def _exited(pid: int | None) -> bool:
+    """True when the service's process is gone (or a zombie nobody reaped yet)."""
+    import psutil
+
+    try:
+        return pid is None or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _clients_at_pooler(run: RunContext) -> set[int]:
@@ -409,12 +432,13 @@ async def _reserved_slots(watch: Watch) -> int:
 
 async def _first_sample(samples: Path, log_path: Path, timeout: float = 15) -> None:
     from drainwatch.errors import DatabaseProblem
-    from drainwatch.provision.processes import tail
 
     deadline = time.monotonic() + timeout
     while read_last_sample(samples) is None:
         if time.monotonic() > deadline:
-            raise DatabaseProblem(f"the collector wrote no sample: {tail(log_path)}", hint="read logs/collector.log")
+            raise DatabaseProblem(
+                f"the collector wrote no sample: {last_words(log_path)}", hint="read logs/collector.log"
+            )
         await asyncio.sleep(0.1)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,6 +69,10 @@ class Display:
     def message(self, text: str) -> None:
         if not self.quiet:
             self.console.print(text, highlight=False, markup=False)
+
+    def notice(self, text: str) -> None:
+        """A line the user must see, -q or not, on stderr (what drainwatch did on its own)."""
+        print(f"drainwatch: {text}", file=sys.stderr, flush=True)
 
     def _status(self) -> tuple[str, str, str]:
         left = f"{max(0.0, self._ends - time.monotonic()):.0f}s left" if self._ends else ""
@@ -142,7 +147,7 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
     if verdict is None:
         console.print(f"no verdict: the run did not finish. What it collected is in {run_dir}/")
         return
-    colour = {"PASS": "green", "LEAK": "red"}.get(verdict.outcome, "yellow")
+    colour = {"PASS": "green", "LEAK": "red", "SATURATED": "dark_orange"}.get(verdict.outcome, "yellow")
     b, p, f = verdict.baseline, verdict.peak, verdict.final
     lines = [
         f"[bold {colour}]{verdict.outcome}[/]  " + "; ".join(verdict.reasons),

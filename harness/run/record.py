@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import time
 from collections.abc import Iterator
@@ -25,6 +26,13 @@ def versions() -> dict[str, str]:
     return found
 
 
+def owner() -> dict[str, float]:
+    """This process, as the next run can tell it from a later one that reused its pid."""
+    import psutil
+
+    return {"pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
 class RunRecord:
     """The run's journal, written to disk after every change so a killed run still has one."""
 
@@ -43,6 +51,7 @@ class RunRecord:
             "target": {},
             "database": {},
             "processes": {},  # name -> pid of every child drainwatch started
+            "owner": owner(),  # this drainwatch: a run whose owner is gone was killed
         }
         self.save()
 
