@@ -21,7 +21,7 @@ OPTION_KEYS = {
     "target.url": "target_url", "target.variant": "variant", "target.pool_view": "pool_view",
     "target.pool_limit": "pool_limit", "target.command": "serve", "target.setup": "setup",
     "target.cwd": "serve_cwd", "target.database_env": "database_env", "target.env": "serve_env",
-    "target.headers": "header_table", "target.no_restart": "no_restart", "target.dev_mode": "dev_mode",
+    "target.headers": "header_table", "target.no_restart": "no_restart", "target.dev_mode": "dev_mode", "target.no_instrument": "no_instrument",
     "target.via_pgbouncer": "via_pgbouncer", "target.pgbouncer": "pgbouncer",
     "database.dsn": "dsn", "database.embedded_max_connections": "embedded_max_connections", "database.match.application_name": "app_name", "database.match.usename": "usename",
     "database.match.datname": "datname", "database.match.client_addr": "client_addr",

@@ -338,6 +338,43 @@ def mount_pool_view(app: Any, pools: Callable[[], Mapping[str, Any]], path: str 
     app.add_middleware(RequestContext)
 
 
+def seen_request(method: str, path: str, headers: Any) -> dict[str, str]:
+    """The request a checkout is made for, from its method, path and headers (pairs of bytes, or a
+    mapping of str): what ``RequestContext`` and the bootstrap's hooks record."""
+    seen = {"method": method, "path": path}
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for name, value in pairs:
+        key = _REQUEST_HEADERS.get(name if isinstance(name, bytes) else name.lower().encode("latin-1"))
+        if key is not None:
+            seen[key] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return seen
+
+
+class WSGIRequestContext:
+    """``RequestContext`` for a WSGI app (Flask, Django under gunicorn's sync workers): the request
+    is known while the app builds its response, where connections are taken."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        headers = {k[5:].replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_X_")}
+        token = _request.set(seen_request(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""), headers))
+        try:
+            return self.app(environ, start_response)
+        finally:
+            _request.reset(token)
+
+
+def in_request(seen: dict[str, str]) -> Any:
+    """Set the request of the checkouts made from now on in this context; the token to reset it."""
+    return _request.set(seen)
+
+
+def out_of_request(token: Any) -> None:
+    _request.reset(token)
+
+
 class RequestContext:
     """ASGI middleware: the request each checkout was made for (method, path, ``X-Request-ID``,
     ``X-Drainwatch-Scenario``), so a connection never given back names the request that took it,
@@ -351,11 +388,9 @@ class RequestContext:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        seen = {"method": str(scope.get("method", "")), "path": str(scope.get("path", ""))}
-        for name, value in scope.get("headers") or ():
-            if (key := _REQUEST_HEADERS.get(name)) is not None:
-                seen[key] = value.decode("latin-1")
-        token = _request.set(seen)
+        token = _request.set(
+            seen_request(str(scope.get("method", "")), str(scope.get("path", "")), scope.get("headers"))
+        )
         try:
             await self.app(scope, receive, send)
         finally:

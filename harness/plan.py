@@ -182,6 +182,7 @@ class RunConfig:
     serve_env: Frozen[str, str] = field(default_factory=dict)
     serve_cwd: Path | None = None
     dev_mode: bool = False  # start the service with PYTHONDEVMODE=1: ResourceWarning and asyncio debug on
+    instrument: bool = True  # record a served service's pools with drainwatch's bootstrap (--no-instrument: off)
     via_pgbouncer: str | None = None  # "session" or "transaction": a PgBouncer between the service and PostgreSQL
     pgbouncer: str | None = None  # the admin console of a PgBouncer the user runs, which the service goes through
     database_env: str = "DATABASE_URL"  # the variable that hands a served service its database

@@ -70,7 +70,8 @@ def test_a_leaky_service_fails_with_the_verdict_and_a_correct_one_passes(pyteste
     output = result.stdout.str()
     result.assert_outcomes(passed=1, failed=1)
     assert "FAILED test_drain.py::test_leaky - Failed: drainwatch: LEAK, expected PASS" in output, output
-    assert "most likely  left by `error GET /api/report`" in output, output
+    # every leak is on the report route: the error kind's, and the one preflight's own request left
+    assert "most likely  left by `GET /api/report` (" in output and "preflight-error 1)" in output, output
     folders = {folder.name: folder for folder in _run_folders(output)}  # named for their test
     leaky, correct = folders["test_leaky-1"], folders["test_correct-1"]
     assert json.loads((leaky / "summary.json").read_text())["verdict"] == "LEAK"

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.helpers import REPO, config, drainwatch, needs_system_pg, summary
@@ -48,6 +49,12 @@ def test_aiohttp_asyncpg_behind_an_auth_header(tmp_path: Path, variant: str, ver
         likely = found["attribution"]["likely"]
         assert next(iter(likely)) == "error GET /api/report", likely
         assert any("FROM inventory_items" in statement for statement in found["attribution"]["statements"])
+        # With no change to the service: the line that took them (the acquire that is never released)
+        source = (REPO / "tests" / "targets" / "aiohttp_asyncpg.py").read_text().splitlines()
+        line = next(i for i, text in enumerate(source, 1) if "conn = await pool.acquire()" in text)
+        assert found["checkout_sites"] == {
+            f"tests/targets/aiohttp_asyncpg.py:{line} in report_leaky()": found["leaked"]
+        }
     else:
         assert found["leaked"] == 0
         assert [c["passed"] for c in found["checks"] if c["name"] == "shutdown"] == [True]
@@ -133,6 +140,10 @@ def test_django_under_gunicorn_ending_in_commit_on_a_roomy_server(tmp_path: Path
     assert not found["server"]["full"]
     run = json.loads((folder / "runs" / variant / "run.json").read_text())
     assert {"django", "gunicorn", "uvicorn", "psycopg"} <= set(run["target"]["versions"])  # the stack it ran
+    # Nothing of the service outlives the run: gunicorn's master and each worker wrote their stack.
+    tree = [int(p.stem.split("-")[1]) for p in (folder / "runs" / variant / "logs" / "stack").glob("stack-*.json")]
+    assert len(tree) >= 3, tree  # the master and 2 workers
+    assert not [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     if variant == "correct":
         assert found["leaked"] == 0 and found["reuse"]["never_reused"] == 0
         return

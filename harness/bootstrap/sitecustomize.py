@@ -7,6 +7,9 @@ modules changes, ``$DRAINWATCH_CHANNEL/<pid>.json``: the Python version, ``sys.p
 names of those modules (drainwatch finds their distributions). A fork (gunicorn's workers) starts the thread again
 in the child. Any failure here is swallowed: the service must run as it would without us.
 A ``sitecustomize`` of the service's own, further along the path, is run after this one.
+
+Unless ``DRAINWATCH_INSTRUMENT=0``, it also hooks the service's pools as their libraries are
+imported (``_drainwatch_hooks``), and the same thread writes each process's pool view.
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ import json
 import os
 import sys
 import threading
+import types
 
 _CHANNEL = os.environ.get("DRAINWATCH_CHANNEL", "")
+_hooks: types.ModuleType | None = None
 _EVERY = 0.5  # seconds between looks at sys.modules: a len() and a set, nothing more
 
 
 def _write() -> None:
     # Names only: the thread imports nothing, so a fork (gunicorn's workers) can never catch it
     # holding an import lock the child would wait on forever. drainwatch maps them to distributions.
-    path = os.path.join(_CHANNEL, f"{os.getpid()}.json")
+    path = os.path.join(_CHANNEL, f"stack-{os.getpid()}.json")
     found = {
         "pid": os.getpid(),
         "ppid": os.getppid(),
@@ -41,12 +46,14 @@ def _watch() -> None:
     stop = threading.Event()
     while not stop.wait(_EVERY if seen >= 0 else 0.05):
         count = len(sys.modules)
-        if count != seen:
-            seen = count
-            try:
+        try:
+            if count != seen:
+                seen = count
                 _write()
-            except Exception:  # noqa: BLE001 - a full disk, a folder gone: stay silent
-                return
+            if _hooks is not None:
+                _hooks.write_view(_CHANNEL)
+        except Exception:  # noqa: BLE001 - a full disk, a folder gone: stay silent
+            return
 
 
 def _start() -> None:
@@ -72,7 +79,21 @@ def _chain() -> None:
     spec.loader.exec_module(module)
 
 
+def _hook() -> None:
+    global _hooks
+    try:
+        import _drainwatch_hooks
+
+        _drainwatch_hooks.install()
+        _hooks = _drainwatch_hooks
+        os.register_at_fork(after_in_child=_drainwatch_hooks.after_fork)
+    except Exception:  # noqa: BLE001 - without hooks the service runs as it would
+        _hooks = None
+
+
 if _CHANNEL:
+    if os.environ.get("DRAINWATCH_INSTRUMENT", "1") != "0":
+        _hook()
     _start()
     os.register_at_fork(after_in_child=_start)
 _chain()

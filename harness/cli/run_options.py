@@ -173,6 +173,14 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
     "the server behind it; a served service gets the pooler's address in $DATABASE_URL.",
 )
 @click.option(
+    "--no-instrument",
+    is_flag=True,
+    envvar=_env("NO_INSTRUMENT"),
+    help="Do not record the served service's pools: by default drainwatch's bootstrap (a sitecustomize on its "
+    "PYTHONPATH, no change to its code) hooks SQLAlchemy, asyncpg and psycopg_pool pools in every process and "
+    "names the line that took each connection left open.",
+)
+@click.option(
     "--dev-mode",
     is_flag=True,
     envvar=_env("DEV_MODE"),
@@ -534,6 +542,7 @@ def build_config(
         database_env=o.text("database_env") or "DATABASE_URL",
         no_restart=o.flag("no_restart"),
         dev_mode=o.flag("dev_mode"),
+        instrument=not o.flag("no_instrument"),
         via_pgbouncer=o.text("via_pgbouncer"),
         pgbouncer=o.text("pgbouncer"),
         match=Match(

@@ -179,6 +179,10 @@ def likely_sentence(found: Mapping[str, Any], code: str = "`") -> str:
     likely, total = dict(found.get("likely") or {}), int(found.get("of") or 0)
     close = code.replace("<", "</")
     causes = {label: n for label, n in likely.items() if n >= SPREAD_SHARE * total}
+    routes = {label.split(" ", 1)[-1] for label in causes}
+    if len(causes) > 1 and len(routes) == 1:  # one route, reached by several scenarios (preflight's too)
+        each = ", ".join(f"{label.split(' ', 1)[0]} {n}" for label, n in causes.items())
+        return f"left by {code}{routes.pop()}{close} ({sum(causes.values())} of {total}: {each})"
     if len(causes) > 1:
         each = ", ".join(f"{code}{label}{close} ({n})" for label, n in causes.items())
         return f"left by several kinds of request, on a path they share: {each} of {total}"

@@ -134,7 +134,10 @@ async def managed_process(
 async def stop_process(
     proc: asyncio.subprocess.Process, *, name: str, first: int = signal.SIGINT, grace: float = 10.0
 ) -> int | None:
-    """End ``proc``: ``first``, then SIGTERM, then SIGKILL. Returns its exit code."""
+    """End ``proc``: ``first``, then SIGTERM, then SIGKILL; then whatever is left of its tree (a
+    gunicorn master's workers still busy with a request): every descendant it had, and its process
+    group, get SIGKILL. Returns its exit code."""
+    tree = _descendants(proc.pid)
     steps = ((first, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
     for sig, wait in steps[2:] if _hurry else steps:
         if proc.returncode is not None:
@@ -146,9 +149,41 @@ async def stop_process(
         try:
             await asyncio.wait_for(proc.wait(), wait)
         except TimeoutError:
-            log.warning("%s (pid %s) ignored %s", name, proc.pid, signal.Signals(sig).name)
+            log.warning("%s (pid %s) still running %.0f s after %s", name, proc.pid, wait, signal.Signals(sig).name)
     _live.discard(proc)
+    if left := _end_tree(proc.pid, tree + _descendants(proc.pid)):
+        log.warning("%s (pid %s) left %d process(es) of its own running: killed", name, proc.pid, left)
     return proc.returncode
+
+
+def _descendants(pid: int) -> list[Any]:
+    """Every live descendant of ``pid`` (psutil processes), found by parentage, not by name."""
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def _end_tree(root: int, tree: list[Any]) -> int:
+    """SIGKILL what is left of ``root``'s tree and its process group (a child drainwatch started in
+    a session of its own leads it); how many were still running."""
+    import psutil
+
+    left = 0
+    for child in tree:
+        try:
+            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                child.kill()
+                left += 1
+        except psutil.Error:
+            continue
+    try:
+        os.killpg(root, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return left
 
 
 class Child:

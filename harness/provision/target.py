@@ -47,6 +47,7 @@ class Target:
     current_pid: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
     stop: Callable[[], Awaitable[int | None]] | None = field(default=None, compare=False, repr=False)  # → exit code
     log_path: Path | None = None
+    channel: Path | None = None  # where the bootstrap in its processes writes (a service drainwatch started)
 
     def pid_now(self) -> int | None:
         """The process serving now (a restart replaces it)."""
@@ -54,9 +55,10 @@ class Target:
 
 
 async def read_pool_view(target: Target) -> dict[str, Any] | None:
-    """The target's own pool counts, or None when it does not expose them (or does not answer)."""
+    """The target's own pool counts, or None when it does not expose them (or does not answer):
+    its route when it mounts one, else what the bootstrap wrote of its processes' pools."""
     if not target.pool_view_path:
-        return None
+        return channel_view(target.channel, target.pid_now()) if target.channel else None
     try:
         async with httpx.AsyncClient(timeout=3) as client:
             resp = await client.get(target.url + target.pool_view_path)
@@ -161,8 +163,10 @@ async def served_service(
     database_variable: str = "DATABASE_URL",
     pool_limit: int | None = None,
     pool_view_path: str | None = None,
+    instrument: bool = True,
 ) -> AsyncIterator[Target]:
     """The user's own service: ``setup`` once, then ``command`` on a free port until exit (SIGTERM).
+    With ``instrument`` its pools are recorded by drainwatch's bootstrap (see ``bootstrap_env``).
 
     Raises TargetProblem naming the exit code and the log's last lines when setup fails or
     the service exits or never answers.
@@ -175,7 +179,7 @@ async def served_service(
         serve_argv(command, port),
         name="target",
         log_path=log_path,
-        env={**child_env, **bootstrap_env(stack_channel(log_path), child_env)},
+        env={**child_env, **bootstrap_env(stack_channel(log_path), child_env, instrument)},
         stop_signal=signal.SIGTERM,
         grace=SHUTDOWN_GRACE,
         cwd=cwd,
@@ -190,6 +194,7 @@ async def served_service(
             pool_view_path=pool_view_path,
             kind="served",
             command=command.replace("{port}", str(port)),  # as it was run
+            channel=stack_channel(log_path),
         ) as target:
             yield target
     finally:
@@ -306,39 +311,72 @@ STACK_DISTRIBUTIONS = frozenset(
 BOOTSTRAP = Path(__file__).resolve().parent.parent / "bootstrap"  # its sitecustomize reports what was imported
 
 
-def bootstrap_env(channel: Path, env: Mapping[str, str]) -> dict[str, str]:
+def bootstrap_env(channel: Path, env: Mapping[str, str], instrument: bool = True) -> dict[str, str]:
     """The variables that put drainwatch's bootstrap in a served Python process (before the
-    service's own PYTHONPATH) and tell it where to write."""
+    service's own PYTHONPATH) and tell it where to write; ``instrument`` False: its stack only,
+    no pool hooked."""
     path = [str(BOOTSTRAP), env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))]
-    return {"PYTHONPATH": os.pathsep.join(p for p in path if p), "DRAINWATCH_CHANNEL": str(channel)}
+    return {
+        "PYTHONPATH": os.pathsep.join(p for p in path if p),
+        "DRAINWATCH_CHANNEL": str(channel),
+        "DRAINWATCH_INSTRUMENT": "1" if instrument else "0",
+    }
 
 
 def stack_channel(log_path: Path) -> Path:
-    """Where a served service's bootstrap writes, beside its log."""
-    return log_path.with_name("stack")
+    """Where a served service's bootstrap writes, beside its log (absolute: the service runs in a
+    folder of its own)."""
+    return log_path.with_name("stack").absolute()
 
 
-def served_stack(channel: Path, pid: int | None) -> dict[str, str]:
-    """The stack the served process tree imported (``pid`` and its descendants, as the bootstrap
-    wrote them into ``channel``): distribution -> version. {} when nothing was written (not a
-    Python process, or one started with -I or -E)."""
+def _reports(channel: Path, pattern: str, root: int | None) -> dict[int, dict[str, Any]]:
+    """The bootstrap's files ``pattern`` in ``channel`` written by ``root`` and its descendants, by pid."""
     reports = {}
-    for path in sorted(channel.glob("*.json")) if pid else []:
+    for path in sorted(channel.glob(pattern)) if root else []:
         try:
             found = json.loads(path.read_text())
             reports[int(found["pid"])] = found
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    tree, grew = {pid}, True
+    tree, grew = {root}, True
     while grew:
         grew = False
         for child, found in reports.items():
             if found.get("ppid") in tree and child not in tree:
                 tree.add(child)
                 grew = True
+    return {pid: reports[pid] for pid in sorted(tree & reports.keys())}
+
+
+def channel_view(channel: Path, root: int | None) -> dict[str, Any] | None:
+    """The pool views the service's live processes wrote (``pool-<pid>.json``), merged as one view:
+    each pool named with its process, the counts summed, every checkout and group kept. None when
+    no process of it wrote one (no pool hooked, or --no-instrument)."""
+    import psutil
+
+    views = [
+        view
+        for pid, view in _reports(channel, "pool-*.json", root).items()
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    if not views:
+        return None
+    return {
+        "pools": {f"{name} (pid {view['pid']})": pool for view in views for name, pool in view["pools"].items()},
+        **{key: sum(int(view.get(key) or 0) for view in views) for key in ("checked_out", "idle", "limit")},
+        "checkouts": sorted((c for view in views for c in view["checkouts"]), key=lambda c: c["taken_t"]),
+        "collected": [group for view in views for group in view["collected"]],
+        "waiting": [group for view in views for group in view["waiting"]],
+        "processes": len(views),
+    }
+
+
+def served_stack(channel: Path, pid: int | None) -> dict[str, str]:
+    """The stack the served process tree imported (``pid`` and its descendants, as the bootstrap
+    wrote them into ``channel``): distribution -> version. {} when nothing was written (not a
+    Python process, or one started with -I or -E)."""
     stack: dict[str, str] = {}
-    for child in sorted(tree & reports.keys()):
-        found = reports[child]
+    for found in _reports(channel, "stack-*.json", pid).values():
         stack["python"] = str(found.get("python"))
         stack.update(
             _stack_versions(tuple(map(str, found.get("path") or [])), set(map(str, found.get("modules") or [])))

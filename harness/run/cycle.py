@@ -84,6 +84,15 @@ class RunContext:
             self.pid_file.write_text(str(pid))
 
 
+def _taken_since(view: dict[str, Any] | None, since: float) -> dict[str, Any] | None:
+    """The pool view with the checkouts taken before ``since`` left out, and out of its count."""
+    if view is None or not view.get("checkouts"):
+        return view
+    earlier = [c for c in view["checkouts"] if float(c.get("taken_t") or 0) < since]
+    kept = [c for c in view["checkouts"] if float(c.get("taken_t") or 0) >= since]
+    return {**view, "checkouts": kept, "checked_out": max(0, int(view["checked_out"]) - len(earlier))}
+
+
 async def cycle(
     run: RunContext, prefix: str, mix: Mapping[str, int], csv_name: str, extra_env: Mapping[str, str] | None = None
 ) -> Verdict:
@@ -110,6 +119,8 @@ async def cycle(
     requests = read_requests(sorted(run_dir.glob(f"requests-{csv_name}-*.csv")))
     lingering = attribute(lingering, requests)
     pool_views["final"] = await read_pool_view(run.target)
+    if prefix:  # one kind of --isolate/--sweep: what an earlier cycle (or preflight) left is not its own
+        pool_views["final"] = _taken_since(pool_views["final"], record.phases[f"{prefix}warmup"][0])
     lingering = with_checkouts(lingering, pool_views["final"], requests)  # where and by which request it was taken
     views = read_json(run_dir / POOL_VIEW_JSON) if not first else {}
     write_json(run_dir / POOL_VIEW_JSON, views | ({prefix.rstrip("/"): pool_views} if prefix else pool_views))

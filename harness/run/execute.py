@@ -275,6 +275,7 @@ def _target(cfg: RunConfig, dsn: str, logs: Path) -> AbstractAsyncContextManager
             database_variable=cfg.database_env,
             pool_limit=cfg.pool_limit,
             pool_view_path=cfg.pool_view,
+            instrument=cfg.instrument,
         )
     if cfg.target_url:
         return external_target(cfg.target_url, cfg.pool_limit, cfg.pool_view)

@@ -32,7 +32,7 @@ KINDS: dict[str, tuple[re.Pattern[str], str]] = {
     "pool_exhausted": (
         re.compile(
             r"QueuePool limit of size \d+ overflow \d+ reached|PoolTimeout|couldn't get a connection after"
-            r"|TooManyConnectionsError",
+            r"|TooManyConnectionsError|PoolError: connection pool exhausted",
             re.I,
         ),
         "the service's pool ran out (QueuePool limit / PoolTimeout)",
