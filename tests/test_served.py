@@ -51,7 +51,8 @@ def test_aiohttp_asyncpg_behind_an_auth_header(tmp_path: Path, variant: str, ver
         assert any("FROM inventory_items" in statement for statement in found["attribution"]["statements"])
         # With no change to the service: the line that took them (the acquire that is never released)
         source = (REPO / "tests" / "targets" / "aiohttp_asyncpg.py").read_text().splitlines()
-        line = next(i for i, text in enumerate(source, 1) if "conn = await pool.acquire()" in text)
+        start = next(i for i, text in enumerate(source) if text.startswith("async def report_leaky("))
+        line = next(i for i, text in enumerate(source[start:], start + 1) if "conn = await pool.acquire()" in text)
         assert found["checkout_sites"] == {
             f"tests/targets/aiohttp_asyncpg.py:{line} in report_leaky()": found["leaked"]
         }
@@ -125,32 +126,42 @@ DJANGO = '[[endpoints]]\npath = "/items/"\n\n[chaos.error]\nrequest = "GET /item
 
 @pytest.mark.parametrize(
     ("variant", "verdict"),
-    [("leaky", "LEAK"), ("correct", "PASS")],  # CONN_MAX_AGE 60, and 0 (the fix)
+    [("leaky --gc-off", "LEAK"), ("leaky", "LEAK"), ("correct", "PASS")],  # CONN_MAX_AGE 60, and 0 (the fix)
 )
 def test_django_under_gunicorn_ending_in_commit_on_a_roomy_server(tmp_path: Path, variant: str, verdict: str) -> None:
     # gunicorn -k uvicorn_worker.UvicornWorker, 2 workers, ATOMIC_REQUESTS: every leaked connection ends in
     # COMMIT (ROLLBACK on the 404), like a pool's reset; 1,000 server slots, so the server never fills.
+    # --gc-off: what leaked stays open (as in a large heap, where a full collection is rare); without it the
+    # garbage collector closes them at moments nobody picks, maybe every one before settle ends.
     folder = config(tmp_path, "django_asgi", f"{variant} --server gunicorn --atomic", DJANGO)
     proc = drainwatch(
-        "run", "--run-id", variant, "-q", "--embedded-max-connections", "1000", "--dev-mode", cwd=folder, timeout=240
+        "run", "--run-id", "r", "-q", "--embedded-max-connections", "1000", "--dev-mode", cwd=folder, timeout=240
     )
-    found = summary(folder, variant)
+    found = summary(folder, "r")
     assert found["verdict"] == verdict, found["reasons"]
-    assert proc.returncode == (1 if variant == "leaky" else 0), proc.stdout + proc.stderr
-    assert not found["server"]["full"]
-    run = json.loads((folder / "runs" / variant / "run.json").read_text())
+    assert proc.returncode == (0 if variant == "correct" else 1), proc.stdout + proc.stderr
+    assert found["server"]["full"] is (variant == "leaky --gc-off")  # nothing ever closed fills even 1,000 slots
+    run_dir = folder / "runs" / "r"
+    run = json.loads((run_dir / "run.json").read_text())
     assert {"django", "gunicorn", "uvicorn", "psycopg"} <= set(run["target"]["versions"])  # the stack it ran
     # Nothing of the service outlives the run: gunicorn's master and each worker wrote their stack.
-    tree = [int(p.stem.split("-")[1]) for p in (folder / "runs" / variant / "logs" / "stack").glob("stack-*.json")]
+    tree = [int(p.stem.split("-")[1]) for p in (run_dir / "logs" / "stack").glob("stack-*.json")]
     assert len(tree) >= 3, tree  # the master and 2 workers
     assert not [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     if variant == "correct":
-        assert found["leaked"] == 0 and found["reuse"]["never_reused"] == 0
+        # a connection lives as long as its request: the collector may catch one or two, not one per request
+        assert found["leaked"] == 0 and found["reuse"]["never_reused"] == 0 and found["reuse"]["opened"] <= 5
         return
-    assert found["leaked"] >= 10 and {"single_use", "drain", "leak_warnings"} <= set(found["evidence"])
+    # Connections opened per request during the load, outliving it: no pool does that.
+    assert "single_use" in found["evidence"] and found["reuse"]["opened"] >= 10
+    if variant == "leaky":  # the collector closed some or all: psycopg said so in the log
+        assert "leak_warnings" in found["evidence"] and found["service_warnings"]["connection_dropped"] >= 1
+        return
+    assert found["leaked"] >= 10 and {"single_use", "drain"} <= set(found["evidence"])
     assert found["leaked_by_kind"]["single_use"] >= 10 and found["reuse"]["never_reused"] >= 10
-    assert found["reuse"]["opened"] > found["reuse"]["never_reused"]  # most were closed again by the collector
-    assert found["service_warnings"]["connection_dropped"] >= 1  # psycopg's "deleted while still open"
+    with open(run_dir / "lingering.csv", newline="") as handle:
+        kinds = [row["kind"] for row in csv.DictReader(handle)]
+    assert kinds.count("never_reused") == found["reuse"]["never_reused"] == len(found["never_reused"])
     # Every route leaks: each connection is named by the request that opened it, ROLLBACK by the 404.
     likely = found["attribution"]["likely"]
     assert likely.get("steady GET /items/", 0) >= 5 and likely.get("error GET /items/999999/", 0) >= 1, likely

@@ -8,7 +8,7 @@ from drainwatch.errors import UsageError
 from drainwatch.judge.diagnosis import diagnose
 from drainwatch.judge.forensics import classify, is_reset_statement, learn, parse_tag, resetting_apps
 from drainwatch.judge.probe import ProbeResult
-from drainwatch.judge.verdict import ERROR, LEAK, PASS, SATURATED, judge, with_service_warnings
+from drainwatch.judge.verdict import ERROR, LEAK, PASS, SATURATED, judge, recovery_sentence, with_service_warnings
 from drainwatch.plan import parse_mix, redact_dsn
 from drainwatch.sample.collector import Sample, to_sample
 from drainwatch.units import parse_duration
@@ -563,3 +563,17 @@ def test_warm_up_ends_once_the_pools_stop_growing() -> None:
     assert not stopped_growing(growing, 110.0, 100.0)
     assert not stopped_growing([(100.0 + i, 0) for i in range(8)], 110.0, 100.0)  # no connection seen yet
     assert not stopped_growing([], 110.0, 100.0)
+
+
+def test_a_count_that_fell_under_baseline_on_a_leak_is_not_never_back() -> None:
+    # Held connections took the place of pooled ones: 10 left of a baseline of 29.
+    held = [_conn("a", "idle", "SELECT count(*) FROM orders") | {"kind": "held"}] * 10
+    verdict = judge(_samples([29] * 10 + [10] * 5), PHASES, held, ProbeResult(1, 0, True, "no answer within 5s"))
+    assert verdict.outcome == LEAK and verdict.recovery_s is None
+    assert recovery_sentence(verdict.recovery_s, verdict.final["total"], verdict.baseline["total"]) == (
+        "the count fell under it (10 of 29), and connections stay held"
+    )
+    assert verdict.checks[0].passed and verdict.checks[0].detail.endswith(
+        "yet 10 connection(s) are held: they took the place of pooled ones, so the count alone does not show this leak"
+    )
+    assert recovery_sentence(None, 30, 29) == "never" and recovery_sentence(2.0, 29, 29) == "2.0s after traffic stopped"

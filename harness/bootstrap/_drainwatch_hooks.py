@@ -170,7 +170,7 @@ def _load_instrument() -> types.ModuleType:
 def write_view(channel: str) -> None:
     """Write this process's pool view into ``channel`` when it changed (called by the bootstrap's thread)."""
     global _last
-    if _instrument is None:
+    if _instrument is None or not _pools:  # loaded for a server's request context, with no pool hooked
         return
     live = {name: pool for name, ref in _pools if (pool := ref()) is not None}
     view = _instrument.pool_view(live)

@@ -89,6 +89,7 @@ class Verdict:
     per_request: bool = False  # held connections opened one by one during the run (a connection per request/thread)
     # connections opened during the load, for how many requests, how many never reused, closed again
     reuse: dict[str, int] | None = None
+    never_reused: list[int] = field(default_factory=list)  # backend pids of the connections that served one request
 
     @property
     def exit_code(self) -> int:
@@ -353,15 +354,27 @@ def _check_held(tally: _Tally, tolerance: int) -> Check:
     )
 
 
-def _check_single_use(tally: _Tally, tolerance: int) -> Check:
+def _check_single_use(tally: _Tally, tolerance: int, reuse: Reuse) -> Check:
+    """Connections opened for one request and left open; or, when the garbage collector closed them
+    all before settle ended, connections opened per request that outlived it (a healthy service
+    opens none during the load: a pool keeps its own, a connection closed with its request lives
+    less than a reading) and were closed again later."""
     count = len(tally.single_use)
-    detail = (
-        f"{count} connection(s) were opened for one request and left open while the load went on without "
-        "them: no pool reuses them and nothing closes them (a connection per request or thread)"
-        if count
-        else "no connection was opened for one request and left open"
-    )
-    return Check("single_use", count <= tolerance, detail, {"count": count})
+    churn = reuse.per_request and reuse.closed >= SINGLE_USE_PATTERN
+    if count:
+        detail = (
+            f"{count} connection(s) were opened for one request and left open while the load went on without "
+            "them: no pool reuses them and nothing closes them (a connection per request or thread)"
+        )
+    elif churn:
+        detail = (
+            f"{reuse.opened} connection(s) were opened for {reuse.requests} request(s) during the load and outlived "
+            f"their request, {reuse.closed} closed again later (the garbage collector, or the server): a connection "
+            "per request or thread, left open, not a pool"
+        )
+    else:
+        detail = "no connection was opened for one request and left open"
+    return Check("single_use", count <= tolerance and not churn, detail, {"count": count, "churn": churn})
 
 
 def _check_pool_view(pool_view: Mapping[str, Any], tally: _Tally, tolerance: int) -> Check:
@@ -409,8 +422,12 @@ def _check_saturation(
     failed = max(0, int(steady.get("failed") or 0) - int(steady.get("not_served") or 0))
     share = failed / requests
     numbers = {"requests": requests, "failed": failed, "share": round(share, 4), "threshold": SATURATION_SHARE}
+    in_faults = int(steady.get("failed_in_faults") or 0)
+    if in_faults:
+        numbers["failed_in_faults"] = in_faults
     if share <= SATURATION_SHARE or failed < SATURATION_MIN:
-        return Check("saturation", True, f"{requests - failed} of {requests} steady requests served", numbers)
+        during = f" ({in_faults} more failed during the faults drainwatch injected, not counted)" if in_faults else ""
+        return Check("saturation", True, f"{requests - failed} of {requests} steady requests served{during}", numbers)
     said = [
         f"the service stopped serving under the load: {failed} of {requests} steady requests ({share:.0%}) "
         f"failed while it ran (top error: {steady.get('top_error') or 'none recorded'})"
@@ -759,7 +776,7 @@ def judge(
         _check_drain(baseline, final, tally, tolerance, recovery_s, pool_view is not None, drift["before_warmup"]),
         _check_idle_in_transaction(tally, tolerance),
         _check_held(tally, tolerance),
-        _check_single_use(tally, tolerance),
+        _check_single_use(tally, tolerance, reuse),
     ]
     if pool_view is not None:
         checks.append(_check_pool_view(pool_view, tally, tolerance))
@@ -799,8 +816,13 @@ def judge(
     reasons += _caveats(outcome, load, gaps, zombie, drift, pool_view)
     invisible = tally.invisible(pool_view)
     leaked = max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"])
+    if outcome == LEAK and checks[0].passed and leaked:
+        checks[0].detail += (
+            f"; yet {leaked} connection(s) are held: they took the place of pooled ones, so the count alone "
+            "does not show this leak"
+        )
     # The probe (or a full server) can see a leak no row shows: then the count is only a floor.
-    exact = outcome != LEAK or leaked > 0 or not ({"probe", "server_limit"} & set(evidence))
+    exact = outcome != LEAK or leaked > 0 or not ({"probe", "server_limit", "single_use"} & set(evidence))
     return Verdict(
         outcome=outcome,
         reasons=reasons,
@@ -840,7 +862,18 @@ def judge(
         per_request=_opened_per_request([r for r in lingering if r["kind"] in (HELD, IN_TRANSACTION, UNSURE)])
         or bool(tally.single_use),
         reuse=asdict(reuse) | {"never_reused": len(tally.single_use)},
+        never_reused=sorted(int(row["pid"]) for row in tally.single_use if row.get("pid") not in (None, "")),
     )
+
+
+def recovery_sentence(recovery_s: float | None, final_total: float | None, baseline_total: float | None) -> str:
+    """When the count came back to baseline, said once for every renderer: a count that fell under
+    the baseline while connections stayed held is not "never" back, nor a recovery."""
+    if recovery_s is not None:
+        return f"{human_seconds(recovery_s)} after traffic stopped"
+    if final_total is not None and baseline_total is not None and final_total < baseline_total:
+        return f"the count fell under it ({final_total:.0f} of {baseline_total:.0f}), and connections stay held"
+    return "never"
 
 
 def with_shutdown(verdict: Verdict, shutdown: Mapping[str, Any]) -> Verdict:
@@ -897,6 +930,7 @@ def with_service_warnings(verdict: Verdict, counts: Mapping[str, int]) -> Verdic
     verdict.checks.append(check)
     if not check.passed and verdict.outcome in (PASS, SATURATED):
         verdict.outcome, verdict.evidence, verdict.reasons = LEAK, ["leak_warnings"], [detail, *verdict.reasons[1:]]
+        verdict.leaked_exact = verdict.leaked > 0  # the log says connections leaked, no row shows them
     elif not check.passed and verdict.outcome == LEAK:
         verdict.evidence.append("leak_warnings")
     if verdict.outcome == PASS and counts.get("pool_exhausted"):

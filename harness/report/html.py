@@ -16,7 +16,7 @@ from typing import Any
 
 from drainwatch import __version__
 from drainwatch.judge.attribution import likely_sentence
-from drainwatch.judge.verdict import telling
+from drainwatch.judge.verdict import recovery_sentence, telling
 from drainwatch.plan import redact_dsn
 from drainwatch.report.figures import Timeline
 from drainwatch.report.page import MONO, PAGE
@@ -41,7 +41,7 @@ CHECK_TITLES = {
     "leak_warnings": "Nothing left to the garbage collector",
     "saturation": "Served its steady traffic",
 }
-ROW_CLASS = {"held": "leak", "in_transaction": "leak", "unsure": "maybe"}
+ROW_CLASS = {"held": "leak", "in_transaction": "leak", "never_reused": "leak", "unsure": "maybe"}
 
 
 class Raw(str):
@@ -136,6 +136,7 @@ def _verdict(data: RunData) -> str:
     served = f"{probe.get('ok', 0)}/{probe.get('attempts', 0)} served"
     iit = s.get("idle_in_transaction") or {}
     levels = [(s.get(k) or {}).get("total") for k in ("baseline", "peak", "final")]
+    fell = recovery is None and levels[0] is not None and levels[2] is not None and levels[2] < levels[0]
     tiles = [
         _tile(
             shown_leaked,
@@ -149,8 +150,8 @@ def _verdict(data: RunData) -> str:
         ),
         # Only "never" is coloured: a pool that shrank below baseline is back to it while still leaking.
         _tile(
-            f"after {human_seconds(recovery)}" if recovery is not None else "never",
-            "back to baseline after the load",
+            f"after {human_seconds(recovery)}" if recovery is not None else "under it" if fell else "never",
+            recovery_sentence(None, levels[2], levels[0]) if fell else "back to baseline after the load",
             bad=True if recovery is None else None,
         ),
         _tile(
@@ -339,7 +340,7 @@ def _lingering(data: RunData) -> str:
     if rows.empty:
         return "<p>No connection of the target was left open.</p>"
     said = ", ".join(f"{n} {escape(str(k).replace('_', ' '))}" for k, n in rows["kind"].value_counts().items())
-    rank = rows["kind"].map({"in_transaction": 0, "held": 1, "unsure": 2, "active": 3}).fillna(4)
+    rank = rows["kind"].map({"in_transaction": 0, "held": 1, "never_reused": 2, "unsure": 3, "active": 4}).fillna(5)
     ordered = rows.assign(_rank=rank).sort_values(["_rank", "state_age_s"], ascending=[True, False])
     table, classes = [], []
     for r in ordered.head(MAX_ROWS).itertuples(index=False):
@@ -380,7 +381,7 @@ def _lingering(data: RunData) -> str:
     ]
     more = len(rows) - MAX_ROWS
     return (
-        f"<p>{len(rows)} connection(s) still open: {said}. Held and in-transaction connections are leaks "
+        f"<p>{len(rows)} connection(s) still open: {said}. Held, in-transaction and never-reused connections (each served one request and no pool holds it) are leaks "
         "(red); unsure ones ran application SQL last in a pool that does not reset, so they may be (amber); "
         "pooled ones were reset by their pool and are a warm pool.</p>"
         + f'<div class="scroll">{table_html(head, table, numeric={0, 3, 4, 5}, classes=classes, cells={8: "id", 10: "q"})}'

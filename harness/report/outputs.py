@@ -13,7 +13,7 @@ from typing import Any
 
 from drainwatch import __version__
 from drainwatch.judge.hangups import sentence as hangup_sentence
-from drainwatch.judge.verdict import Verdict, telling, waiting_sentence
+from drainwatch.judge.verdict import Verdict, recovery_sentence, telling, waiting_sentence
 from drainwatch.plan import redact_dsn
 from drainwatch.rundir import JUNIT_XML, RUN_JSON, SUMMARY_JSON, SUMMARY_MD, SUMMARY_SCHEMA, read_json, write_json
 from drainwatch.sample.service_log import describe
@@ -225,10 +225,8 @@ def _figures(data: Mapping[str, Any], outcome: str) -> list[str]:
     facts = [
         f"**leaked**: {leaked}; {data.get('pooled_idle', 0)} idle back in their pool",
         "**back to baseline**: "
-        + (
-            f"{human_seconds(data['recovery_s'])} after traffic stopped"
-            if data.get("recovery_s") is not None
-            else "never"
+        + recovery_sentence(
+            data.get("recovery_s"), (data.get("final") or {}).get("total"), (data.get("baseline") or {}).get("total")
         ),
     ]
     probe = data.get("probe") or {}

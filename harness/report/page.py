@@ -45,7 +45,7 @@ td.q { min-width: 260px; max-width: 560px; overflow-wrap: anywhere; color: #4950
 .ok { color: var(--pass); font-weight: 700; } .fail { color: var(--leak); font-weight: 700; }
 .better { color: var(--pass); font-weight: 700; } .worse { color: var(--leak); font-weight: 700; } .same { color: var(--muted); }
 .kind { padding: 1px 7px; border-radius: 9px; background: #e9ecef; font-size: 12px; white-space: nowrap; }
-.kind.held, .kind.in_transaction { background: var(--leak); color: #fff; } .kind.unsure { background: #ffd43b; }
+.kind.held, .kind.in_transaction, .kind.never_reused { background: var(--leak); color: #fff; } .kind.unsure { background: #ffd43b; }
 figure { margin: 0; padding: 12px; background: #fff; border: 1px solid var(--line); border-radius: 8px; }
 figure img { display: block; width: 100%; height: auto; }
 .cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr)); gap: 0 28px; }

@@ -127,7 +127,7 @@ async def cycle(
     write_connections(run_dir / LINGERING_CSV, lingering, append=not first)
     result = await _probe(run, prefix, first)
     phases = {name: record.phases[f"{prefix}{name}"] for name in ("warmup", "baseline", "load", "settle")}
-    kinds = kind_counts(run_dir / csv_name)
+    kinds = _outside_faults(kind_counts(run_dir / csv_name), requests, record.data.get("faults") or [])
     if cfg.sweep_disconnect and "disconnect" in kinds:
         kinds["disconnect"]["sweep"] = True
     verdict = judge(
@@ -144,6 +144,8 @@ async def cycle(
         at_baseline=at_baseline,
         pooler=_pooler(run, phases),
     )
+    if verdict.never_reused:  # lingering.csv says which idle connections no pool holds
+        _mark_never_reused(run_dir / LINGERING_CSV, set(verdict.never_reused))
     if snapshot_note:
         verdict.reasons.append(snapshot_note)
     verdict.hangups = _hangups(run, requests, phases["load"][0], phases["settle"][1])
@@ -330,6 +332,42 @@ def write_connections(path: Path, rows: list[dict[str, Any]], *, append: bool = 
             writer.writeheader()
         for row in rows:
             writer.writerow({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+
+
+FAULT_RECOVERY = 2.0  # seconds after an injected fault ends during which its effects may still fail requests
+
+
+def _outside_faults(
+    kinds: dict[str, dict[str, Any]], requests: list[dict[str, Any]], faults: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The steady kind's failures without those during a fault drainwatch injected (and its
+    recovery): a restarted server fails requests by design, and that is not the service saturating."""
+    steady = kinds.get("steady")
+    windows = [(f["start"], f.get("end", f["start"]) + FAULT_RECOVERY) for f in faults if "start" in f]
+    if not steady or not windows:
+        return kinds
+    during = sum(
+        1
+        for r in requests
+        if r.get("scenario") == "steady"
+        and r.get("outcome") == "failed"
+        and not str(r.get("detail", "")).startswith("HTTP 4")
+        and any(start <= r["end"] and r["start"] <= end for start, end in windows)
+    )
+    return {**kinds, "steady": {**steady, "failed": max(0, steady["failed"] - during), "failed_in_faults": during}}
+
+
+NEVER_REUSED = "never_reused"  # lingering.csv's kind for an idle connection that served one request, in no pool
+
+
+def _mark_never_reused(path: Path, pids: set[int]) -> None:
+    """Rewrite lingering.csv with the kind of those connections the verdict found never reused."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row.get("pid", "").isdigit() and int(row["pid"]) in pids and row.get("kind") in ("pooled", "unsure"):
+            row["kind"] = NEVER_REUSED
+    write_connections(path, rows)
 
 
 def load_counts(prefix: Path) -> dict[str, int]:

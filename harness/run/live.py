@@ -22,7 +22,7 @@ from rich.table import Table
 
 from drainwatch.judge.attribution import likely_sentence
 from drainwatch.judge.hangups import sentence as hangup_sentence
-from drainwatch.judge.verdict import Verdict, telling, waiting_sentence
+from drainwatch.judge.verdict import Verdict, recovery_sentence, telling, waiting_sentence
 from drainwatch.sample.collector import read_last_sample
 from drainwatch.units import human_seconds
 
@@ -161,7 +161,7 @@ def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> N
         + "held for up to "
         f"{human_seconds(verdict.oldest_held_s)}); pooled idle {verdict.pooled_idle}",
         "count back to baseline  "
-        + (f"{verdict.recovery_s:.1f}s after traffic stopped" if verdict.recovery_s is not None else "never"),
+        + recovery_sentence(verdict.recovery_s, verdict.final.get("total"), verdict.baseline.get("total")),
         f"probe        {verdict.probe['ok']}/{verdict.probe['attempts']} served"
         + (f" — {verdict.probe['detail']}" if verdict.probe.get("detail") else ""),
     ]

@@ -67,6 +67,11 @@ def main() -> None:
     parser.add_argument("--variant", choices=["leaky", "correct"], default="correct")
     parser.add_argument("--server", choices=["uvicorn", "gunicorn", "wsgi"], default="uvicorn")
     parser.add_argument("--atomic", action="store_true", help="ATOMIC_REQUESTS: every view in a transaction")
+    parser.add_argument(
+        "--gc-off",
+        action="store_true",
+        help="no cyclic garbage collection: what leaks stays (a large heap's rare gen-2)",
+    )
     args = parser.parse_args()
     if args.command == "setup":
         setup_schema(os.environ["DATABASE_URL"])
@@ -77,6 +82,8 @@ def main() -> None:
         os.environ["CONN_MAX_AGE"] = "0"
     if args.atomic:
         os.environ["ATOMIC_REQUESTS"] = "1"
+    if args.gc_off:
+        os.environ["TARGET_GC_OFF"] = "1"  # read by asgi.py in every process, gunicorn's workers too
     if args.server != "uvicorn":
         gunicorn(args.server, args.port)
 
