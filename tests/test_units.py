@@ -252,7 +252,8 @@ def test_the_service_logging_dropped_connections_is_a_leak() -> None:
     verdict = with_service_warnings(passed, {"connection_dropped": 3, "pool_exhausted": 1})
     assert verdict.outcome == LEAK and verdict.evidence == ["leak_warnings"]
     assert verdict.reasons[0] == (
-        "the service logged 3 connection(s) dropped without being given back, closed later by the garbage collector"
+        "the service dropped 3 connection(s) without giving them back, closed later by the garbage collector "
+        "(its log says 3)"
     )
     clean = with_service_warnings(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3)), {"pool_exhausted": 2})
     assert clean.outcome == PASS and [c.passed for c in clean.checks if c.name == "leak_warnings"] == [True]
@@ -577,3 +578,10 @@ def test_a_count_that_fell_under_baseline_on_a_leak_is_not_never_back() -> None:
         "yet 10 connection(s) are held: they took the place of pooled ones, so the count alone does not show this leak"
     )
     assert recovery_sentence(None, 30, 29) == "never" and recovery_sentence(2.0, 29, 29) == "2.0s after traffic stopped"
+
+
+def test_connections_the_pool_view_saw_collected_are_a_leak_even_unlogged() -> None:
+    view = {"checked_out": 0, "idle": 5, "limit": 10, "collected": [{"stack": ["app.py:9 in get()"], "count": 4}]}
+    verdict = with_service_warnings(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3), pool_view=view), {})
+    assert verdict.outcome == LEAK and verdict.evidence == ["leak_warnings"] and not verdict.leaked_exact
+    assert verdict.reasons[0].endswith("closed later by the garbage collector (its pool view saw 4)")

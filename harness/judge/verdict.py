@@ -919,14 +919,21 @@ def with_service_warnings(verdict: Verdict, counts: Mapping[str, int]) -> Verdic
     if counts:
         said = "; ".join(f"{n} × {describe(kind)}" for kind, n in counts.items())
         verdict.reasons.append(f"the service logged: {said} (logs/target.log, service-warnings.csv)")
-    dropped = sum(counts.get(kind, 0) for kind in LEAK_WARNINGS)
-    detail = (
-        f"the service logged {dropped} connection(s) dropped without being given back, closed later by the "
-        "garbage collector"
-        if dropped
-        else "the service logged no connection left to the garbage collector"
+    logged = sum(counts.get(kind, 0) for kind in LEAK_WARNINGS)
+    seen = sum(verdict.collected_sites.values())  # as the pool view recorded them, logged or not
+    dropped = max(logged, seen)
+    said = " and ".join(
+        what for n, what in ((logged, f"its log says {logged}"), (seen, f"its pool view saw {seen}")) if n
     )
-    check = Check("leak_warnings", dropped <= verdict.tolerance, detail, {"count": dropped})
+    detail = (
+        f"the service dropped {dropped} connection(s) without giving them back, closed later by the garbage "
+        f"collector ({said})"
+        if dropped
+        else "the service left no connection to the garbage collector (its log, and its pool view when it has one)"
+    )
+    check = Check(
+        "leak_warnings", dropped <= verdict.tolerance, detail, {"count": dropped, "logged": logged, "seen": seen}
+    )
     verdict.checks.append(check)
     if not check.passed and verdict.outcome in (PASS, SATURATED):
         verdict.outcome, verdict.evidence, verdict.reasons = LEAK, ["leak_warnings"], [detail, *verdict.reasons[1:]]

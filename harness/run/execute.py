@@ -103,12 +103,12 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
         exc.add_note(f"{RUN_DIR_NOTE}{run_dir}")
         raise
     finally:
-        if cfg.serve and "target" in record.data:  # what its processes imported, however the run ended
-            record.data["target"]["versions"] = served_stack(
-                stack_channel(run_dir / LOGS / "target.log"), record.data["target"]["pid"]
-            )
-        record.finish(status, error)
-        _write_outputs(run_dir, record, verdict, cfg)
+        try:
+            if cfg.serve and (pid := record.data["target"].get("pid")):  # what it imported, however it ended
+                record.data["target"]["versions"] = served_stack(stack_channel(run_dir / LOGS / "target.log"), pid)
+        finally:
+            record.finish(status, error)
+            _write_outputs(run_dir, record, verdict, cfg)
     return verdict
 
 
