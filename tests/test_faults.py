@@ -227,3 +227,32 @@ def test_report_is_checkpointed_during_a_long_load(tmp_path: Path) -> None:
         time.sleep(0.2)
     run.wait(120)
     assert seen_during_load
+
+
+@pytest.mark.parametrize(
+    ("name", "said"), [("postgres", "PostgreSQL"), ("target", "the service")]
+)  # fmt: skip
+def test_a_process_killed_mid_load_is_said_not_diagnosed(tmp_path: Path, name: str, said: str) -> None:
+    argv = [sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--out", str(tmp_path), "--run-id", "d"]
+    run = subprocess.Popen([*argv, *FAST], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_json = tmp_path / "d" / "run.json"
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline and run.poll() is None
+        record = json.loads(run_json.read_text()) if run_json.exists() else {}
+        if record.get("current_phase") == "load":
+            break
+        time.sleep(0.1)
+    time.sleep(2)
+    pid = record["processes"][name]
+    os.kill(pid, signal.SIGKILL)
+    output, _ = run.communicate(timeout=180)
+    summary = _summary(tmp_path / "d")
+    assert run.returncode == 2, output
+    assert summary["verdict"] == "ERROR" and summary["evidence"] == ["process_died"], summary["reasons"]
+    log = "postgres.log" if name == "postgres" else "target.log"
+    assert summary["reasons"][0].startswith(
+        f"{said} (pid {pid}) died during the run, killed by SIGKILL; the last lines of logs/{log}: "
+    ), summary["reasons"]
+    assert summary["diagnosis"] == []  # nothing to say of the service's code
+    assert leftovers(tmp_path / "d") == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drainwatch.judge.verdict import LEAK, Verdict
+from drainwatch.judge.verdict import DIED, LEAK, Verdict
 from drainwatch.units import human_seconds
 
 GUARDRAILS = (
@@ -16,6 +16,8 @@ GUARDRAILS = (
 def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
     """One entry per pattern seen: ``pattern``, ``evidence``, ``cause``, ``fix``."""
     found: list[dict[str, Any]] = []
+    if DIED in verdict.evidence:  # PostgreSQL or the service died: nothing to say of the service's code
+        return found
     checks = {check.name: check for check in verdict.checks}
     tagged = {route: n for route, n in verdict.routes.items() if route != "unknown"}
     by_routes = ", ".join(f"{route} ({n})" for route, n in sorted(tagged.items(), key=lambda kv: -kv[1]))

@@ -876,6 +876,17 @@ def recovery_sentence(recovery_s: float | None, final_total: float | None, basel
     return "never"
 
 
+DIED = "process_died"
+
+
+def with_deaths(verdict: Verdict, deaths: Sequence[str]) -> Verdict:
+    """The verdict of a run in which PostgreSQL or the service died by itself: ERROR, saying so, and
+    nothing about the service's connections (what they did after that is not evidence)."""
+    verdict.outcome, verdict.evidence = ERROR, [DIED]
+    verdict.reasons = [*deaths, *(r for r in verdict.reasons if r.startswith("not tested:"))]
+    return verdict
+
+
 def with_shutdown(verdict: Verdict, shutdown: Mapping[str, Any]) -> Verdict:
     """The verdict with the shutdown check added: after SIGTERM the service must exit by itself
     and close every connection. A service that keeps them leaks a pool on every deploy."""

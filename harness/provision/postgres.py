@@ -36,6 +36,8 @@ class Database:
     pid: int | None = None  # the postmaster, when drainwatch started it
     data_dir: Path | None = None  # its data directory, when drainwatch started it
     restart: Callable[[], Awaitable[int]] | None = field(default=None, compare=False, repr=False)  # → new pid
+    # the postmaster's exit status once it has ended (negative: the signal), None while it runs
+    exit_code: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def display(self) -> str:
@@ -143,6 +145,7 @@ async def embedded_postgres(log_path: Path, *, max_connections: int = 100) -> As
                 pid=server.pid,
                 data_dir=pgdata,
                 restart=restart,
+                exit_code=lambda: server.proc.returncode if server.proc else None,
             )
         finally:
             await server.stop()

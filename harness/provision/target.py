@@ -47,6 +47,8 @@ class Target:
     current_pid: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
     stop: Callable[[], Awaitable[int | None]] | None = field(default=None, compare=False, repr=False)  # → exit code
     log_path: Path | None = None
+    # its exit status once it has ended (negative: the signal), None while it runs or when not ours
+    exit_code: Callable[[], int | None] | None = field(default=None, compare=False, repr=False)
     channel: Path | None = None  # where the bootstrap in its processes writes (a service drainwatch started)
 
     def pid_now(self) -> int | None:
@@ -94,6 +96,7 @@ async def _serving(child: Child, url: str, what: str, **target: Any) -> AsyncIte
             current_pid=lambda: child.pid,
             stop=child.stop,
             log_path=child.log_path,
+            exit_code=lambda: child.proc.returncode if child.proc else None,
             **target,
         )
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import tempfile
 import time
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from drainwatch.errors import DrainwatchError, TargetProblem, UsageError
-from drainwatch.judge.verdict import Verdict, with_service_warnings, with_shutdown
+from drainwatch.judge.verdict import Verdict, with_deaths, with_service_warnings, with_shutdown
 from drainwatch.plan import Match, RunConfig, check_programs, redact_dsn, untested_kinds, untested_note
 from drainwatch.provision.pgbouncer import Pooler, external_pgbouncer, pgbouncer, show_clients, show_pools
 from drainwatch.provision.postgres import Database, Watch, embedded_postgres, external_postgres
@@ -85,7 +86,9 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                 verdict = await isolated(run, cycle)
             else:
                 verdict = await cycle(run, "", cfg.mix, LOCUST_PREFIX)
-            if run.target.kind == "served":
+            if deaths := _deaths(run):  # what died mid-run is the story: no diagnosis of the service
+                verdict = with_deaths(verdict, deaths)
+            elif run.target.kind == "served":
                 verdict = with_shutdown(verdict, await _shutdown(run))
             status = "completed"
         if verdict is not None and not cfg.target_url:  # after the service stopped: its last words count
@@ -384,6 +387,22 @@ async def _shutdown(run: RunContext) -> dict[str, Any]:
         "before": len(before),
         "remaining": [{k: row[k] for k in ("pid", "state", "query")} for row in rows],
     }
+
+
+def _deaths(run: RunContext) -> list[str]:
+    """A sentence for each process of the run that ended by itself: PostgreSQL, the service."""
+    said = []
+    for what, code, pid, log in (
+        ("PostgreSQL", run.db.exit_code, run.db.pid, "postgres.log"),
+        ("the service", run.target.exit_code, run.target.pid_now(), "target.log"),
+    ):
+        status = code() if code else None
+        if status is None:
+            continue
+        how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
+        words = last_words(run.run_dir / LOGS / log, 3)
+        said.append(f"{what} (pid {pid}) died during the run, {how}; the last lines of logs/{log}: {words}")
+    return said
 
 
 def _exited(pid: int | None) -> bool:
