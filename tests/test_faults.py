@@ -46,6 +46,9 @@ def test_restart_and_pause_on_the_fixed_variant(tmp_path: Path) -> None:
     assert any("could not be reached" in reason for reason in summary["reasons"])
     record = json.loads((tmp_path / "f" / "run.json").read_text())
     assert [(f["kind"], "error" in f) for f in record["faults"]] == [("pg-restart", False), ("pause-target", False)]
+    assert [f["fault"] for f in summary["faults"]] == ["pg-restart@3s", "pause-target@6s+2s"]
+    said = next(r for r in summary["reasons"] if r.startswith("faults drainwatch injected: "))
+    assert "pg-restart@3s (" in said and "pause-target@6s+2s (target paused 2s)" in said
     samples = list(csv.DictReader((tmp_path / "f" / "samples.csv").open()))
     gap_at = next(i for i, s in enumerate(samples) if s["gap"] == "1")
     assert any(s["gap"] == "0" and int(s["total"]) > 0 for s in samples[gap_at:])  # readings resumed

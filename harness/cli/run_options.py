@@ -337,7 +337,11 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
     "faults",
     multiple=True,
     metavar="KIND@TIME",
-    help="Inject a fault during the load (repeatable): pg-restart@20s, terminate-backends@20s, pause-target@20s+5s.",
+    help="Inject a fault during the load (repeatable), TIME from the load's start, +DURATION where it lasts: "
+    "pg-restart@20s (PostgreSQL restarted), terminate-backends@20s (the service's backends killed by the server), "
+    "pause-target@20s+5s (the service frozen, SIGSTOP then SIGCONT), pooler-kill@20s (KILL at the PgBouncer "
+    "drainwatch started: every client and server connection dropped, then RESUME; --via-pgbouncer), pg-pause@20s+5s (PAUSE then RESUME at that PgBouncer; "
+    "transaction mode).",
 )
 @click.option(
     "--docker-postgres",

@@ -124,13 +124,20 @@ def _match_kept(
 
 
 def sentence(label: str, row: Mapping[str, Any]) -> str:
-    """``disconnect POST /chat: 30 hang-ups, 0 statements cancelled, 12 left backends working, 18 unseen``."""
-    cancelled = (
-        f"{row.get('cancelled', 0)} cancelled a statement"
-        if row.get("server_log")
-        else "cancels unknown (no server log)"
-    )
-    return (
-        f"{label}: {row.get('hangups', 0)} hang-ups, {cancelled}, at least {row.get('kept_working', 0)} left a "
-        f"backend working for nobody, {row.get('unseen', 0)} neither seen"
-    )
+    """What the client's hang-ups did to the server's work, in a user's words:
+    ``disconnect POST /chat: 30 clients hung up; the server stopped the query of 12; 6 queries ran on for nobody;
+    12 ended before the server noticed``."""
+    hangups, cancelled = int(row.get("hangups", 0)), int(row.get("cancelled", 0))
+    kept, unseen = int(row.get("kept_working", 0)), int(row.get("unseen", 0))
+    said = [f"{hangups} client(s) hung up"]
+    if not row.get("server_log"):
+        said.append("whether the server stopped their queries is unknown (no server log)")
+    elif cancelled:
+        said.append(f"the server stopped the query of {cancelled}")
+    else:
+        said.append("the server stopped none of their queries")
+    if kept:
+        said.append(f"at least {kept} left a query running for nobody")
+    if unseen:
+        said.append(f"{unseen} left no trace on the server (no query of theirs was running when they hung up)")
+    return f"{label}: " + "; ".join(said)

@@ -90,6 +90,7 @@ class Verdict:
     # connections opened during the load, for how many requests, how many never reused, closed again
     reuse: dict[str, int] | None = None
     never_reused: list[int] = field(default_factory=list)  # backend pids of the connections that served one request
+    faults: list[dict[str, Any]] = field(default_factory=list)  # what drainwatch injected: fault, detail or error
 
     @property
     def exit_code(self) -> int:
@@ -214,6 +215,19 @@ def _life(row: Mapping[str, Any]) -> float:
     """Seconds from a connection's opening to its last change of state: under one request's length,
     it served that request and was never used again."""
     return float(row.get("backend_age_s") or 0) - float(row.get("state_age_s") or 0)
+
+
+def _reuse_reasons(
+    tally: _Tally, reuse: Reuse, drift: Mapping[str, Any], baseline_total: float, tolerance: int
+) -> list[str]:
+    """What the connections opened during the load say, when they were not a pool's."""
+    said = [reuse.sentence(len(tally.single_use))] if tally.single_use or reuse.per_request else []
+    if tally.single_use and (before := drift["before_warmup"]) is not None and baseline_total > before + tolerance:
+        said.append(
+            f"the warm-up alone took the count from {before:.0f} before any traffic to {baseline_total:.0f}: "
+            "the baseline already holds connections of the same kind"
+        )
+    return said
 
 
 def _single_use(
@@ -806,13 +820,7 @@ def judge(
         tolerance=tolerance,
     )
     gaps = _gaps(samples, load_start, settle_end)
-    if tally.single_use or reuse.per_request:
-        reasons.append(reuse.sentence(len(tally.single_use)))
-    if tally.single_use and (before := drift["before_warmup"]) is not None and baseline["total"] > before + tolerance:
-        reasons.append(
-            f"the warm-up alone took the count from {before:.0f} before any traffic to {baseline['total']:.0f}: "
-            "the baseline already holds connections of the same kind"
-        )
+    reasons += _reuse_reasons(tally, reuse, drift, baseline["total"], tolerance)
     reasons += _caveats(outcome, load, gaps, zombie, drift, pool_view)
     invisible = tally.invisible(pool_view)
     leaked = max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"])
@@ -874,6 +882,22 @@ def recovery_sentence(recovery_s: float | None, final_total: float | None, basel
     if final_total is not None and baseline_total is not None and final_total < baseline_total:
         return f"the count fell under it ({final_total:.0f} of {baseline_total:.0f}), and connections stay held"
     return "never"
+
+
+def with_faults(verdict: Verdict, events: Sequence[Mapping[str, Any]]) -> Verdict:
+    """The verdict naming each fault drainwatch injected and what it did: the reader must know the
+    run was not a quiet one."""
+    injected = [e for e in events if e.get("fault")]
+    verdict.faults = [
+        {k: e[k] for k in ("fault", "kind", "start", "end", "detail", "error") if k in e} for e in injected
+    ]
+    if injected:
+        said = "; ".join(
+            f"{e['fault']} ({'failed: ' + str(e['error']) if e.get('error') else e.get('detail') or 'done'})"
+            for e in injected
+        )
+        verdict.reasons.append(f"faults drainwatch injected: {said}")
+    return verdict
 
 
 DIED = "process_died"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from drainwatch.errors import DrainwatchError, TargetProblem, UsageError
-from drainwatch.judge.verdict import Verdict, with_deaths, with_service_warnings, with_shutdown
+from drainwatch.judge.verdict import Verdict, with_deaths, with_faults, with_service_warnings, with_shutdown
 from drainwatch.plan import Match, RunConfig, check_programs, redact_dsn, untested_kinds, untested_note
 from drainwatch.provision.pgbouncer import Pooler, external_pgbouncer, pgbouncer, show_clients, show_pools
 from drainwatch.provision.postgres import Database, Watch, embedded_postgres, external_postgres
@@ -86,6 +86,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
                 verdict = await isolated(run, cycle)
             else:
                 verdict = await cycle(run, "", cfg.mix, LOCUST_PREFIX)
+            verdict = with_faults(verdict, record.data.get("faults") or [])
             if deaths := _deaths(run):  # what died mid-run is the story: no diagnosis of the service
                 verdict = with_deaths(verdict, deaths)
             elif run.target.kind == "served":
