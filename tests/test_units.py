@@ -7,7 +7,7 @@ import pytest
 from drainwatch.errors import UsageError
 from drainwatch.judge.diagnosis import diagnose
 from drainwatch.judge.forensics import classify, is_reset_statement, learn, parse_tag, resetting_apps
-from drainwatch.judge.probe import ProbeResult
+from drainwatch.judge.probe import ProbeResult, answer
 from drainwatch.judge.verdict import ERROR, LEAK, PASS, SATURATED, judge, recovery_sentence, with_service_warnings
 from drainwatch.plan import parse_mix, redact_dsn
 from drainwatch.sample.collector import Sample, to_sample
@@ -585,3 +585,22 @@ def test_connections_the_pool_view_saw_collected_are_a_leak_even_unlogged() -> N
     verdict = with_service_warnings(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3), pool_view=view), {})
     assert verdict.outcome == LEAK and verdict.evidence == ["leak_warnings"] and not verdict.leaked_exact
     assert verdict.reasons[0].endswith("closed later by the garbage collector (its pool view saw 4)")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "said"),
+    [
+        (
+            500,
+            "<html><title>500 Internal Server Error</title><p>The server … Either the s",
+            '"500 Internal Server Error"',
+        ),
+        (500, "Server got itself in trouble", '"Server got itself in trouble"'),
+        (503, '{"detail": "pool exhausted"}', '"pool exhausted"'),
+        (500, "", "with an empty body"),
+    ],
+)
+def test_a_failed_probe_quotes_the_service_in_one_line(status: int, body: str, said: str) -> None:
+    assert (
+        answer(status, body) == f"the service answered HTTP {status}" + (": " if said.startswith('"') else " ") + said
+    )

@@ -7,6 +7,8 @@ connection means the service is down. Only the latter is an ERROR.
 from __future__ import annotations
 
 import csv
+import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,28 @@ class ProbeResult:
         return self.attempts > 0 and self.ok == self.attempts
 
 
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>|<h1[^>]*>(.*?)</h1>", re.I | re.S)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def answer(status: int, body: str, width: int = 120) -> str:
+    """A failed answer as one line a reader takes for the service's: its status and the page's title
+    or first heading, the JSON's ``detail``/``error``/``message``, or the first line of text."""
+    line = ""
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict):
+            line = str(next((data[k] for k in ("detail", "error", "message") if data.get(k)), ""))
+    except ValueError:
+        if found := _TITLE.search(body):
+            line = _TAGS.sub("", found.group(1) or found.group(2) or "")
+        else:
+            line = next((text for text in _TAGS.sub(" ", body).splitlines() if text.strip()), "")
+    line = " ".join(line.split())
+    line = line if len(line) <= width else line[: width - 1] + "…"
+    return f"the service answered HTTP {status}" + (f': "{line}"' if line else " with an empty body")
+
+
 async def probe(
     url: str, request: Request, *, count: int, timeout: float, out: Path, append: bool = False
 ) -> ProbeResult:
@@ -47,7 +71,7 @@ async def probe(
                     status = str(resp.status_code)
                     ok = resp.status_code < 400
                     if not ok:
-                        error = resp.text[:200]
+                        error = answer(resp.status_code, resp.text)
                 except httpx.TimeoutException:
                     ok, error = False, f"no answer within {timeout:g}s"
                 except httpx.ConnectError as exc:
