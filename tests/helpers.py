@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -35,6 +36,27 @@ def drainwatch(
         env={**os.environ, **(env or {})},
         cwd=cwd,
     )
+
+
+def run_until(
+    phase: str, out: Path, run_id: str, *args: str, timeout: float = 90
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start ``drainwatch run`` into ``out/run_id`` in the background and return once run.json says
+    ``phase`` has begun: the process and the run.json of that moment (it fails the test otherwise)."""
+    argv = [sys.executable, "-m", "drainwatch", "run", "--out", str(out), "--run-id", run_id, *args]
+    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_json = out / run_id / "run.json"
+    deadline = time.monotonic() + timeout
+    while True:
+        assert run.poll() is None, f"the run ended before {phase}: {run.stdout.read() if run.stdout else ''}"
+        assert time.monotonic() < deadline, f"the run never reached {phase}"
+        try:
+            record = json.loads(run_json.read_text())
+        except (OSError, ValueError):  # not written yet, or being rewritten
+            record = {}
+        if record.get("current_phase") == phase:
+            return run, record
+        time.sleep(0.05)
 
 
 def leftovers(run_dir: Path) -> dict[str, int]:

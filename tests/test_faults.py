@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAST, drainwatch, leftovers
+from tests.helpers import FAST, drainwatch, leftovers, run_until
 
 pytestmark = pytest.mark.slow
 
@@ -236,16 +236,7 @@ def test_report_is_checkpointed_during_a_long_load(tmp_path: Path) -> None:
     ("name", "said"), [("postgres", "PostgreSQL"), ("target", "the service")]
 )  # fmt: skip
 def test_a_process_killed_mid_load_is_said_not_diagnosed(tmp_path: Path, name: str, said: str) -> None:
-    argv = [sys.executable, "-m", "drainwatch", "run", "--variant", "fixed", "--out", str(tmp_path), "--run-id", "d"]
-    run = subprocess.Popen([*argv, *FAST], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run_json = tmp_path / "d" / "run.json"
-    deadline = time.monotonic() + 60
-    while True:
-        assert time.monotonic() < deadline and run.poll() is None
-        record = json.loads(run_json.read_text()) if run_json.exists() else {}
-        if record.get("current_phase") == "load":
-            break
-        time.sleep(0.1)
+    run, record = run_until("load", tmp_path, "d", "--variant", "fixed", *FAST)
     time.sleep(2)
     pid = record["processes"][name]
     os.kill(pid, signal.SIGKILL)

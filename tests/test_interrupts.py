@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import leftovers
+from tests.helpers import leftovers, run_until
 
 pytestmark = pytest.mark.slow
 
@@ -135,12 +135,8 @@ def test_kill_9_during_the_load_leaves_nothing_running_and_the_next_run_cleans_u
     # No finally runs: the kernel ends drainwatch's children (their parent-death signal), and the
     # next run into the same folder ends what is left, removes the embedded server's data, marks it killed.
     argv = [sys.executable, "-m", "drainwatch", "run", "--out", str(tmp_path), "--run-id", "k", "-q"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, _ = run_until("load", tmp_path, "k", "-q")
     run_json = tmp_path / "k" / "run.json"
-    deadline = time.monotonic() + 90
-    while _current_phase(run_json) != "load":
-        assert proc.poll() is None and time.monotonic() < deadline, "never reached the load"
-        time.sleep(0.05)
     time.sleep(2)
     record = json.loads(run_json.read_text())
     assert {"postgres", "target", "collector", "locust"} <= set(record["processes"])
