@@ -35,7 +35,11 @@ def test_a_backend_busy_with_no_request_in_flight_was_left_working() -> None:
     found = hangups(requests, active, cancels=None)["disconnect POST /work"]
     # the one busy backend after 10.0 is given to one hang-up, not two; at 15.5 the steady request explains it
     assert found == {"hangups": 3, "cancelled": 0, "kept_working": 1, "unseen": 2, "server_log": False}
-    assert "cancels unknown (no server log)" in sentence("disconnect POST /work", found)
+    assert sentence("disconnect POST /work", found) == (
+        "disconnect POST /work: 3 client(s) hung up; whether the server stopped their queries is unknown (no server "
+        "log); at least 1 left a query running for nobody; 2 left no trace on the server (no query of theirs was "
+        "running when they hung up)"
+    )
 
 
 def test_no_disconnect_kind_no_table() -> None:

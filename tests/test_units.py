@@ -604,3 +604,14 @@ def test_a_failed_probe_quotes_the_service_in_one_line(status: int, body: str, s
     assert (
         answer(status, body) == f"the service answered HTTP {status}" + (": " if said.startswith('"') else " ") + said
     )
+
+
+def test_connections_out_to_work_still_running_are_not_a_leak() -> None:
+    # Abandoned slow requests still run when --settle ends: the pools count out what that work uses.
+    busy = [s | {"active": 1} for s in _samples([6] * 15)]
+    working = [_conn("a", "active", "SELECT pg_sleep(3)") | {"kind": "active"}]
+    view = {"checked_out": 1, "idle": 5, "limit": 6}
+    verdict = judge(busy, PHASES, working, ProbeResult(1, 0, True, "no answer within 5s"), pool_view=view)
+    assert verdict.outcome == ERROR and verdict.evidence == ["still_working"], verdict.reasons
+    ghost = {"checked_out": 2, "idle": 4, "limit": 6}  # one more out than the work uses: closed behind its back
+    assert judge(busy, PHASES, working, ProbeResult(1, 0, True, "x"), pool_view=ghost).outcome == LEAK

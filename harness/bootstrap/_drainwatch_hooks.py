@@ -172,18 +172,35 @@ def write_view(channel: str) -> None:
     global _last
     if _instrument is None or not _pools:  # loaded for a server's request context, with no pool hooked
         return
+    wanted = _wanted(channel)
     live = {name: pool for name, ref in _pools if (pool := ref()) is not None}
     view = _instrument.pool_view(live)
     # every pool's checkouts, also one whose counts are not shown
     view["checkouts"], view["collected"] = _instrument.checkouts(), _instrument.collected()
     view["pid"], view["ppid"] = os.getpid(), os.getppid()
     text = json.dumps(view, default=str)
-    if text != _last:
+    if text != _last or wanted:
         path = os.path.join(channel, f"pool-{os.getpid()}.json")
         with open(f"{path}.part", "w") as handle:
             handle.write(text)
         os.replace(f"{path}.part", path)
         _last = text
+
+
+_answered = 0.0  # the last request for a fresh view this process answered (the mtime of ``want``)
+
+
+def _wanted(channel: str) -> bool:
+    """True once per request drainwatch makes for a fresh view (it touches ``want`` in the channel)."""
+    global _answered
+    try:
+        asked = os.stat(os.path.join(channel, "want")).st_mtime
+    except OSError:
+        return False
+    if asked <= _answered:
+        return False
+    _answered = asked
+    return True
 
 
 def after_fork() -> None:

@@ -403,9 +403,13 @@ def _check_pool_view(pool_view: Mapping[str, Any], tally: _Tally, tolerance: int
         )
     else:
         detail = f"the app's pools count {out} connection(s) checked out after settle"
-    return Check(
-        "pool_view", out <= tolerance, detail, {"checked_out": out, "visible": seen, "limit": pool_view.get("limit")}
-    )
+    numbers = {
+        "checked_out": out,
+        "visible": seen,
+        "active": tally.kinds.get(ACTIVE, 0),
+        "limit": pool_view.get("limit"),
+    }
+    return Check("pool_view", out <= tolerance, detail, numbers)
 
 
 def _check_probe(probe: ProbeResult) -> Check:
@@ -573,7 +577,17 @@ def _decide(
     failed = [c for c in checks if not c.passed and c.name != "saturation"]  # LEAK wins over SATURATED
     saturated = [c.detail for c in checks if c.name == "saturation" and not c.passed]
     busy = final["active"] > 0 or tally.kinds.get(ACTIVE, 0) > 0
-    if failed and busy and not tally.leaked_rows and {c.name for c in failed} == {"probe"}:
+    # connections the pools count out are in use by the work still running, not given up
+    working_only = all(
+        c.numbers.get("checked_out", 0) <= c.numbers.get("active", 0) for c in failed if c.name == "pool_view"
+    )
+    if (
+        failed
+        and busy
+        and not tally.leaked_rows
+        and {c.name for c in failed} <= {"probe", "pool_view"}
+        and working_only
+    ):
         # Work for clients that left was still running when --settle ran out: not a leak, not yet a pass.
         working = (
             f"settle ended while {max(final['active'], tally.kinds.get(ACTIVE, 0)):.0f} backend(s) were still working "

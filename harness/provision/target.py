@@ -60,7 +60,7 @@ async def read_pool_view(target: Target) -> dict[str, Any] | None:
     """The target's own pool counts, or None when it does not expose them (or does not answer):
     its route when it mounts one, else what the bootstrap wrote of its processes' pools."""
     if not target.pool_view_path:
-        return channel_view(target.channel, target.pid_now()) if target.channel else None
+        return await fresh_channel_view(target.channel, target.pid_now()) if target.channel else None
     try:
         async with httpx.AsyncClient(timeout=3) as client:
             resp = await client.get(target.url + target.pool_view_path)
@@ -349,6 +349,32 @@ def _reports(channel: Path, pattern: str, root: int | None) -> dict[int, dict[st
                 tree.add(child)
                 grew = True
     return {pid: reports[pid] for pid in sorted(tree & reports.keys())}
+
+
+FRESH_WAIT = 2.0  # seconds the service's processes get to write a fresh view (they look every 0.5 s)
+
+
+async def fresh_channel_view(channel: Path, root: int | None) -> dict[str, Any] | None:
+    """``channel_view`` as the processes see their pools now: drainwatch touches ``want`` and waits
+    (up to FRESH_WAIT) until every process that writes a view has written one since."""
+    want = channel / "want"
+    try:
+        want.touch()
+        asked = want.stat().st_mtime
+    except OSError:
+        return channel_view(channel, root)
+    import psutil
+
+    deadline = time.monotonic() + FRESH_WAIT
+    while time.monotonic() < deadline:
+        views = [p for p in channel.glob("pool-*.json") if psutil.pid_exists(int(p.stem.split("-")[1]))]
+        try:
+            if all(path.stat().st_mtime >= asked for path in views):
+                break
+        except OSError:  # replaced while looked at: look again
+            pass
+        await asyncio.sleep(0.1)
+    return channel_view(channel, root)
 
 
 def channel_view(channel: Path, root: int | None) -> dict[str, Any] | None:
