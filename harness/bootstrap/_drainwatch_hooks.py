@@ -13,6 +13,7 @@ is installed there, else from the folder this file is in. A hook that fails is w
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.machinery
 import json
@@ -74,13 +75,17 @@ class _Loader(importlib.abc.Loader):
 def _hook_module(module: types.ModuleType) -> None:
     name = module.__name__
     for cls in POOLS.get(name, ()):
-        _guarded(lambda cls=cls: _hook_class(getattr(module, cls)), f"hooking {name}.{cls}")
+        _guarded(functools.partial(_hook_class_named, module, cls), f"hooking {name}.{cls}")
     if name in SERVERS:
         _guarded(lambda: _SERVER_HOOKS[name](module), f"hooking {name}")
 
 
+def _hook_class_named(module: types.ModuleType, name: str) -> None:
+    _hook_class(getattr(module, name))
+
+
 def _hook_class(cls: type) -> None:
-    original = cls.__init__
+    original: Callable[..., None] = cls.__dict__.get("__init__") or super(cls, cls).__init__  # type: ignore[misc]
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)

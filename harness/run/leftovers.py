@@ -35,7 +35,7 @@ def owner_alive(record: Mapping[str, Any]) -> bool:
     if not isinstance(owner, Mapping) or not isinstance(owner.get("pid"), int):
         return True
     try:
-        return abs(psutil.Process(owner["pid"]).create_time() - float(owner.get("started") or 0)) < 1.0
+        return bool(abs(psutil.Process(owner["pid"]).create_time() - float(owner.get("started") or 0)) < 1.0)
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, TypeError):
         return False
 
