@@ -576,26 +576,8 @@ def _decide(
         )
     failed = [c for c in checks if not c.passed and c.name != "saturation"]  # LEAK wins over SATURATED
     saturated = [c.detail for c in checks if c.name == "saturation" and not c.passed]
-    busy = final["active"] > 0 or tally.kinds.get(ACTIVE, 0) > 0
-    # connections the pools count out are in use by the work still running, not given up
-    working_only = all(
-        c.numbers.get("checked_out", 0) <= c.numbers.get("active", 0) for c in failed if c.name == "pool_view"
-    )
-    if (
-        failed
-        and busy
-        and not tally.leaked_rows
-        and {c.name for c in failed} <= {"probe", "pool_view"}
-        and working_only
-    ):
-        # Work for clients that left was still running when --settle ran out: not a leak, not yet a pass.
-        working = (
-            f"settle ended while {max(final['active'], tally.kinds.get(ACTIVE, 0)):.0f} backend(s) were still working "
-            "for clients that have gone (zombie work holds the pool; no connection is held)"
-        )
-        if saturated:  # what the load showed stands; whether every connection comes back is not known yet
-            return SATURATED, ["saturation"], [saturated[0], f"{working}: give it a longer --settle to see it drain"]
-        return ERROR, ["still_working"], [f"{working}: give it a longer --settle"]
+    if (still := _still_working(failed, saturated, final, tally)) is not None:
+        return still
     if failed:
         return LEAK, [c.name for c in failed], [_leak_reason(c, final, tally) for c in failed]
     if saturated:
@@ -614,6 +596,29 @@ def _decide(
         f"({baseline_total:.0f}), every one idle in its pool (a warm pool)"
     )
     return PASS, [c.name for c in checks], [back + "; no connection left in use; the service still serves"]
+
+
+def _still_working(
+    failed: list[Check], saturated: list[str], final: dict[str, float], tally: _Tally
+) -> tuple[str, list[str], list[str]] | None:
+    """Work for clients that left was still running when --settle ran out, holding the pool with no
+    connection given up: not a leak, not yet a pass (SATURATED stands if the load showed it)."""
+    busy = max(final["active"], tally.kinds.get(ACTIVE, 0))
+    # connections the pools count out are in use by the work still running, not given up
+    working_only = all(
+        c.numbers.get("checked_out", 0) <= c.numbers.get("active", 0) for c in failed if c.name == "pool_view"
+    )
+    if not (failed and busy and not tally.leaked_rows and {c.name for c in failed} <= {"probe", "pool_view"}):
+        return None
+    if not working_only:
+        return None
+    working = (
+        f"settle ended while {busy:.0f} backend(s) were still working for clients that have gone "
+        "(zombie work holds the pool; no connection is held)"
+    )
+    if saturated:  # what the load showed stands; whether every connection comes back is not known yet
+        return SATURATED, ["saturation"], [saturated[0], f"{working}: give it a longer --settle to see it drain"]
+    return ERROR, ["still_working"], [f"{working}: give it a longer --settle"]
 
 
 def _unproven_drain(
