@@ -42,7 +42,7 @@ def command(name: str) -> list[str]:
     script = BIN / name
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", {"drainwatch": "harness"}.get(name, name)]
+    return [sys.executable, "-m", name]
 
 
 def collect_argv(out: Path, interval: float, duration: float, app_name: str) -> list[str]:

@@ -340,7 +340,7 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
     patterns = [line for line in lines if line and not line.startswith("#")]
     project = pyproject()
     needed = ["pyproject.toml", project["project"]["readme"], str(dockerfile().relative_to(REPO))]
-    needed += sorted(set(project["tool"]["setuptools"]["package-dir"].values()))  # the folders drainwatch installs from
+    needed += project["tool"]["setuptools"]["packages"]["find"]["where"]  # the folders drainwatch installs from
     needed.append("examples/demo-service.toml")  # the compose run's config
     needed += [str(in_repo(s.option("-f")).relative_to(REPO)) for s in LOCUST_SERVICES]
     for path in needed:

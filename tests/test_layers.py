@@ -15,11 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-ROOTS = {
-    "drainwatch": REPO / "harness",
-    "drainwatch.scenarios": REPO / "scenarios",
-    "drainwatch.demo_service": REPO / "demo_service",
-}
+ROOTS = {"drainwatch": REPO / "src" / "drainwatch"}
 LAYERS = ["cli", "run", "report", "judge", "sample", "provision", "leaf"]
 
 
@@ -31,8 +27,6 @@ def modules() -> dict[str, Path]:
             if parts[-1] == "__init__":
                 parts.pop()
             name = ".".join([package, *parts])
-            if package == "drainwatch" and parts[:1] in (["scenarios"], ["demo_service"]):
-                continue
             found[name] = path
     return found
 

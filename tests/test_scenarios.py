@@ -27,7 +27,7 @@ from drainwatch.provision.processes import free_port
 from tests.helpers import serving, stop
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = REPO / "scenarios"
+SCENARIOS = REPO / "src" / "drainwatch" / "scenarios"
 RUN_SECONDS = 3
 USERS = 5
 LOG_FIELDS = ["start", "end", "scenario", "method", "name", "status", "outcome", "request_id", "detail"]

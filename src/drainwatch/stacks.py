@@ -33,6 +33,8 @@ _LIBRARY_ROOTS = (
     + tuple(os.path.realpath(path) for key in ("purelib", "platlib") if (path := sysconfig.get_paths().get(key)))
     + (os.path.dirname(os.path.realpath(__file__)),)
 )
+# The bundled demo is an application, though it ships inside drainwatch (and, installed, in site-packages).
+_DEMO_ROOT = os.path.join(os.path.dirname(os.path.realpath(__file__)), "demo_service") + os.sep
 
 
 def application_frames() -> list[Site]:
@@ -164,6 +166,8 @@ def _file(filename: str) -> tuple[str, bool, bool]:
     """(the path to show, in the standard library, the application's) of a code object's file:
     ``realpath`` costs system calls, and the same few files come back on every checkout."""
     path = os.path.realpath(filename)
+    if path.startswith(_DEMO_ROOT):
+        return os.path.join("demo_service", path[len(_DEMO_ROOT) :]), False, True
     library = "site-packages" in path
     stdlib = path.startswith(_STDLIB) and not library  # site-packages lies inside lib/python3.x
     application = not (filename.startswith("<") or library or path.startswith(_LIBRARY_ROOTS))
