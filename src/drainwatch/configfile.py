@@ -83,11 +83,12 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         raise UsageError(f"{path} is not valid TOML: {exc}", hint="fix the line it names") from exc
     if path.name == "pyproject.toml":
         tool = data.get("tool", {})
-        data = tool.get("drainwatch", {}) if isinstance(tool, dict) else None
-        if not isinstance(data, dict):
+        section = tool.get("drainwatch", {}) if isinstance(tool, dict) else None
+        if not isinstance(section, dict):
             raise UsageError(
                 f"[tool.drainwatch] in {path} is not a table", hint="write it as a [tool.drainwatch] section"
             )
+        data = section
     _check_values(path, data)
     options: dict[str, Any] = {}
     env: dict[str, str] = {}

@@ -212,11 +212,12 @@ def _returned(conn: Any) -> None:
 def _backend_pid(conn: Any) -> int | None:
     """The server pid behind a DB-API connection: asyncpg (adapted), psycopg 3, psycopg2."""
     driver = getattr(conn, "driver_connection", conn)
-    for read in (
+    readers: tuple[Callable[[], Any], ...] = (
         lambda: driver.get_server_pid(),
         lambda: driver.info.backend_pid,
         lambda: driver.get_backend_pid(),
-    ):
+    )
+    for read in readers:
         try:
             return int(read())
         except Exception:  # noqa: BLE001 - not this driver

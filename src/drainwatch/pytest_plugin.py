@@ -56,7 +56,8 @@ class DrainResult:
     @property
     def summary(self) -> dict[str, Any]:
         """summary.json of the run, as the CLI wrote it."""
-        return json.loads((self.run_dir / "summary.json").read_text())
+        found: dict[str, Any] = json.loads((self.run_dir / "summary.json").read_text())
+        return found
 
     def __str__(self) -> str:
         return self.text

@@ -320,11 +320,11 @@ def _check_settings(env: Mapping[str, str]) -> None:
                 else "a number of 0 or more"
             )
             raise UsageError(f"{key} {text!r} is not {what}", hint=f"set {key} (or {name}) to {what}")
-    for kind in ("TIMEOUT", "ERROR"):
-        name = f"DRAINWATCH_{kind}_EXPECT"
+    for chaos in ("TIMEOUT", "ERROR"):
+        name = f"DRAINWATCH_{chaos}_EXPECT"
         codes = [code.strip() for code in str(env.get(name, "")).split(",") if code.strip()]
         if not all(code.isascii() and code.isdigit() and 100 <= int(code) <= 599 for code in codes):
             raise UsageError(
-                f"[chaos.{kind.lower()}] expect {env[name]!r} is not a list of HTTP statuses",
+                f"[chaos.{chaos.lower()}] expect {env[name]!r} is not a list of HTTP statuses",
                 hint="write it like expect = [500, 502]",
             )

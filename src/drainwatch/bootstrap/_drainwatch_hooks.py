@@ -85,7 +85,7 @@ def _hook_class_named(module: types.ModuleType, name: str) -> None:
 
 
 def _hook_class(cls: type) -> None:
-    original: Callable[..., None] = cls.__dict__.get("__init__") or super(cls, cls).__init__  # type: ignore[misc]
+    original: Callable[..., None] = cls.__dict__.get("__init__") or super(cls, cls).__init__  # type: ignore[misc,arg-type,unused-ignore]
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)

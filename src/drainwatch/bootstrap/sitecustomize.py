@@ -82,7 +82,7 @@ def _chain() -> None:
 def _hook() -> None:
     global _hooks
     try:
-        import _drainwatch_hooks
+        import _drainwatch_hooks  # type: ignore[import-not-found]  # beside this file on the service's path
 
         _drainwatch_hooks.install()
         _hooks = _drainwatch_hooks

@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from drainwatch import __version__
-from drainwatch.cli.run_options import DURATION, check, console, prod_options, run, shares
+from drainwatch.cli.boundary import console
+from drainwatch.cli.run_options import DURATION, check, prod_options, run, shares
 from drainwatch.errors import DrainwatchError, UsageError
 from drainwatch.plan import Match, check_dsn, check_port_free, check_production, check_writable
 from drainwatch.rundir import read_json
@@ -28,7 +29,7 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except click.UsageError as exc:
-        exc.message = one_line(exc.message)
+        exc.message = one_line(exc.message)  # type: ignore[misc]  # Final in click's stub; it is what is printed
         raise
     except DrainwatchError as exc:
         exc.args = (one_line(str(exc)),)

@@ -37,7 +37,7 @@ Every option can also be set as an environment variable, DRAINWATCH_<OPTION>
 _NO_EMPTY = frozenset({"serve", "setup", "target_url", "dsn", "run_id", "out", "probe_path", "locustfile", "config"})
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic since click 8.2
     name = "duration"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
@@ -418,7 +418,7 @@ def prod_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[.
 @click.option("-q", "--quiet", is_flag=True, envvar=_env("QUIET"), help="Print only the verdict.")
 @click.option("--checkpoint-every", type=DURATION, default="10m", envvar=_env("CHECKPOINT_EVERY"), hidden=True)
 @click.pass_context
-def run(ctx: click.Context, config_path: Path | None, **opts: object) -> None:
+def run(ctx: click.Context, /, config_path: Path | None, **opts: object) -> None:
     """Run warm-up, baseline, chaos load, settle and probe; print the verdict; write the report.
 
     \b
@@ -702,7 +702,7 @@ def _strings(table: object, name: str) -> dict[str, str]:
 
 
 @click.pass_context
-def _check(ctx: click.Context, config_path: Path | None, **opts: object) -> None:
+def _check(ctx: click.Context, /, config_path: Path | None, **opts: object) -> None:
     from drainwatch.run.execute import check
     from drainwatch.run.live import Display
 

@@ -334,14 +334,17 @@ def stack_channel(log_path: Path) -> Path:
 
 def _reports(channel: Path, pattern: str, root: int | None) -> dict[int, dict[str, Any]]:
     """The bootstrap's files ``pattern`` in ``channel`` written by ``root`` and its descendants, by pid."""
+    if not root:
+        return {}
     reports = {}
-    for path in sorted(channel.glob(pattern)) if root else []:
+    for path in sorted(channel.glob(pattern)):
         try:
             found = json.loads(path.read_text())
             reports[int(found["pid"])] = found
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    tree, grew = {root}, True
+    tree: set[int] = {root}
+    grew = True
     while grew:
         grew = False
         for child, found in reports.items():

@@ -237,7 +237,8 @@ def _traffic_rows(a: RunData, b: RunData) -> list[Row]:
     for name in sorted(names, key=lambda n: (n == "all", order.get(n, len(order)), n)):
         found = [t.loc[name] if t is not None and name in t.index else None for t in tables]
         share = [
-            None if r is None or not r["requests"] else 100 * float(r["failures"]) / float(r["requests"]) for r in found
+            None if r is None or not r["requests"] else 100 * _number_in(r, "failures") / _number_in(r, "requests")
+            for r in found
         ]
         diff = "" if share[0] is None or share[1] is None else _signed(share[1] - share[0], FORMATS["pp"])
         counts = ", ".join(
@@ -247,7 +248,8 @@ def _traffic_rows(a: RunData, b: RunData) -> list[Row]:
         rows.append(
             Row(
                 f"failed: {name}",
-                *(_show(v, FORMATS["%"]) for v in share),
+                _show(share[0], FORMATS["%"]),
+                _show(share[1], FORMATS["%"]),
                 diff,
                 _judge(share[0], share[1], floor=0.5, rel=0.05),
                 False,
@@ -350,7 +352,12 @@ def _aggregated(data: RunData) -> dict[str, float]:
     if data.stats is None:
         return {}
     rows = data.stats[data.stats["Name"] == "Aggregated"]
-    return {} if rows.empty else {k: v for k, v in rows.iloc[-1].items() if _number(v) is not None}
+    return {} if rows.empty else {str(k): v for k, v in rows.iloc[-1].items() if _number(v) is not None}
+
+
+def _number_in(row: Any, column: str) -> float:
+    """A number from a row of a Locust table (``Any``: pandas types a cell as a scalar or a Series)."""
+    return float(row[column])
 
 
 def _probe_score(probe: dict[str, Any]) -> float | None:
@@ -384,7 +391,7 @@ def _setup_differences(a: RunData, b: RunData) -> list[str]:
     for key in CONFIG_KEYS:
         if ca.get(key) != cb.get(key):
             show = [
-                ", ".join(f"{k}={v}" for k, v in c.get(key).items())
+                ", ".join(f"{k}={v}" for k, v in c[key].items())
                 if isinstance(c.get(key), dict)
                 else "—"
                 if c.get(key) is None
@@ -424,7 +431,7 @@ def render_compare(comparison: Comparison) -> str:
             d.run.get("run_id") or d.run_dir.name,
             (d.run.get("config") or {}).get("variant") or "",
             (d.summary or {}).get("verdict"),
-            utc(d.span()[0]) if d.span() else "",
+            utc(span[0]) if (span := d.span()) else "",
             str(d.run_dir),
         ]
         for name, d in (("A", a), ("B", b))

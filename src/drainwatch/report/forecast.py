@@ -221,8 +221,8 @@ def from_run_dir(run_dir: Path, prod: Production) -> Forecast:
         raise UsageError(f"{run_dir} holds a run that cannot be read ({_first_line(exc)})", hint=hint) from exc
     if not summary.get("verdict"):
         raise UsageError(f"the run in {run_dir} reached no verdict", hint="forecast from a completed run")
-    probe = summary.get("probe") if isinstance(summary.get("probe"), dict) else {}
-    server = summary.get("server") if isinstance(summary.get("server"), dict) else {}
+    probe = summary["probe"] if isinstance(summary.get("probe"), dict) else {}
+    server = summary["server"] if isinstance(summary.get("server"), dict) else {}
     exhausted = bool(probe) and not probe.get("passed", True) and probe.get("target_alive", True)
     result = forecast(requests, leaked, prod, pool_exhausted=exhausted or bool(server.get("full")))
     if server.get("full"):

@@ -271,7 +271,7 @@ def _taken(row: Any) -> object:
         return ""
     stack = getattr(row, "taken_stack", "")
     ago = getattr(row, "taken_ago_s", None)
-    when = f" · {human_seconds(float(ago))} ago" if not _missing(ago) else ""
+    when = f" · {human_seconds(float(ago))} ago" if ago is not None and not _missing(ago) else ""
     title = escape(str(stack)) if not _missing(stack) else ""
     return Raw(f'<span title="{title}"><code>{escape(str(site))}</code>{escape(when)}</span>')
 

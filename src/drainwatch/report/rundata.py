@@ -338,7 +338,8 @@ def _read_json(path: Path, notes: list[str], shape: Shape) -> dict[str, Any] | N
     if not isinstance(found, dict):
         notes.append(f"{path.name} does not hold a JSON object")
         return None
-    return conform(found, shape, path.name, notes)
+    kept: dict[str, Any] = conform(found, shape, path.name, notes)  # a dict fits a dict's shape
+    return kept
 
 
 def _read_csv(path: Path, columns: dict[str, str], notes: list[str]) -> pd.DataFrame | None:
@@ -378,7 +379,7 @@ def _read_csv(path: Path, columns: dict[str, str], notes: list[str]) -> pd.DataF
         elif kind.startswith("float"):  # inf, or a time no clock shows, is no reading
             low, high = (0.0, LATEST_TIME) if name in TIME_COLUMNS else (-np.inf, np.inf)
             frame[name] = frame[name].where((frame[name] >= low) & (frame[name] <= high) & frame[name].abs().lt(np.inf))
-    return frame  # no rows is not a problem: no failures, no lingering connections
+    return frame  # type: ignore[no-any-return]  # pandas-stubs: read_csv's frame; no rows is not a problem: no failures, no lingering connections
 
 
 def _timed(history: pd.DataFrame | None) -> pd.DataFrame | None:

@@ -226,8 +226,8 @@ class RequestLog:
 
 
 REQUEST_LOG = RequestLog(_env("REQUESTS_CSV", ""))
-events.test_stop.add_listener(REQUEST_LOG.flush)
-events.quitting.add_listener(REQUEST_LOG.flush)
+events.test_stop.add_listener(REQUEST_LOG.flush)  # type: ignore[no-untyped-call]  # Locust's EventHook is untyped
+events.quitting.add_listener(REQUEST_LOG.flush)  # type: ignore[no-untyped-call]
 atexit.register(REQUEST_LOG.flush)
 
 
@@ -598,19 +598,19 @@ class ChaosUser(FastHttpUser):
                 headers = {**headers, "Content-Type": "application/json"}
         agent = self.client.client
         valid = agent.valid_response_codes
-        agent.valid_response_codes = self._ANY_STATUS  # for this request only (the user's own calls keep Locust's)
+        agent.valid_response_codes = self._ANY_STATUS  # type: ignore[misc]  # for this request only (the user's own calls keep Locust's)
         try:
             return self.client.request(
                 endpoint["method"],
                 endpoint["path"],
                 name=self._name(scenario, endpoint),
-                data=body,
+                data=body,  # type: ignore[arg-type]  # bytes are sent as they are; the stub says str
                 headers=headers,
                 catch_response=True,
                 context={"scenario": scenario, "request_id": rid},
             )
         finally:
-            agent.valid_response_codes = valid
+            agent.valid_response_codes = valid  # type: ignore[misc]
 
     def _fire(
         self,

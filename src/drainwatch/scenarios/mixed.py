@@ -11,4 +11,4 @@ _MIX = parse_mix(os.environ.get("DRAINWATCH_MIX", "steady=4,disconnect=2,timeout
 
 
 class MixedUser(ChaosUser):
-    tasks = {getattr(ChaosUser, kind): weight for kind, weight in _MIX.items() if weight > 0}
+    tasks = {getattr(ChaosUser, kind): weight for kind, weight in _MIX.items() if weight > 0}  # type: ignore[assignment]  # Locust takes weights; its annotation says list
