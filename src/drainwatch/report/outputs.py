@@ -7,17 +7,15 @@ import logging
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from drainwatch import __version__
-from drainwatch.judge.hangups import sentence as hangup_sentence
-from drainwatch.judge.verdict import Verdict, recovery_sentence, telling, waiting_sentence
+from drainwatch.judge.verdict import Verdict
 from drainwatch.plan import redact_dsn
+from drainwatch.report import words
 from drainwatch.rundir import JUNIT_XML, RUN_JSON, SUMMARY_JSON, SUMMARY_MD, SUMMARY_SCHEMA, read_json, write_json
-from drainwatch.sample.service_log import describe
-from drainwatch.units import human_seconds
 
 log = logging.getLogger(__name__)
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"  # GitHub Actions' job summary file, appended to when set
@@ -176,7 +174,7 @@ def _no_verdict(data: Mapping[str, Any]) -> list[str]:
 def _verdict(data: Mapping[str, Any], outcome: str) -> list[str]:
     reasons = list(data.get("reasons") or [])
     if outcome == "LEAK":
-        headline = f"{_leaked_text(data)} connection(s) not given back after traffic stopped"
+        headline = f"{words.leaked_count(data)} connection(s) not given back after traffic stopped"
         if not data.get("leaked_exact", True):
             headline += " (the probe or the server saw the leak, no row shows all of it: the count is a floor)"
     else:
@@ -188,18 +186,17 @@ def _verdict(data: Mapping[str, Any], outcome: str) -> list[str]:
     if notes:
         lines += [*(f"- {_text(note)}" for note in notes), ""]
     lines += _checks(checks)
-    lines += _figures(data, outcome)
+    lines += _figures(data)
     lines += _leaked(data)
     lines += _diagnosis(data.get("diagnosis") or [])
     return lines
 
 
-def _leaked_text(data: Mapping[str, Any]) -> str:
-    leaked = int(data.get("leaked") or 0)
-    return str(leaked) if data.get("leaked_exact", True) else f"at least {max(1, leaked)}"
+def _spans(spans: Sequence[words.Span]) -> str:
+    return "".join(_code(s.text, cell=False) if isinstance(s, words.Code) else _text(s) for s in spans)
 
 
-def _figures(data: Mapping[str, Any], outcome: str) -> list[str]:
+def _figures(data: Mapping[str, Any]) -> list[str]:
     levels = [data.get(key) or {} for key in ("baseline", "peak", "final")]
     lines = ["### Connections", "", "| connections | baseline | peak | final |", "| --- | ---: | ---: | ---: |"]
     for key, label in (("total", "total"), ("active", "active"), ("idle", "idle")):
@@ -213,85 +210,7 @@ def _figures(data: Mapping[str, Any], outcome: str) -> list[str]:
         + " |"
     )
     lines.append("")
-    by_kind = data.get("leaked_by_kind") or {}
-    parts = [f"{by_kind.get('held', 0)} held idle", f"{by_kind.get('in_transaction', 0)} idle in transaction"]
-    if by_kind.get("single_use"):
-        parts.append(f"{by_kind['single_use']} left open after one request")
-    if by_kind.get("invisible"):
-        parts.append(f"{by_kind['invisible']} gone from PostgreSQL but counted by the pool")
-    held_for = f", held for up to {human_seconds(data['oldest_held_s'])}" if data.get("oldest_held_s") else ""
-    leaked = _leaked_text(data)
-    if data.get("leaked") or outcome == "LEAK":
-        leaked += f" ({', '.join(parts)}{held_for})"
-    facts = [
-        f"**leaked**: {leaked}; {data.get('pooled_idle', 0)} idle back in their pool",
-        "**back to baseline**: "
-        + recovery_sentence(
-            data.get("recovery_s"), (data.get("final") or {}).get("total"), (data.get("baseline") or {}).get("total")
-        ),
-    ]
-    probe = data.get("probe") or {}
-    if probe:
-        facts.append(
-            f"**probe**: {probe.get('ok')}/{probe.get('attempts')} served"
-            + (f": {_text(str(probe['detail']))}" if probe.get("detail") else "")
-        )
-    view = data.get("pool_view")
-    if view:
-        facts.append(
-            f"**pool view**: the app's pools count {view.get('checked_out')} checked out, "
-            f"{view.get('idle')} idle (limit {view.get('limit')})"
-        )
-    zombie = data.get("zombie") or {}
-    if zombie.get("peak_active"):
-        facts.append(
-            f"**zombie work**: {zombie['peak_active']} backend(s) still active up to "
-            f"{human_seconds(zombie.get('lasted_s') or 0)} after traffic stopped"
-        )
-    server = data.get("server")
-    if server:
-        facts.append(
-            f"**server**: peak {server.get('peak')} of {server.get('usable')} usable connections "
-            f"(max_connections {server.get('max_connections')})"
-        )
-    elif data.get("pool_limit") or data.get("max_connections"):
-        facts.append(
-            f"**limits**: pool limit {data.get('pool_limit') or '?'}, max_connections {data.get('max_connections') or '?'}"
-        )
-    for label, row in (data.get("hangups") or {}).items() if isinstance(data.get("hangups"), Mapping) else ():
-        if isinstance(row, Mapping):
-            facts.append(f"**hang-ups**: {_text(hangup_sentence(str(label), row))}")
-    sites = data.get("checkout_sites")
-    if isinstance(sites, Mapping) and sites:
-        facts.append(
-            "**checked out and never given back**: "
-            + "; ".join(f"{_count(n)} × at {_code(str(site), cell=False)}" for site, n in sites.items())
-        )
-    dropped = data.get("collected_sites")
-    if isinstance(dropped, Mapping) and dropped:
-        facts.append(
-            "**never closed, taken back by the garbage collector**: "
-            + "; ".join(f"{_count(n)} × at {_code(str(site), cell=False)}" for site, n in dropped.items())
-        )
-    busy = telling([g for g in data.get("waiting") or [] if isinstance(g, Mapping)])
-    if busy:
-        facts.append("**still busy after settle**: " + "; ".join(_text(waiting_sentence(g)) for g in busy[:5]))
-    logged = data.get("service_warnings") or {}
-    if isinstance(logged, Mapping) and logged:
-        facts.append(
-            "**the service logged**: "
-            + "; ".join(f"{_count(n)} × {_text(describe(str(kind)))}" for kind, n in logged.items())
-        )
-    gaps = data.get("gaps") or {}
-    if gaps.get("count"):
-        facts.append(
-            f"**database unreachable**: {human_seconds(gaps.get('seconds') or 0)} ({gaps['count']} missed samples)"
-        )
-    if data.get("evidence") and outcome != "PASS":  # a PASS is decided by every check
-        facts.append("**decided by**: " + ", ".join(_code(str(e), cell=False) for e in data["evidence"]))
-    forecast = data.get("forecast")
-    if forecast and forecast.get("sentence"):
-        facts.append(f"**forecast**: {_text(forecast['sentence'])}")
+    facts = [f"**{fact.label}**: " + _spans(fact.spans) for fact in words.facts(data)]
     return [*lines, *(f"- {fact}" for fact in facts), ""]
 
 

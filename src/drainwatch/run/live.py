@@ -12,19 +12,19 @@ import csv
 import io
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from drainwatch.judge.attribution import likely_sentence
-from drainwatch.judge.hangups import sentence as hangup_sentence
-from drainwatch.judge.verdict import Verdict, recovery_sentence, telling, waiting_sentence
+from drainwatch.judge.verdict import Verdict
+from drainwatch.report import words
 from drainwatch.sample.collector import read_last_sample
-from drainwatch.units import human_seconds
 
 LOG_EVERY = 5.0
 
@@ -141,74 +141,56 @@ class Display:
 
 
 def print_verdict(console: Console, verdict: Verdict | None, run_dir: Path) -> None:
-    """The short summary a person reads at the end of a run."""
+    """The short summary a person reads at the end of a run: the headline, the connection
+    counts, then the facts ``summary.md`` states too (``report.words``), and where to look."""
+    from rich.markup import escape
     from rich.panel import Panel
 
     if verdict is None:
-        console.print(f"no verdict: the run did not finish. What it collected is in {run_dir}/")
+        console.print(f"no verdict: the run did not finish. What it collected is in {escape(str(run_dir))}/")
         return
+    said = _summary(verdict, run_dir)
     colour = {"PASS": "green", "LEAK": "red", "SATURATED": "dark_orange"}.get(verdict.outcome, "yellow")
     b, p, f = verdict.baseline, verdict.peak, verdict.final
     lines = [
-        f"[bold {colour}]{verdict.outcome}[/]  " + "; ".join(verdict.reasons),
+        f"[bold {colour}]{verdict.outcome}[/]  " + escape("; ".join(verdict.reasons)),
         "",
         f"connections  baseline {b['total']:.0f} → peak {p['total']:.0f} → final {f['total']:.0f}"
         f"   (idle {f['idle']:.0f}, idle in transaction {f['idle_in_transaction'] + f['idle_in_transaction_aborted']:.0f},"
         f" active {f['active']:.0f})",
-        f"leaked       {leaked_text(verdict)}  (held idle {verdict.leaked_by_kind.get('held', 0)}, "
-        f"idle in transaction {verdict.leaked_by_kind.get('in_transaction', 0)}, "
-        + (f"left after one request {n}, " if (n := verdict.leaked_by_kind.get("single_use", 0)) else "")
-        + "held for up to "
-        f"{human_seconds(verdict.oldest_held_s)}); pooled idle {verdict.pooled_idle}",
-        "count back to baseline  "
-        + recovery_sentence(verdict.recovery_s, verdict.final.get("total"), verdict.baseline.get("total")),
-        f"probe        {verdict.probe['ok']}/{verdict.probe['attempts']} served"
-        + (f" — {verdict.probe['detail']}" if verdict.probe.get("detail") else ""),
     ]
-    if verdict.pool_view is not None:
-        lines.append(
-            f"pool view    the app's pools count {verdict.pool_view['checked_out']} checked out, "
-            f"{verdict.pool_view['idle']} idle (limit {verdict.pool_view['limit']})"
-        )
-    if verdict.zombie["peak_active"]:
-        lines.append(
-            f"zombie work  {verdict.zombie['peak_active']} backend(s) still active up to "
-            f"{verdict.zombie['lasted_s']:.1f}s after traffic stopped"
-        )
-    for label, row in verdict.hangups.items():
-        lines.append(f"hang-ups     {hangup_sentence(label, row)}")
-    lines.append("decided by   " + ", ".join(verdict.evidence))
-    if verdict.server is not None and verdict.server.get("full"):
-        lines.append(f"server       {next(c.detail for c in verdict.checks if c.name == 'server_limit')}")
+    for fact in words.facts(said, most=3):  # short labels in a column, long ones as "label: sentence"
+        label = f"{fact.label:<12}" if len(fact.label) <= 12 else f"{fact.label}:"
+        lines.append(f"{label} {escape(fact.plain)}")
     tagged = {k: v for k, v in verdict.scenarios.items() if k != "unknown"}
     if tagged:
         by = ", ".join(f"{k} {v}" for k, v in sorted(tagged.items(), key=lambda kv: -kv[1]))
         where = ", ".join(f"{k} {v}" for k, v in sorted(verdict.routes.items(), key=lambda kv: -kv[1]))
-        lines.append(f"left open by  {by}   (routes: {where})")
-    lines += attribution_lines(verdict)
-    for site, count in list(verdict.checkout_sites.items())[:3]:
-        lines.append(f"checked out  {count} × at {site}, never given back (the app's pool view)")
-    for site, count in list(verdict.collected_sites.items())[:3]:
-        lines.append(f"never closed {count} × at {site}: the garbage collector took them back (the app's pool view)")
-    for group in telling(verdict.waiting)[:3]:
-        lines.append(f"still busy   {waiting_sentence(group)}")
-    from drainwatch.judge.diagnosis import diagnose
-
-    for item in diagnose(verdict):
-        if item["cause"]:
-            lines.append(f"diagnosis    {item['pattern']}: likely {item['cause']}. Fix: {item['fix']}.")
+        lines.append(escape(f"left open by  {by}   (routes: {where})"))
+    lines += [escape(line) for line in attribution_lines(verdict)]
+    for item in said.get("diagnosis") or []:
+        if item.get("cause"):
+            line = f"diagnosis    {item['pattern']}: likely {item['cause']}. Fix: {item['fix']}."
         else:
-            lines.append(f"             {item['fix']}.")
-    forecast = _read_forecast(run_dir)
-    if forecast:
-        lines.append(f"forecast     {forecast}")
-    lines.append(f"report       {run_dir / 'report.html'}")
+            line = f"             {item['fix']}."
+        lines.append(escape(line))
+    lines.append(escape(f"report       {run_dir / 'report.html'}"))
     console.print(Panel("\n".join(lines), title="drainwatch verdict", border_style=colour, expand=False))
 
 
-def leaked_text(verdict: Verdict) -> str:
-    """The leaked count, or "unknown, at least N" when only the probe or the server saw the leak."""
-    return str(verdict.leaked) if verdict.leaked_exact else f"unknown, at least {max(1, verdict.leaked)}"
+def _summary(verdict: Verdict, run_dir: Path) -> Mapping[str, Any]:
+    """summary.json as the run wrote it (its forecast and diagnosis too); the verdict alone when it could not."""
+    from drainwatch.rundir import SUMMARY_JSON, read_json
+
+    try:
+        found = read_json(run_dir / SUMMARY_JSON)
+    except (OSError, ValueError):
+        found = None
+    if isinstance(found, dict) and found.get("verdict") == verdict.outcome:
+        return found
+    from drainwatch.judge.diagnosis import diagnose
+
+    return {**verdict.to_dict(), "diagnosis": diagnose(verdict)}
 
 
 def attribution_lines(verdict: Verdict) -> list[str]:
@@ -222,13 +204,3 @@ def attribution_lines(verdict: Verdict) -> list[str]:
     for statement, count in list((found.get("statements") or {}).items())[:3]:
         lines.append(f"statement    {count} × {statement}")
     return lines
-
-
-def _read_forecast(run_dir: Path) -> str | None:
-    try:
-        from drainwatch.rundir import SUMMARY_JSON, read_json
-
-        forecast = read_json(run_dir / SUMMARY_JSON).get("forecast")
-    except (OSError, ValueError):
-        return None
-    return forecast["sentence"] if forecast else None
