@@ -129,7 +129,35 @@ def _verdict(data: RunData) -> str:
             '<section class="verdict none"><div><div class="word">NO VERDICT</div></div>'
             f"<div><p>{why}. The timeline and tables below show what was collected.</p></div></section>"
         )
-    word, leaked = str(s["verdict"]), int(s.get("leaked") or 0)
+    word = str(s["verdict"])
+    tiles = _tiles(s)
+    checks = [
+        (
+            Raw(
+                f'<span class="{"ok" if c.get("passed") else "fail"} nw">{"✓ pass" if c.get("passed") else "✗ fail"}'
+                "</span>"
+            ),
+            CHECK_TITLES.get(str(c.get("name")), str(c.get("name"))),
+            c.get("detail", ""),
+        )
+        for c in s.get("checks") or []
+    ]
+    reasons = "".join(f"<li>{escape(str(r))}</li>" for r in s.get("reasons") or [])
+    where = _where(s)
+    return (
+        f'<section class="verdict {VERDICT_CLASS.get(word, "none")}">'
+        f'<div><div class="word">{escape(word)}</div><ul class="reasons">{reasons}</ul></div>'
+        f'<div><div class="tiles">{"".join(tiles)}</div>'
+        + (f'<p class="where">Leaks {where}.</p>' if where else "")
+        + table_html(["result", "check", "what was seen"], checks)
+        + f'<p class="muted">Tolerance {escape(str(s.get("tolerance", 0)))} connection(s) over baseline.</p>'
+        + "</div></section>"
+    )
+
+
+def _tiles(s: Mapping[str, Any]) -> list[str]:
+    """The verdict's figures, one tile each: leaked, back to baseline, probe, counts, idle in transaction."""
+    leaked = int(s.get("leaked") or 0)
     shown_leaked = leaked if s.get("leaked_exact", True) else f"≥ {max(1, leaked)}"
     kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in (s.get("leaked_by_kind") or {}).items() if n)
     recovery, probe = s.get("recovery_s"), s.get("probe") or {}
@@ -180,18 +208,11 @@ def _verdict(data: RunData) -> str:
                 bad=bool(pools.get("checked_out")),
             )
         )
-    checks = [
-        (
-            Raw(
-                f'<span class="{"ok" if c.get("passed") else "fail"} nw">{"✓ pass" if c.get("passed") else "✗ fail"}'
-                "</span>"
-            ),
-            CHECK_TITLES.get(str(c.get("name")), str(c.get("name"))),
-            c.get("detail", ""),
-        )
-        for c in s.get("checks") or []
-    ]
-    reasons = "".join(f"<li>{escape(str(r))}</li>" for r in s.get("reasons") or [])
+    return tiles
+
+
+def _where(s: Mapping[str, Any]) -> str:
+    """Where the leaked connections came from: scenario, route, the likely request, the statement."""
     tagged = {k: v for k, v in (s.get("scenarios") or {}).items() if k != "unknown"}
     where = "; ".join(
         f"by {what}: " + ", ".join(f"{escape(str(k))} <b>{escape(str(v))}</b>" for k, v in counts.items())
@@ -206,15 +227,7 @@ def _verdict(data: RunData) -> str:
         where += "; by statement: " + ", ".join(
             f"<b>{n}</b> × <code>{escape(q)}</code>" for q, n in list(found["statements"].items())[:3]
         )
-    return (
-        f'<section class="verdict {VERDICT_CLASS.get(word, "none")}">'
-        f'<div><div class="word">{escape(word)}</div><ul class="reasons">{reasons}</ul></div>'
-        f'<div><div class="tiles">{"".join(tiles)}</div>'
-        + (f'<p class="where">Leaks {where}.</p>' if where else "")
-        + table_html(["result", "check", "what was seen"], checks)
-        + f'<p class="muted">Tolerance {escape(str(s.get("tolerance", 0)))} connection(s) over baseline.</p>'
-        + "</div></section>"
-    )
+    return where
 
 
 def _tile(value: object, label: str, *, bad: bool | None = None) -> str:
@@ -447,11 +460,29 @@ def _traffic(data: RunData) -> str:
 
 def _findings(data: RunData) -> str:
     """Diagnosis, per-kind isolation, forecast and injected faults: shown only when the run has them."""
-    summary, parts = data.summary or {}, []
+    sections = (
+        _diagnosis_section,
+        _checkouts_section,
+        _busy_section,
+        _isolation_section,
+        _sweep_section,
+        _forecast_section,
+        _faults_section,
+    )
+    return "\n".join(part for section in sections for part in section(data))
+
+
+def _diagnosis_section(data: RunData) -> list[str]:
+    summary, parts = data.summary or {}, list[str]()
     diagnosis = summary.get("diagnosis") or []
     if diagnosis:
         rows = [[d["pattern"], d.get("evidence", ""), d.get("cause", ""), d["fix"]] for d in diagnosis]
         parts.append("<h2>Diagnosis</h2>" + table_html(["pattern", "evidence", "likely cause", "fix"], rows))
+    return parts
+
+
+def _checkouts_section(data: RunData) -> list[str]:
+    summary, parts = data.summary or {}, list[str]()
     sites = summary.get("checkout_sites")
     if isinstance(sites, Mapping) and sites:
         rows = [[Raw(f"<code>{escape(str(site))}</code>"), _fmt(n)] for site, n in sites.items()]
@@ -461,6 +492,11 @@ def _findings(data: RunData) -> str:
             "frame; the lingering table below has the whole stack on hover).</p>"
             + table_html(["taken at", "connections"], rows, numeric={1})
         )
+    return parts
+
+
+def _busy_section(data: RunData) -> list[str]:
+    summary, parts = data.summary or {}, list[str]()
     busy = telling([g for g in summary.get("waiting") or [] if isinstance(g, Mapping)])
     if busy:
         rows = [
@@ -478,6 +514,11 @@ def _findings(data: RunData) -> str:
             "clients that left (tasks waiting in the web framework on another task are left out).</p>"
             + table_html(["what", "how many", "at", "waiting in"], rows, numeric={1})
         )
+    return parts
+
+
+def _isolation_section(data: RunData) -> list[str]:
+    parts: list[str] = []
     isolation = data.run.get("isolation") or {}
     if isolation:
         rows = [
@@ -499,6 +540,11 @@ def _findings(data: RunData) -> str:
                 numeric={2, 3, 4},
             )
         )
+    return parts
+
+
+def _sweep_section(data: RunData) -> list[str]:
+    parts: list[str] = []
     sweep = data.run.get("sweep") or []
     if sweep:
         rows = [
@@ -521,6 +567,11 @@ def _findings(data: RunData) -> str:
             )
             + '<p class="muted">≥: the pool ran dry during that cycle, so fewer leaks could happen than would have.</p>'
         )
+    return parts
+
+
+def _forecast_section(data: RunData) -> list[str]:
+    summary, parts = data.summary or {}, list[str]()
     forecast = summary.get("forecast")
     if forecast:
         assumptions = "".join(f"<li>{escape(a)}</li>" for a in forecast.get("assumptions", []))
@@ -539,11 +590,16 @@ def _findings(data: RunData) -> str:
             + table_html(["kind", "leaked", "requests", "per 1,000", "95 % range"], rates, numeric={1, 2, 3})
             + f'<p class="muted">Assumptions:</p><ul class="muted">{assumptions}</ul>'
         )
+    return parts
+
+
+def _faults_section(data: RunData) -> list[str]:
+    parts: list[str] = []
     faults = data.run.get("faults") or []
     if faults:
         rows = [[f["fault"], utc(f.get("start")), f.get("detail") or "", f.get("error") or ""] for f in faults]
         parts.append("<h2>Injected faults</h2>" + table_html(["fault", "at (UTC)", "what happened", "error"], rows))
-    return "\n".join(parts)
+    return parts
 
 
 def _probe(data: RunData) -> str:
