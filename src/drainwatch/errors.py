@@ -23,6 +23,14 @@ EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
 
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in a (nested) group: a task group wraps the one error it met."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
+
+
 class DrainwatchError(Exception):
     exit_code = EXIT_USAGE
 

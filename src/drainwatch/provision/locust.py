@@ -137,8 +137,11 @@ async def run_load(plan: LoadPlan, on_start: Callable[[str, int], None] | None =
             if on_start is not None:
                 on_start(f"locust-worker-{i + 1}", worker.pid)
         code = await master.wait()
-    if code not in (0, 1):
-        message = tail(plan.log_path, 3)
+    # Locust exits 1 both for a run with failures and for a locustfile it could not import;
+    # only the first leaves its totals behind.
+    refused = code == 1 and not Path(f"{plan.csv_prefix}_stats.csv").exists()
+    if code not in (0, 1) or refused:
+        message = tail(plan.log_path, 1 if refused else 3)
         raise UsageError(
             f"locust could not run {plan.locustfile}: {message or f'exit code {code}'}",
             hint="run `locust -f FILE --headless -t 1s` alone to see the full error",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drainwatch.errors import DatabaseProblem
+from drainwatch.errors import DatabaseProblem, DrainwatchError, first_leaf
 from drainwatch.judge import forensics
 from drainwatch.judge.attribution import attribute, read_requests, with_checkouts
 from drainwatch.judge.hangups import active_samples, cancel_times, hangups
@@ -229,6 +229,8 @@ async def _load(run: RunContext, prefix: str, csv_name: str, env: dict[str, str]
                     _plan(run, locustfile, cfg.duration, run.run_dir / csv_name, logs / f"{csv_name}.log", env),
                     on_start=run.record.started,
                 )
+        except* DrainwatchError as group:  # Locust refused the locustfile, or a fault could not be injected
+            raise first_leaf(group) from None
         finally:
             checkpoints.cancel()
             await asyncio.wait([checkpoints])  # reaps it without swallowing our own cancellation
@@ -371,8 +373,8 @@ def _mark_never_reused(path: Path, pids: set[int]) -> None:
 
 
 def load_counts(prefix: Path) -> dict[str, int]:
-    """Requests Locust sent and exceptions its users raised, from its CSVs (empty if it wrote none)."""
-    counts: dict[str, int] = {}
+    """Requests Locust sent and exceptions its users raised, from its CSVs (no totals: no request)."""
+    counts: dict[str, int] = {"requests": 0}
     try:
         with open(f"{prefix}_stats.csv", newline="") as handle:
             for row in csv.DictReader(handle):
