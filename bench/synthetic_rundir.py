@@ -24,7 +24,7 @@ import pandas as pd
 
 from drainwatch.judge.forensics import classify
 from drainwatch.judge.probe import ProbeResult
-from drainwatch.judge.verdict import judge
+from drainwatch.judge.verdict import Evidence, judge
 from drainwatch.report.outputs import summary
 from drainwatch.rundir import (
     LINGERING_COLUMNS,
@@ -149,7 +149,7 @@ def make_rundir(
         probe.attempts, probe.detail = 1, refused
 
     spans = {n: (float(s or 0), float(e)) for n, (s, e) in phases.items() if e is not None}
-    result = judge(samples.to_dict("records"), spans, lingering, probe, tolerance=0)
+    result = judge(Evidence(samples.to_dict("records"), spans, lingering, probe, tolerance=0))
     if result.outcome != verdict:
         raise AssertionError(f"synthetic data judged {result.outcome}, wanted {verdict}: {result.reasons}")
     write_json(run_dir / SUMMARY_JSON, summary(record, result, extra))

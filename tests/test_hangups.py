@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from drainwatch.judge.hangups import cancel_times, hangups, sentence
+from drainwatch.judge.hangups import hangups, sentence
+from drainwatch.run.evidence import cancel_times
 
 
 def _gone(end: float, name: str = "/chat", outcome: str = "chaos") -> dict:

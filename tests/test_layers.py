@@ -116,3 +116,26 @@ def test_no_import_circle() -> None:
     for node in graph:
         if node not in state:
             visit(node, [])
+
+
+# What reads files, talks to a network or starts processes: none of it belongs in the judge.
+IO_MODULES = {"csv", "httpx", "socket", "subprocess", "psycopg", "asyncpg", "pathlib", "shutil", "tempfile"}
+
+
+def test_the_judge_opens_no_file_and_sends_no_request() -> None:
+    judged = {name: path for name, path in modules().items() if name.startswith("drainwatch.judge")}
+    assert "drainwatch.judge.verdict" in judged
+    for name, path in judged.items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                used = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                used = {node.module.split(".")[0]}
+            else:
+                used = set()
+            assert not used & IO_MODULES, (
+                f"{name} imports {used & IO_MODULES}: readers belong in drainwatch.run.evidence"
+            )
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id != "open", f"{name} calls open() at line {node.lineno}"

@@ -8,7 +8,16 @@ from drainwatch.errors import UsageError
 from drainwatch.judge.diagnosis import diagnose
 from drainwatch.judge.forensics import classify, is_reset_statement, learn, parse_tag, resetting_apps
 from drainwatch.judge.probe import ProbeResult, answer
-from drainwatch.judge.verdict import ERROR, LEAK, PASS, SATURATED, judge, recovery_sentence, with_service_warnings
+from drainwatch.judge.verdict import (
+    ERROR,
+    LEAK,
+    PASS,
+    SATURATED,
+    Evidence,
+    judge,
+    recovery_sentence,
+    with_service_warnings,
+)
 from drainwatch.plan import parse_mix, redact_dsn
 from drainwatch.sample.collector import Sample, to_sample
 from drainwatch.units import parse_duration
@@ -118,14 +127,16 @@ PHASES = {"baseline": (0.0, 4.0), "load": (5.0, 9.0), "settle": (10.0, 14.0)}
 
 def test_warm_pool_that_drains_passes() -> None:
     samples = _samples([5] * 5 + [20] * 5 + [20, 12, 5, 5, 5])
-    verdict = judge(samples, PHASES, [_conn("a", "idle", "ROLLBACK", 1) | {"kind": "pooled"}] * 5, ProbeResult(3, 3))
+    verdict = judge(
+        Evidence(samples, PHASES, [_conn("a", "idle", "ROLLBACK", 1) | {"kind": "pooled"}] * 5, ProbeResult(3, 3))
+    )
     assert verdict.outcome == PASS and verdict.recovery_s == 3.0 and verdict.exit_code == 0
 
 
 def test_grown_pool_of_reset_connections_is_not_a_leak() -> None:
     samples = _samples([5] * 5 + [20] * 10)
     lingering = [_conn("a", "idle", "ROLLBACK") | {"kind": "pooled"}] * 20
-    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
+    verdict = judge(Evidence(samples, PHASES, lingering, ProbeResult(3, 3)))
     assert verdict.outcome == PASS
     assert "warm pool" in verdict.checks[0].detail
 
@@ -133,7 +144,7 @@ def test_grown_pool_of_reset_connections_is_not_a_leak() -> None:
 def test_pool_filled_at_baseline_still_leaks_by_forensics_and_probe() -> None:
     samples = _samples([30] * 15)  # baseline is already the maximum: counts show nothing
     lingering = [_conn("a", "idle", "SELECT 1 FROM t") | {"kind": "held", "scenario": "disconnect"}] * 30
-    verdict = judge(samples, PHASES, lingering, ProbeResult(1, 0, True, "no answer within 5s"))
+    verdict = judge(Evidence(samples, PHASES, lingering, ProbeResult(1, 0, True, "no answer within 5s")))
     assert verdict.outcome == LEAK and verdict.exit_code == 1
     assert verdict.leaked == 30 and verdict.scenarios == {"disconnect": 30}
     assert any("pool is exhausted" in reason for reason in verdict.reasons)
@@ -141,7 +152,7 @@ def test_pool_filled_at_baseline_still_leaks_by_forensics_and_probe() -> None:
 
 def test_gc_closed_leak_with_nothing_visible_is_decided_by_the_probe() -> None:
     samples = _samples([5] * 15)
-    verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
+    verdict = judge(Evidence(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s")))
     assert verdict.outcome == LEAK
     assert verdict.evidence == ["probe"]
 
@@ -149,7 +160,7 @@ def test_gc_closed_leak_with_nothing_visible_is_decided_by_the_probe() -> None:
 def test_pool_view_reconciles_what_postgres_cannot_see() -> None:
     samples = _samples([5] * 15)
     view = {"checked_out": 8, "idle": 0, "limit": 8}
-    verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"), pool_view=view)
+    verdict = judge(Evidence(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"), pool_view=view))
     assert verdict.outcome == LEAK and verdict.evidence == ["pool_view", "probe"]
     assert "count 8 checked out, PostgreSQL shows 0 of them" in verdict.reasons[0]
     assert verdict.leaked == 8 and verdict.leaked_by_kind["invisible"] == 8
@@ -158,10 +169,10 @@ def test_pool_view_reconciles_what_postgres_cannot_see() -> None:
 def test_unsure_idle_connections_do_not_excuse_an_excess() -> None:
     samples = _samples([5] * 5 + [9] * 10)
     lingering = [_conn("a", "idle", "SELECT * FROM t") | {"kind": "unsure"}] * 9
-    assert judge(samples, PHASES, lingering, ProbeResult(3, 3)).outcome == LEAK
+    assert judge(Evidence(samples, PHASES, lingering, ProbeResult(3, 3))).outcome == LEAK
     # ...but the pool's own view can: it counts them idle in the pool.
     view = {"checked_out": 0, "idle": 9, "limit": 10}
-    assert judge(samples, PHASES, lingering, ProbeResult(3, 3), pool_view=view).outcome == PASS
+    assert judge(Evidence(samples, PHASES, lingering, ProbeResult(3, 3), pool_view=view)).outcome == PASS
 
 
 def _used_once(opened_at: float, now: float = 14.0, life: float = 0.05) -> dict:
@@ -180,7 +191,7 @@ def test_connections_used_once_during_the_load_are_a_leak_whatever_the_baseline(
     # garbage collector pulled the final count under it; what is left served one request each.
     samples = _samples([20] * 5 + [30] * 5 + [12] * 5)
     lingering = [_used_once(2.0 + i / 10) for i in range(4)] + [_used_once(5.0 + i / 2) for i in range(6)]
-    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
+    verdict = judge(Evidence(samples, PHASES, lingering, ProbeResult(3, 3)))
     assert verdict.outcome == LEAK and verdict.evidence == ["single_use"]
     assert verdict.leaked == 10 and verdict.leaked_by_kind["single_use"] == 10
 
@@ -188,13 +199,13 @@ def test_connections_used_once_during_the_load_are_a_leak_whatever_the_baseline(
 def test_a_pool_grown_in_a_burst_at_warm_up_and_never_reused_is_not_single_use() -> None:
     # A LIFO pool keeps its newest connections at the bottom: used once at warm-up, idle since.
     lingering = [_used_once(1.0 + i / 100) for i in range(10)] + [_used_once(8.7 + i / 100) for i in range(6)]
-    verdict = judge(_samples([10] * 15), PHASES, lingering, ProbeResult(3, 3))
+    verdict = judge(Evidence(_samples([10] * 15), PHASES, lingering, ProbeResult(3, 3)))
     assert verdict.outcome == PASS and verdict.leaked_by_kind["single_use"] == 0
 
 
 def test_pooled_connections_reused_through_the_load_are_not_single_use() -> None:
     lingering = [_used_once(1.0 + i / 10, life=7.5) for i in range(10)]  # opened at warm-up, busy until load end
-    verdict = judge(_samples([10] * 15), PHASES, lingering, ProbeResult(3, 3))
+    verdict = judge(Evidence(_samples([10] * 15), PHASES, lingering, ProbeResult(3, 3)))
     assert verdict.outcome == PASS and verdict.leaked_by_kind["single_use"] == 0
 
 
@@ -207,7 +218,7 @@ def test_connections_ending_in_commit_never_reused_are_a_leak() -> None:
     # The last statement looks like a pool's reset; reuse says otherwise: each served one request.
     samples = _samples([0] * 5 + [40] * 5 + [12] * 5)
     lingering = [_committed_once(5.0 + i / 4) for i in range(12)]
-    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3), load={"requests": 500, "users": 10})
+    verdict = judge(Evidence(samples, PHASES, lingering, ProbeResult(3, 3), load={"requests": 500, "users": 10}))
     assert verdict.outcome == LEAK and "single_use" in verdict.evidence
     assert verdict.leaked == 12 and verdict.pooled_idle == 0
     assert "a warm pool" not in verdict.checks[0].detail
@@ -217,7 +228,9 @@ def test_a_lifo_pool_grown_in_one_burst_during_the_load_is_not_a_leak() -> None:
     # 20 users at once: the pool opens 20, each used once, and keeps them (no more than the load needs at once).
     lingering = [_committed_once(5.0 + i / 1000) for i in range(20)]
     verdict = judge(
-        _samples([0] * 5 + [20] * 10), PHASES, lingering, ProbeResult(3, 3), load={"requests": 900, "users": 20}
+        Evidence(
+            _samples([0] * 5 + [20] * 10), PHASES, lingering, ProbeResult(3, 3), load={"requests": 900, "users": 20}
+        )
     )
     assert verdict.outcome == PASS and verdict.leaked_by_kind["single_use"] == 0 and verdict.pooled_idle == 20
 
@@ -228,34 +241,39 @@ def test_connections_opened_per_request_decide_with_few_survivors() -> None:
     # only its 20 are not a leak.
     lingering = [_committed_once(5.0 + i / 1000) for i in range(6)]
     churn = [s | {"opened": 60} for s in _samples([0] * 5 + [6] * 10)]
-    verdict = judge(churn, PHASES, lingering, ProbeResult(3, 3), load={"requests": 1000, "users": 20})
+    verdict = judge(Evidence(churn, PHASES, lingering, ProbeResult(3, 3), load={"requests": 1000, "users": 20}))
     assert verdict.outcome == LEAK and verdict.leaked_by_kind["single_use"] == 6
     assert verdict.reuse == {"opened": 240, "requests": 1000, "closed": 240, "users": 20, "never_reused": 6}
     assert "240 connection(s) opened for 1000 request(s) during the load; 6 still open served one request" in " ".join(
         verdict.reasons
     )
     calm = [s | {"opened": 5} for s in _samples([0] * 5 + [6] * 10)]
-    assert judge(calm, PHASES, lingering, ProbeResult(3, 3), load={"requests": 1000, "users": 20}).outcome == PASS
+    assert (
+        judge(Evidence(calm, PHASES, lingering, ProbeResult(3, 3), load={"requests": 1000, "users": 20})).outcome
+        == PASS
+    )
 
 
 def test_a_count_back_under_a_baseline_the_leak_filled_is_no_pass() -> None:
     # Warm-up leaked 30 into the baseline; the final 25 is under it, and 25 over the 0 before any traffic.
     samples = _samples([0, 30, 30, 30, 30, 30, 30, 40, 35, 30, 25, 25, 25, 25, 25])
     lingering = [_committed_once(1.0 + i / 10) for i in range(10)] + [_committed_once(6.0 + i / 4) for i in range(15)]
-    verdict = judge(samples, WITH_WARMUP, lingering, ProbeResult(3, 3), load={"requests": 600, "users": 10})
+    verdict = judge(Evidence(samples, WITH_WARMUP, lingering, ProbeResult(3, 3), load={"requests": 600, "users": 10}))
     assert verdict.outcome == LEAK and {"drain", "single_use"} <= set(verdict.evidence)
     assert verdict.checks[0].detail.startswith("25 connections after settle, 25 over the 0 before any traffic")
 
 
 def test_the_service_logging_dropped_connections_is_a_leak() -> None:
-    passed = judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3))
+    passed = judge(Evidence(_samples([5] * 15), PHASES, [], ProbeResult(3, 3)))
     verdict = with_service_warnings(passed, {"connection_dropped": 3, "pool_exhausted": 1})
     assert verdict.outcome == LEAK and verdict.evidence == ["leak_warnings"]
     assert verdict.reasons[0] == (
         "the service dropped 3 connection(s) without giving them back, closed later by the garbage collector "
         "(its log says 3)"
     )
-    clean = with_service_warnings(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3)), {"pool_exhausted": 2})
+    clean = with_service_warnings(
+        judge(Evidence(_samples([5] * 15), PHASES, [], ProbeResult(3, 3))), {"pool_exhausted": 2}
+    )
     assert clean.outcome == PASS and [c.passed for c in clean.checks if c.name == "leak_warnings"] == [True]
 
 
@@ -269,7 +287,7 @@ def _steady(requests: int, failed: int, not_served: int = 0) -> dict:
 def test_a_service_that_stopped_serving_its_steady_traffic_is_saturated_not_pass() -> None:
     zombie_tail = [s | {"active": 3} for s in _samples([6] * 12)] + _samples([6] * 3, start=12.0)
     view = {"checked_out": 0, "idle": 6, "limit": 6, "pools": {"db": {"waited": 40, "limit": 6}}}
-    verdict = judge(zombie_tail, PHASES, [], ProbeResult(3, 3), load_kinds=_steady(200, 170), pool_view=view)
+    verdict = judge(Evidence(zombie_tail, PHASES, [], ProbeResult(3, 3), load_kinds=_steady(200, 170), pool_view=view))
     assert verdict.outcome == SATURATED and verdict.exit_code == 4 and verdict.evidence == ["saturation"]
     assert verdict.reasons[0].startswith(
         "the service stopped serving under the load: 170 of 200 steady requests (85%) failed while it ran "
@@ -282,11 +300,13 @@ def test_a_service_that_stopped_serving_its_steady_traffic_is_saturated_not_pass
 def test_saturation_has_a_threshold_and_leak_wins() -> None:
     quiet = _samples([5] * 15)
     for failed, outcome in ((2, PASS), (3, PASS), (4, SATURATED)):  # 1 % of 300, and at least 3
-        assert judge(quiet, PHASES, [], ProbeResult(3, 3), load_kinds=_steady(300, failed)).outcome == outcome
+        assert judge(Evidence(quiet, PHASES, [], ProbeResult(3, 3), load_kinds=_steady(300, failed))).outcome == outcome
     # 404s the service meant are not failures to serve
-    assert judge(quiet, PHASES, [], ProbeResult(3, 3), load_kinds=_steady(300, 90, 90)).outcome == PASS
+    assert judge(Evidence(quiet, PHASES, [], ProbeResult(3, 3), load_kinds=_steady(300, 90, 90))).outcome == PASS
     held = [_conn("a", "idle", "SELECT 1 FROM t") | {"kind": "held"}] * 5
-    verdict = judge(_samples([0] * 5 + [5] * 10), PHASES, held, ProbeResult(3, 3), load_kinds=_steady(300, 200))
+    verdict = judge(
+        Evidence(_samples([0] * 5 + [5] * 10), PHASES, held, ProbeResult(3, 3), load_kinds=_steady(300, 200))
+    )
     assert verdict.outcome == LEAK and "saturation" not in verdict.evidence
     assert [c.passed for c in verdict.checks if c.name == "saturation"] == [False]
 
@@ -298,7 +318,7 @@ WITH_WARMUP = {"warmup": (1.0, 2.5), "baseline": (3.0, 5.0), "load": (6.0, 9.0),
 def test_a_baseline_that_moves_with_no_traffic_is_reported() -> None:
     samples = _samples([2, 30, 30, 31, 29, 26, 30, 30, 30, 30, 26, 26, 26, 26, 26])  # quiet: 31 down to 26
     lingering = [_conn("a", "idle", "ROLLBACK") | {"kind": "pooled"}] * 26
-    verdict = judge(samples, WITH_WARMUP, lingering, ProbeResult(3, 3))
+    verdict = judge(Evidence(samples, WITH_WARMUP, lingering, ProbeResult(3, 3)))
     assert verdict.outcome == PASS  # every connection left is reset in its pool: the drop is explained
     assert verdict.baseline_drift == {"low": 26.0, "high": 31.0, "moved": True, "before_warmup": 2.0}
     assert any(reason.startswith("the baseline moved from 26 to 31 connections") for reason in verdict.reasons)
@@ -309,11 +329,11 @@ def test_a_final_count_under_a_moving_baseline_is_no_pass_on_its_own() -> None:
     # count (12) is under the baseline (30) but 10 over the 2 before warm-up, none of them pooled.
     samples = _samples([2, 20, 30, 35, 30, 28, 30, 30, 30, 30, 12, 12, 12, 12, 12])
     lingering = [_conn("dj", "idle", "SELECT * FROM notes") | {"kind": "unsure"}] * 12
-    verdict = judge(samples, WITH_WARMUP, lingering, ProbeResult(3, 3))
+    verdict = judge(Evidence(samples, WITH_WARMUP, lingering, ProbeResult(3, 3)))
     assert verdict.outcome == ERROR and verdict.evidence == ["baseline_moved"]
     assert "10 over the 2 before warm-up" in verdict.reasons[0]
     steady = _samples([2] + [30] * 9 + [12] * 5)  # the same end under a baseline that stood still
-    assert judge(steady, WITH_WARMUP, lingering, ProbeResult(3, 3)).outcome == PASS
+    assert judge(Evidence(steady, WITH_WARMUP, lingering, ProbeResult(3, 3))).outcome == PASS
 
 
 def _pools(**counts: int) -> dict[str, int]:
@@ -323,25 +343,27 @@ def _pools(**counts: int) -> dict[str, int]:
 def test_clients_waiting_at_pgbouncer_after_traffic_stopped_are_a_stuck_pool() -> None:
     samples = _samples([4] * 15)
     stuck = {"mode": "session", "pool_size": 4, "final": _pools(cl_waiting=6, sv_active=4, sv_idle=0)}
-    verdict = judge(samples, PHASES, [], ProbeResult(3, 3), pooler=stuck)
+    verdict = judge(Evidence(samples, PHASES, [], ProbeResult(3, 3), pooler=stuck))
     assert verdict.outcome == LEAK and verdict.evidence == ["pooler"]
     assert verdict.reasons[0].startswith("6 client(s) still waiting at PgBouncer after traffic stopped")
     linked = {"mode": "transaction", "pool_size": 4, "final": _pools(sv_active=2)}  # transactions nobody ended
-    assert judge(samples, PHASES, [], ProbeResult(3, 3), pooler=linked).evidence == ["pooler"]
+    assert judge(Evidence(samples, PHASES, [], ProbeResult(3, 3), pooler=linked)).evidence == ["pooler"]
     session = {"mode": "session", "pool_size": 4, "final": _pools(sv_active=4)}  # a session holds its server
-    assert judge(samples, PHASES, [], ProbeResult(3, 3), pooler=session).outcome == PASS
+    assert judge(Evidence(samples, PHASES, [], ProbeResult(3, 3), pooler=session)).outcome == PASS
 
 
 def test_a_pool_that_ran_out_under_load_with_nothing_held_is_a_small_pool_not_a_leak() -> None:
     from drainwatch.judge.verdict import with_service_warnings
 
-    verdict = with_service_warnings(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3)), {"pool_exhausted": 7})
+    verdict = with_service_warnings(
+        judge(Evidence(_samples([5] * 15), PHASES, [], ProbeResult(3, 3))), {"pool_exhausted": 7}
+    )
     assert verdict.outcome == PASS and verdict.service_warnings == {"pool_exhausted": 7}
     assert any(
         reason.startswith("pool too small for this load: the service's pool ran out 7 time(s)")
         for reason in verdict.reasons
     )
-    leak = judge(_samples([5] * 15), PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
+    leak = judge(Evidence(_samples([5] * 15), PHASES, [], ProbeResult(1, 0, True, "no answer within 5s")))
     assert not any("pool too small" in r for r in with_service_warnings(leak, {"pool_exhausted": 7}).reasons)
 
 
@@ -364,11 +386,13 @@ def test_waits_a_user_feels_make_a_pool_too_small_short_ones_a_busy_pool() -> No
     assert small_pool_note(view(waited=300, wait_total_s=3.0)) is None
     samples = _samples([5] * 15)
     quick = judge(
-        samples,
-        PHASES,
-        [],
-        ProbeResult(3, 3),
-        pool_view={**view(waited=5, wait_max_s=2.0), "checked_out": 0, "idle": 5, "limit": 40},
+        Evidence(
+            samples,
+            PHASES,
+            [],
+            ProbeResult(3, 3),
+            pool_view={**view(waited=5, wait_max_s=2.0), "checked_out": 0, "idle": 5, "limit": 40},
+        )
     )
     assert quick.outcome == PASS and any(
         r.startswith("pool too small for this load: 5 request(s)") for r in quick.reasons
@@ -379,13 +403,13 @@ def test_zombie_work_after_traffic_stopped() -> None:
     samples = _samples([5] * 15)
     for sample in samples[10:13]:
         sample["active"] = 3
-    verdict = judge(samples, PHASES, [], ProbeResult(3, 3))
+    verdict = judge(Evidence(samples, PHASES, [], ProbeResult(3, 3)))
     assert verdict.zombie == {"peak_active": 3, "lasted_s": 3.0}
 
 
 def test_dead_target_is_error_not_leak() -> None:
     samples = _samples([5] * 5 + [20] * 10)
-    verdict = judge(samples, PHASES, [], ProbeResult(1, 0, False, "connection refused"))
+    verdict = judge(Evidence(samples, PHASES, [], ProbeResult(1, 0, False, "connection refused")))
     assert verdict.outcome == ERROR and verdict.exit_code == 2
 
 
@@ -394,7 +418,7 @@ def test_idle_in_transaction_leak() -> None:
     lingering = [
         _conn("a", "idle in transaction", "INSERT", 12.0) | {"kind": "in_transaction", "scenario": "error"}
     ] * 2
-    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
+    verdict = judge(Evidence(samples, PHASES, lingering, ProbeResult(3, 3)))
     assert verdict.outcome == LEAK
     assert verdict.idle_in_transaction == {"count": 2, "oldest_s": 12.0}
 
@@ -421,7 +445,7 @@ def test_pooled_connections_from_baseline_do_not_excuse_new_ones() -> None:
     samples = _samples([10] * 5 + [15] * 10)
     lingering = [_conn("a", "idle", "ROLLBACK") | {"kind": "pooled"}] * 10
     lingering += [_conn("a", "active", "SELECT pg_sleep(60)") | {"kind": "active"}] * 5
-    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
+    verdict = judge(Evidence(samples, PHASES, lingering, ProbeResult(3, 3)))
     assert verdict.outcome == LEAK and verdict.evidence == ["drain"]
     assert verdict.leaked == 5
 
@@ -451,8 +475,8 @@ def test_compact_sample_reading_gives_the_same_verdict(tmp_path) -> None:
     full, compact = read_samples(path), read_samples(path, phases)
     assert len(compact) < len(full) / 5
     args = ([], ProbeResult(3, 3))
-    assert judge(full, phases, *args).to_dict() == judge(compact, phases, *args).to_dict()
-    assert judge(compact, phases, *args).baseline_drift["before_warmup"] == 1.0  # the last reading before it
+    assert judge(Evidence(full, phases, *args)).to_dict() == judge(Evidence(compact, phases, *args)).to_dict()
+    assert judge(Evidence(compact, phases, *args)).baseline_drift["before_warmup"] == 1.0  # the last reading before it
 
 
 def test_diagnosis_names_cause_and_fix_per_pattern() -> None:
@@ -461,12 +485,12 @@ def test_diagnosis_names_cause_and_fix_per_pattern() -> None:
     samples = _samples([5] * 5 + [9] * 10)
     lingering = [_conn("a", "idle in transaction", "INSERT", 12.0) | {"kind": "in_transaction", "route": "orders"}] * 2
     lingering += [_conn("a", "idle", "SELECT 1 FROM t") | {"kind": "held", "route": "chat"}] * 2
-    verdict = judge(samples, PHASES, lingering, ProbeResult(1, 0, True, "no answer within 5s"))
+    verdict = judge(Evidence(samples, PHASES, lingering, ProbeResult(1, 0, True, "no answer within 5s")))
     patterns = [item["pattern"] for item in diagnose(verdict)]
     assert patterns == ["idle in transaction after traffic stopped", "idle connections still checked out", "guardrails"]
     first = diagnose(verdict)[0]
     assert "left by orders (2)" in first["evidence"] and "finally" in first["fix"]
-    assert diagnose(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3))) == []
+    assert diagnose(judge(Evidence(_samples([5] * 15), PHASES, [], ProbeResult(3, 3)))) == []
 
 
 def test_zombie_work_holding_the_pool_is_said_plainly_and_is_not_a_leak() -> None:
@@ -474,19 +498,19 @@ def test_zombie_work_holding_the_pool_is_said_plainly_and_is_not_a_leak() -> Non
     samples = _samples([5] * 15)
     for sample in samples[10:]:
         sample["active"] = 5
-    verdict = judge(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s"))
+    verdict = judge(Evidence(samples, PHASES, [], ProbeResult(1, 0, True, "no answer within 5s")))
     assert verdict.outcome == ERROR and verdict.evidence == ["still_working"] and verdict.exit_code == 2
     assert "still working for clients that have gone" in verdict.reasons[0] and "--settle" in verdict.reasons[0]
     held = [_conn("a", "idle", "SELECT 1 FROM t") | {"kind": "held"}]
-    assert judge(samples, PHASES, held, ProbeResult(1, 0, True, "no answer within 5s")).outcome == LEAK
+    assert judge(Evidence(samples, PHASES, held, ProbeResult(1, 0, True, "no answer within 5s"))).outcome == LEAK
 
 
 def test_a_load_that_sent_nothing_is_an_error_not_a_pass() -> None:
     samples = _samples([5] * 15)
-    verdict = judge(samples, PHASES, [], ProbeResult(3, 3), load={"requests": 0, "exceptions": 40})
+    verdict = judge(Evidence(samples, PHASES, [], ProbeResult(3, 3), load={"requests": 0, "exceptions": 40}))
     assert verdict.outcome == ERROR and verdict.evidence == ["no_load"]
     assert "40 exception(s)" in verdict.reasons[0]
-    noisy = judge(samples, PHASES, [], ProbeResult(3, 3), load={"requests": 900, "exceptions": 3})
+    noisy = judge(Evidence(samples, PHASES, [], ProbeResult(3, 3), load={"requests": 900, "exceptions": 3}))
     assert noisy.outcome == PASS and any("raised 3 exception(s)" in r for r in noisy.reasons)
 
 
@@ -509,12 +533,12 @@ def test_two_pools_under_one_application_name_are_told_apart_by_backend() -> Non
 def test_a_transaction_left_open_since_warm_up_is_a_leak_even_if_it_is_gone_after_settle() -> None:
     samples = _samples([5] * 15)
     at_baseline = [_conn("a", "idle in transaction", "SELECT 1 FROM t", 9.0) | {"kind": "in_transaction"}]
-    verdict = judge(samples, PHASES, [], ProbeResult(3, 3), at_baseline=at_baseline)
+    verdict = judge(Evidence(samples, PHASES, [], ProbeResult(3, 3), at_baseline=at_baseline))
     assert verdict.outcome == LEAK and verdict.evidence == ["baseline_clean"]
     assert verdict.reasons[0].startswith(
         "the leak began during warm-up: 1 connection(s) were already idle in transaction"
     )
-    assert judge(samples, PHASES, [], ProbeResult(3, 3), at_baseline=[]).outcome == PASS
+    assert judge(Evidence(samples, PHASES, [], ProbeResult(3, 3), at_baseline=[])).outcome == PASS
 
 
 def test_connections_opened_one_by_one_and_kept_get_the_sync_stack_diagnosis() -> None:
@@ -524,7 +548,7 @@ def test_connections_opened_one_by_one_and_kept_get_the_sync_stack_diagnosis() -
         _conn("", "idle", "SELECT * FROM items", 20.0) | {"kind": "unsure", "backend_age_s": 20.0 + i}
         for i in range(12)
     ]
-    verdict = judge(samples, PHASES, lingering, ProbeResult(3, 3))
+    verdict = judge(Evidence(samples, PHASES, lingering, ProbeResult(3, 3)))
     assert verdict.outcome == LEAK and verdict.per_request
     found = diagnose(verdict)
     assert found[0]["pattern"] == "a connection per request (or thread), never closed"
@@ -569,7 +593,9 @@ def test_warm_up_ends_once_the_pools_stop_growing() -> None:
 def test_a_count_that_fell_under_baseline_on_a_leak_is_not_never_back() -> None:
     # Held connections took the place of pooled ones: 10 left of a baseline of 29.
     held = [_conn("a", "idle", "SELECT count(*) FROM orders") | {"kind": "held"}] * 10
-    verdict = judge(_samples([29] * 10 + [10] * 5), PHASES, held, ProbeResult(1, 0, True, "no answer within 5s"))
+    verdict = judge(
+        Evidence(_samples([29] * 10 + [10] * 5), PHASES, held, ProbeResult(1, 0, True, "no answer within 5s"))
+    )
     assert verdict.outcome == LEAK and verdict.recovery_s is None
     assert recovery_sentence(verdict.recovery_s, verdict.final["total"], verdict.baseline["total"]) == (
         "the count fell under it (10 of 29), and connections stay held"
@@ -582,7 +608,9 @@ def test_a_count_that_fell_under_baseline_on_a_leak_is_not_never_back() -> None:
 
 def test_connections_the_pool_view_saw_collected_are_a_leak_even_unlogged() -> None:
     view = {"checked_out": 0, "idle": 5, "limit": 10, "collected": [{"stack": ["app.py:9 in get()"], "count": 4}]}
-    verdict = with_service_warnings(judge(_samples([5] * 15), PHASES, [], ProbeResult(3, 3), pool_view=view), {})
+    verdict = with_service_warnings(
+        judge(Evidence(_samples([5] * 15), PHASES, [], ProbeResult(3, 3), pool_view=view)), {}
+    )
     assert verdict.outcome == LEAK and verdict.evidence == ["leak_warnings"] and not verdict.leaked_exact
     assert verdict.reasons[0].endswith("closed later by the garbage collector (its pool view saw 4)")
 
@@ -611,7 +639,7 @@ def test_connections_out_to_work_still_running_are_not_a_leak() -> None:
     busy = [s | {"active": 1} for s in _samples([6] * 15)]
     working = [_conn("a", "active", "SELECT pg_sleep(3)") | {"kind": "active"}]
     view = {"checked_out": 1, "idle": 5, "limit": 6}
-    verdict = judge(busy, PHASES, working, ProbeResult(1, 0, True, "no answer within 5s"), pool_view=view)
+    verdict = judge(Evidence(busy, PHASES, working, ProbeResult(1, 0, True, "no answer within 5s"), pool_view=view))
     assert verdict.outcome == ERROR and verdict.evidence == ["still_working"], verdict.reasons
     ghost = {"checked_out": 2, "idle": 4, "limit": 6}  # one more out than the work uses: closed behind its back
-    assert judge(busy, PHASES, working, ProbeResult(1, 0, True, "x"), pool_view=ghost).outcome == LEAK
+    assert judge(Evidence(busy, PHASES, working, ProbeResult(1, 0, True, "x"), pool_view=ghost)).outcome == LEAK

@@ -14,12 +14,10 @@ SQL tags (``/* drainwatch route=… */``) stay the exact path when an app has th
 
 from __future__ import annotations
 
-import csv
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from drainwatch.judge.forensics import HELD, UNSURE
@@ -41,22 +39,6 @@ def normalise(query: str, width: int = 90) -> str:
     text = _NUMBER.sub("?", text)
     text = _SPACE.sub(" ", text).strip()
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def read_requests(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every request the scenarios logged (start, end as floats); unreadable files are skipped."""
-    out: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            with open(path, newline="") as handle:
-                for row in csv.DictReader(handle):
-                    try:
-                        out.append({**row, "start": float(row["start"]), "end": float(row["end"])})
-                    except (KeyError, ValueError):
-                        continue
-        except OSError:
-            continue
-    return sorted(out, key=lambda r: r["start"])
 
 
 def _label(request: Mapping[str, Any]) -> str:

@@ -17,45 +17,10 @@ hang-up before it, and a backend is only seen so when no other request in flight
 from __future__ import annotations
 
 import bisect
-import csv
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from drainwatch.judge.server import log_time
-
 CANCEL_WINDOW = 2.0  # a statement cancelled this soon after a hang-up was that hang-up's
-_CANCEL = re.compile(r"canceling statement due to user request")
-
-
-def cancel_times(log_path: Path | None) -> list[float] | None:
-    """Unix times of the statements PostgreSQL cancelled on request; None with no log to read."""
-    if log_path is None or not log_path.is_file():
-        return None
-    found = []
-    with open(log_path, errors="replace") as handle:
-        for line in handle:
-            if _CANCEL.search(line) and (when := log_time(line)) is not None:
-                found.append(when)
-    return sorted(found)
-
-
-def active_samples(samples_csv: Path, start: float, end: float) -> list[tuple[float, int]]:
-    """(t, active backends of the target) for every sample between ``start`` and ``end``."""
-    out = []
-    try:
-        with open(samples_csv, newline="") as handle:
-            for row in csv.DictReader(handle):
-                try:
-                    t = float(row["t"])
-                    if start <= t <= end and row.get("gap") != "1":
-                        out.append((t, int(float(row["active"]))))
-                except (KeyError, TypeError, ValueError):
-                    continue
-    except OSError:
-        return []
-    return out
 
 
 def hangups(

@@ -8,10 +8,9 @@ answers are not counted against the load: an exhausted pool answers them.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 KINDS = ("steady", "disconnect", "timeout", "error")
@@ -19,18 +18,18 @@ _STATUS = re.compile(r"HTTP (\d{3})")
 BROKEN_SHARE = 0.5  # a kind is broken when at least this share of its requests tested nothing
 
 
-def kind_counts(prefix: Path) -> dict[str, dict[str, Any]]:
+def kind_counts(stats: Iterable[Mapping[str, str]], failures: Iterable[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
     """Per kind: requests, failures, and those that tested nothing (``not_served``, ``no_chaos``) with the
     top error."""
     out: dict[str, dict[str, Any]] = {}
-    for row in _rows(Path(f"{prefix}_stats.csv")):
+    for row in stats:
         kind = row.get("Name", "").split(" ", 1)[0]
         if kind in KINDS:
             entry = out.setdefault(
                 kind, {"requests": 0, "failed": 0, "not_served": 0, "no_chaos": 0, "errors": Counter()}
             )
             entry["requests"] += int(float(row.get("Request Count") or 0))
-    for row in _rows(Path(f"{prefix}_failures.csv")):
+    for row in failures:
         kind = row.get("Name", "").split(" ", 1)[0]
         if kind not in out:
             continue
@@ -76,11 +75,3 @@ def _clean(error: str) -> str:
     """Locust wraps messages as ``CatchResponseError('…')``: keep the message."""
     found = re.match(r"^\w+\((['\"])(.*)\1\)$", error.strip(), re.S)
     return (found.group(2) if found else error).strip()
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="") as handle:
-            return list(csv.DictReader(handle))
-    except OSError:
-        return []

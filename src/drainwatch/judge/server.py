@@ -8,13 +8,10 @@ and that is a finding, never an error of drainwatch's.
 
 from __future__ import annotations
 
-import csv
 import re
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-_REFUSED = re.compile(r"too many clients already|remaining connection slots are reserved")
 _STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) (UTC|GMT)")
 
 
@@ -26,36 +23,6 @@ def log_time(line: str) -> float | None:
     whole, _, fraction = stamp.group(1).partition(".")
     seconds = datetime.strptime(whole + "+0000", "%Y-%m-%d %H:%M:%S%z").timestamp()
     return seconds + (float(f"0.{fraction}") if fraction else 0.0)
-
-
-def refusals(log_path: Path | None) -> dict[str, Any]:
-    """Connections PostgreSQL refused for want of slots, from its log (None when there is no log to read)."""
-    if log_path is None or not log_path.is_file():
-        return {"count": None, "first": None}
-    count, first = 0, None
-    with open(log_path, errors="replace") as handle:
-        for line in handle:
-            if _REFUSED.search(line):
-                count += 1
-                if first is None:
-                    first = log_time(line)
-    return {"count": count, "first": first}
-
-
-def peak_of_everyone(samples_csv: Path) -> dict[str, Any]:
-    """The most client backends anyone held at once (the collector's own included), and when."""
-    peak, when = 0, None
-    try:
-        with open(samples_csv, newline="") as handle:
-            for row in csv.DictReader(handle):
-                if row.get("gap") == "1":
-                    continue
-                value = int(float(row.get("all_client_backends") or 0)) + 1  # + the collector, excluded from its count
-                if value > peak:
-                    peak, when = value, float(row["t"])
-    except OSError:
-        pass
-    return {"peak": peak, "at": when}
 
 
 def server_check_numbers(

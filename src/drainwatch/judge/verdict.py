@@ -773,27 +773,35 @@ def _recovery(tail: Sequence[Mapping[str, Any]], limit: float, load_end: float) 
     return None
 
 
-def judge(
-    samples: Sequence[Mapping[str, Any]],
-    phases: Mapping[str, tuple[float, float]],
-    lingering: Sequence[Mapping[str, Any]],
-    probe: ProbeResult,
-    *,
-    tolerance: int = 0,
-    pool_view: Mapping[str, Any] | None = None,
-    collector_lost: bool = False,
-    load: Mapping[str, int] | None = None,
-    load_kinds: Mapping[str, Any] | None = None,
-    server: Mapping[str, Any] | None = None,
-    at_baseline: Sequence[Mapping[str, Any]] | None = None,
-    pooler: Mapping[str, Any] | None = None,
-) -> Verdict:
-    """Weigh the evidence. ``phases`` maps baseline/load/settle to (start, end) unix times;
-    ``pool_view`` is the app's own pool counts after settle (drainwatch.instrument), if any."""
+@dataclass(frozen=True)
+class Evidence:
+    """What one cycle collected, as ``run.evidence`` read it: everything the judge weighs."""
+
+    samples: Sequence[Mapping[str, Any]]  # the collector's rows (read_samples folds the load into one)
+    phases: Mapping[str, tuple[float, float]]  # warmup/baseline/load/settle → (start, end) unix times
+    lingering: Sequence[Mapping[str, Any]]  # the target's connections after settle, classified
+    probe: ProbeResult
+    tolerance: int = 0
+    pool_view: Mapping[str, Any] | None = None  # the app's own pool counts after settle, if any
+    collector_lost: bool = False
+    load: Mapping[str, int] | None = None  # requests, exceptions and users of the load phase
+    load_kinds: Mapping[str, Any] | None = None  # per chaos kind: requests, failures, what tested nothing
+    server: Mapping[str, Any] | None = None  # max_connections, usable slots, the peak, refusals
+    at_baseline: Sequence[Mapping[str, Any]] | None = None  # the connections at the end of the baseline
+    pooler: Mapping[str, Any] | None = None  # PgBouncer's SHOW POOLS at baseline and after settle
+    hangups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per disconnect request
+    notes: Sequence[str] = ()  # what the run itself has to say (a snapshot that failed, a rate not reached)
+
+
+def judge(evidence: Evidence) -> Verdict:
+    """Weigh the evidence of one cycle."""
+    e = evidence
+    samples, phases, lingering, probe, tolerance = e.samples, e.phases, e.lingering, e.probe, e.tolerance
+    pool_view, collector_lost, load_kinds, server = e.pool_view, e.collector_lost, e.load_kinds, e.server
+    at_baseline, pooler, load = e.at_baseline, e.pooler, e.load or {}
     base_start, base_end = phases.get("baseline", (0.0, 0.0))
     load_start, load_end = phases.get("load", (base_end, base_end))
     settle_start, settle_end = phases.get("settle", (load_end, load_end))
-    load = load or {}
 
     baseline = _levels(_window(samples, base_start, base_end), "median")
     tail = _window(samples, settle_start, settle_end)
@@ -824,7 +832,7 @@ def judge(
     if pooler is not None and pooler.get("final") is not None:
         checks.append(_check_pooler(pooler, tolerance))
     broken = broken_kinds(dict(load_kinds)) if load_kinds else []
-    outcome, evidence, reasons = _decide(
+    outcome, deciding, reasons = _decide(
         checks,
         load=load,
         collector_lost=collector_lost,
@@ -841,6 +849,7 @@ def judge(
     gaps = _gaps(samples, load_start, settle_end)
     reasons += _reuse_reasons(tally, reuse, drift, baseline["total"], tolerance)
     reasons += _caveats(outcome, load, gaps, zombie, drift, pool_view)
+    reasons += e.notes
     invisible = tally.invisible(pool_view)
     leaked = max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"])
     if outcome == LEAK and checks[0].passed and leaked:
@@ -849,11 +858,11 @@ def judge(
             "does not show this leak"
         )
     # The probe (or a full server) can see a leak no row shows: then the count is only a floor.
-    exact = outcome != LEAK or leaked > 0 or not ({"probe", "server_limit", "single_use"} & set(evidence))
+    exact = outcome != LEAK or leaked > 0 or not ({"probe", "server_limit", "single_use"} & set(deciding))
     return Verdict(
         outcome=outcome,
         reasons=reasons,
-        evidence=evidence,
+        evidence=deciding,
         checks=checks,
         baseline=baseline,
         peak=_levels(_window(samples, load_start, settle_end), "max"),
@@ -890,6 +899,7 @@ def judge(
         or bool(tally.single_use),
         reuse=asdict(reuse) | {"never_reused": len(tally.single_use)},
         never_reused=sorted(int(row["pid"]) for row in tally.single_use if row.get("pid") not in (None, "")),
+        hangups={label: dict(row) for label, row in e.hangups.items()},
     )
 
 

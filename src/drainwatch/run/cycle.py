@@ -18,20 +18,30 @@ from typing import Any
 
 from drainwatch.errors import DatabaseProblem, DrainwatchError, first_leaf
 from drainwatch.judge import forensics
-from drainwatch.judge.attribution import attribute, read_requests, with_checkouts
-from drainwatch.judge.hangups import active_samples, cancel_times, hangups
+from drainwatch.judge.attribution import attribute, with_checkouts
+from drainwatch.judge.hangups import hangups
 from drainwatch.judge.load import kind_counts
-from drainwatch.judge.probe import ProbeResult, probe
-from drainwatch.judge.server import peak_of_everyone, refusals, server_check_numbers
-from drainwatch.judge.verdict import Verdict, judge
+from drainwatch.judge.probe import ProbeResult
+from drainwatch.judge.server import server_check_numbers
+from drainwatch.judge.verdict import Evidence, Verdict, judge
 from drainwatch.plan import Match, RunConfig
 from drainwatch.provision.locust import LoadPlan, run_load, scenario_file
 from drainwatch.provision.pgbouncer import Pooler
 from drainwatch.provision.postgres import Database, Watch
 from drainwatch.provision.target import Target, read_pool_view
 from drainwatch.report.checkpoints import checkpoint_reports
+from drainwatch.run.evidence import (
+    active_samples,
+    cancel_times,
+    load_counts,
+    locust_rows,
+    peak_of_everyone,
+    read_requests,
+    refusals,
+)
 from drainwatch.run.faults import DockerControl, inject
 from drainwatch.run.live import Display
+from drainwatch.run.probe import probe
 from drainwatch.run.record import RunRecord
 from drainwatch.run.warmup import warm_up
 from drainwatch.rundir import (
@@ -127,30 +137,36 @@ async def cycle(
     write_connections(run_dir / LINGERING_CSV, lingering, append=not first)
     result = await _probe(run, prefix, first)
     phases = {name: record.phases[f"{prefix}{name}"] for name in ("warmup", "baseline", "load", "settle")}
-    kinds = _outside_faults(kind_counts(run_dir / csv_name), requests, record.data.get("faults") or [])
+    kinds = _outside_faults(
+        kind_counts(locust_rows(run_dir / csv_name, "stats"), locust_rows(run_dir / csv_name, "failures")),
+        requests,
+        record.data.get("faults") or [],
+    )
     if cfg.sweep_disconnect and "disconnect" in kinds:
         kinds["disconnect"]["sweep"] = True
+    notes = [snapshot_note] if snapshot_note else []
+    if cfg.rate and (note := _rate_note(cfg.rate, requests, *phases["load"])):
+        notes.append(note)
     verdict = judge(
-        read_samples(run_dir / SAMPLES_CSV, phases),
-        phases,
-        lingering,
-        result,
-        tolerance=cfg.tolerance,
-        pool_view=pool_views["final"],
-        collector_lost=run.collector.returncode is not None,
-        load={**load_counts(run_dir / csv_name), "users": cfg.users},
-        load_kinds=kinds,
-        server=_server(run),
-        at_baseline=at_baseline,
-        pooler=_pooler(run, phases),
+        Evidence(
+            read_samples(run_dir / SAMPLES_CSV, phases),
+            phases,
+            lingering,
+            result,
+            tolerance=cfg.tolerance,
+            pool_view=pool_views["final"],
+            collector_lost=run.collector.returncode is not None,
+            load={**load_counts(run_dir / csv_name), "users": cfg.users},
+            load_kinds=kinds,
+            server=_server(run),
+            at_baseline=at_baseline,
+            pooler=_pooler(run, phases),
+            hangups=_hangups(run, requests, phases["load"][0], phases["settle"][1]),
+            notes=notes,
+        )
     )
     if verdict.never_reused:  # lingering.csv says which idle connections no pool holds
         _mark_never_reused(run_dir / LINGERING_CSV, set(verdict.never_reused))
-    if snapshot_note:
-        verdict.reasons.append(snapshot_note)
-    verdict.hangups = _hangups(run, requests, phases["load"][0], phases["settle"][1])
-    if cfg.rate and (note := _rate_note(cfg.rate, requests, *phases["load"])):
-        verdict.reasons.append(note)
     return verdict
 
 
@@ -370,21 +386,6 @@ def _mark_never_reused(path: Path, pids: set[int]) -> None:
         if row.get("pid", "").isdigit() and int(row["pid"]) in pids and row.get("kind") in ("pooled", "unsure"):
             row["kind"] = NEVER_REUSED
     write_connections(path, rows)
-
-
-def load_counts(prefix: Path) -> dict[str, int]:
-    """Requests Locust sent and exceptions its users raised, from its CSVs (no totals: no request)."""
-    counts: dict[str, int] = {"requests": 0}
-    try:
-        with open(f"{prefix}_stats.csv", newline="") as handle:
-            for row in csv.DictReader(handle):
-                if row.get("Name") == "Aggregated":
-                    counts["requests"] = int(float(row.get("Request Count") or 0))
-        with open(f"{prefix}_exceptions.csv", newline="") as handle:
-            counts["exceptions"] = sum(int(float(row.get("Count") or 0)) for row in csv.DictReader(handle))
-    except (OSError, ValueError):
-        pass
-    return counts
 
 
 def _fault_event(record: RunRecord, event: dict[str, Any]) -> None:
