@@ -27,7 +27,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from drainwatch.errors import EXIT_LEAK, EXIT_PASS, EXIT_SATURATED, EXIT_USAGE
@@ -50,7 +50,7 @@ class Check:
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Verdict:
     outcome: str  # PASS, LEAK, SATURATED or ERROR ("verdict" in summary.json)
     reasons: list[str]
@@ -917,16 +917,14 @@ def with_faults(verdict: Verdict, events: Sequence[Mapping[str, Any]]) -> Verdic
     """The verdict naming each fault drainwatch injected and what it did: the reader must know the
     run was not a quiet one."""
     injected = [e for e in events if e.get("fault")]
-    verdict.faults = [
-        {k: e[k] for k in ("fault", "kind", "start", "end", "detail", "error") if k in e} for e in injected
-    ]
-    if injected:
-        said = "; ".join(
-            f"{e['fault']} ({'failed: ' + str(e['error']) if e.get('error') else e.get('detail') or 'done'})"
-            for e in injected
-        )
-        verdict.reasons.append(f"faults drainwatch injected: {said}")
-    return verdict
+    faults = [{k: e[k] for k in ("fault", "kind", "start", "end", "detail", "error") if k in e} for e in injected]
+    if not injected:
+        return replace(verdict, faults=faults)
+    said = "; ".join(
+        f"{e['fault']} ({'failed: ' + str(e['error']) if e.get('error') else e.get('detail') or 'done'})"
+        for e in injected
+    )
+    return replace(verdict, faults=faults, reasons=[*verdict.reasons, f"faults drainwatch injected: {said}"])
 
 
 DIED = "process_died"
@@ -935,9 +933,8 @@ DIED = "process_died"
 def with_deaths(verdict: Verdict, deaths: Sequence[str]) -> Verdict:
     """The verdict of a run in which PostgreSQL or the service died by itself: ERROR, saying so, and
     nothing about the service's connections (what they did after that is not evidence)."""
-    verdict.outcome, verdict.evidence = ERROR, [DIED]
-    verdict.reasons = [*deaths, *(r for r in verdict.reasons if r.startswith("not tested:"))]
-    return verdict
+    kept = [r for r in verdict.reasons if r.startswith("not tested:")]
+    return replace(verdict, outcome=ERROR, evidence=[DIED], reasons=[*deaths, *kept])
 
 
 def with_shutdown(verdict: Verdict, shutdown: Mapping[str, Any]) -> Verdict:
@@ -961,14 +958,12 @@ def with_shutdown(verdict: Verdict, shutdown: Mapping[str, Any]) -> Verdict:
         )
     else:
         detail = f"{len(left)} connection(s) of the service stayed open after it exited on SIGTERM"
-    check = Check("shutdown", passed, detail, dict(shutdown))
-    verdict.checks.append(check)
+    checked = replace(verdict, checks=[*verdict.checks, Check("shutdown", passed, detail, dict(shutdown))])
     if not passed and verdict.outcome in (PASS, SATURATED):
-        verdict.outcome, verdict.evidence, verdict.reasons = LEAK, ["shutdown"], [detail]
-    elif not passed and verdict.outcome == LEAK:
-        verdict.evidence.append("shutdown")
-        verdict.reasons.append(detail)
-    return verdict
+        return replace(checked, outcome=LEAK, evidence=["shutdown"], reasons=[detail])
+    if not passed and verdict.outcome == LEAK:
+        return replace(checked, evidence=[*verdict.evidence, "shutdown"], reasons=[*verdict.reasons, detail])
+    return checked
 
 
 LEAK_WARNINGS = ("gc_cleanup", "connection_dropped")  # what a service logs of a connection it never gave back
@@ -979,10 +974,10 @@ def with_service_warnings(verdict: Verdict, counts: Mapping[str, int]) -> Verdic
     clean up was never given back (SQLAlchemy's "non-checked-in connection", psycopg's "deleted while
     still open"): a check of its own, a LEAK even when the count came back. The rest is said, never
     decides (a pool that ran out under load is not a leak by itself)."""
-    verdict.service_warnings = dict(counts)
+    reasons = list(verdict.reasons)
     if counts:
         said = "; ".join(f"{n} × {describe(kind)}" for kind, n in counts.items())
-        verdict.reasons.append(f"the service logged: {said} (logs/target.log, service-warnings.csv)")
+        reasons.append(f"the service logged: {said} (logs/target.log, service-warnings.csv)")
     logged = sum(counts.get(kind, 0) for kind in LEAK_WARNINGS)
     seen = sum(verdict.collected_sites.values())  # as the pool view recorded them, logged or not
     dropped = max(logged, seen)
@@ -998,16 +993,23 @@ def with_service_warnings(verdict: Verdict, counts: Mapping[str, int]) -> Verdic
     check = Check(
         "leak_warnings", dropped <= verdict.tolerance, detail, {"count": dropped, "logged": logged, "seen": seen}
     )
-    verdict.checks.append(check)
+    verdict = replace(verdict, service_warnings=dict(counts), checks=[*verdict.checks, check], reasons=reasons)
     if not check.passed and verdict.outcome in (PASS, SATURATED):
-        verdict.outcome, verdict.evidence, verdict.reasons = LEAK, ["leak_warnings"], [detail, *verdict.reasons[1:]]
-        verdict.leaked_exact = verdict.leaked > 0  # the log says connections leaked, no row shows them
+        # the log says connections leaked: no row shows them when none was counted
+        verdict = replace(
+            verdict,
+            outcome=LEAK,
+            evidence=["leak_warnings"],
+            reasons=[detail, *reasons[1:]],
+            leaked_exact=verdict.leaked > 0,
+        )
     elif not check.passed and verdict.outcome == LEAK:
-        verdict.evidence.append("leak_warnings")
+        verdict = replace(verdict, evidence=[*verdict.evidence, "leak_warnings"])
     if verdict.outcome == PASS and counts.get("pool_exhausted"):
-        verdict.reasons.append(
+        small = (
             f"pool too small for this load: the service's pool ran out {counts['pool_exhausted']} time(s) while the "
             "load ran, and nothing was held after it: a small pool is not a leak (give it more connections, "
             "or fewer --users)"
         )
+        verdict = replace(verdict, reasons=[*verdict.reasons, small])
     return verdict
