@@ -2,7 +2,7 @@
 
     python bench/report_scale.py [--hours 24] [--hz 1] [--repeat 3]
 
-The run folder comes from bench/synthetic_rundir.make_rundir (about 86,000 samples and half
+The run folder comes from tests/rundirs.make_rundir (about 86,000 samples and half
 a million Locust history rows for 24 h at 1 Hz). Each render runs in a fresh subprocess, as
 `drainwatch report RUN_DIR` would: its wall time (interpreter start and imports included,
 what a user waits for) and its peak RSS (VmHWM of the child's own address space).
@@ -108,11 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the synthetic run folders")
     args = parser.parse_args(argv)
 
-    try:
-        from synthetic_rundir import make_rundir
-    except ImportError as exc:
-        print(f"report benchmark skipped: bench/synthetic_rundir.py is not usable yet ({exc})")
-        return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.rundirs
+    from tests.rundirs import make_rundir
 
     work = scratch("report", args.keep)
     print(

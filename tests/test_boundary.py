@@ -57,8 +57,10 @@ def test_without_a_run_folder_the_traceback_goes_to_a_temp_file(
     kept.unlink()
 
 
-@pytest.mark.parametrize("out", ["/proc/forbidden", "/sys/x"])
-def test_output_folders_a_ci_runner_cannot_write(out: str) -> None:
+@pytest.mark.parametrize("out", ["/proc/forbidden", "/sys/x", "{a_file}/reports"])
+def test_output_folders_a_ci_runner_cannot_write(out: str, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    out = out.format(a_file=tmp_path / "file")  # a folder under a file cannot be made either
     proc = drainwatch("run", "--out", out, "-q")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: output folder {out} is not writable — hint: choose another with --out DIR"

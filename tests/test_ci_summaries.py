@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.synthetic_rundir import make_rundir
 from drainwatch.cli import commands as cli_commands
 from drainwatch.cli import run_options
 from drainwatch.plan import validate
 from drainwatch.report.outputs import STEP_SUMMARY_ENV, write_summary_md
 from drainwatch.rundir import RUN_JSON, SUMMARY_JSON, SUMMARY_MD, read_json
+from tests.rundirs import make_rundir
 
 REPO = Path(__file__).resolve().parent.parent
 GITHUB = REPO / "examples" / "ci" / "github-actions.yml"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.synthetic_rundir import make_rundir
 from drainwatch.errors import UsageError
 from drainwatch.report.compare import BETTER, SAME, WORSE, Comparison, compare_runs, load_pair, write_compare
 from drainwatch.report.rundata import load_run
 from tests.helpers import FAST, drainwatch
+from tests.rundirs import make_rundir
 
 SHORT = 0.03  # hours: 108 s, enough for every phase
 HINT = "hint: pass two run folders written by `drainwatch run`, like reports/<run-id>"

@@ -41,10 +41,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.synthetic_rundir import make_rundir
 from drainwatch.cli.commands import one_line
 from drainwatch.errors import UsageError
 from tests.helpers import drainwatch
+from tests.rundirs import make_rundir
 
 LONG = os.environ.get("DRAINWATCH_FUZZ") == "long"
 _COMMON: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""The report, rendered from synthetic run directories (bench/synthetic_rundir.py)."""
+"""The report, rendered from synthetic run directories (tests/rundirs.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.synthetic_rundir import make_rundir
 from drainwatch.report import render_report
 from drainwatch.report.rundata import connection_series, gap_spans, load_run, scenario_of, scenario_rates
+from tests.rundirs import make_rundir
 
 SHORT = 0.03  # hours: 108 s, enough for every phase
 

@@ -407,7 +407,7 @@ def test_zombie_work_after_traffic_stopped() -> None:
     assert verdict.zombie == {"peak_active": 3, "lasted_s": 3.0}
 
 
-def test_dead_target_is_error_not_leak() -> None:
+def test_a_probe_refused_is_error_not_leak() -> None:
     samples = _samples([5] * 5 + [20] * 10)
     verdict = judge(Evidence(samples, PHASES, [], ProbeResult(1, 0, False, "connection refused")))
     assert verdict.outcome == ERROR and verdict.exit_code == 2

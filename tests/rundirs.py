@@ -1,7 +1,7 @@
 """A synthetic run directory, shaped like the real thing, for report tests and the report bench.
 
     make_rundir(path, hours=24, hz=1)                     # a 24 h soak sampled at 1 Hz
-    python bench/synthetic_rundir.py OUT_DIR --hours 24 --hz 1 [--verdict LEAK] [--render]
+    python tests/rundirs.py OUT_DIR --hours 24 --hz 1 [--verdict LEAK] [--render]
 
 The files follow drainwatch.rundir and Locust 2.x's ``--csv --csv-full-history`` output; the
 summary is produced by the real ``drainwatch.judge.verdict.judge`` from the synthetic samples, so it
