@@ -526,26 +526,14 @@ def _leak_reason(check: Check, final: dict[str, float], tally: _Tally) -> str:
     )
 
 
-def _decide(
-    checks: list[Check],
-    *,
-    load: Mapping[str, int],
-    collector_lost: bool,
-    probe: ProbeResult,
-    have_tail: bool,
-    final: dict[str, float],
-    tally: _Tally,
-    baseline_total: float,
-    recovery_s: float | None,
-    broken: list[str],
-    drift: Mapping[str, Any],
-    tolerance: int,
-) -> tuple[str, list[str], list[str]]:
+def _decide(checks: list[Check], e: Evidence, m: _Measures) -> tuple[str, list[str], list[str]]:
     """The ladder ERROR > LEAK > SATURATED > PASS: (outcome, evidence, reasons).
 
     A full server is LEAK even when the target looks down: the leak is what took it down.
     """
     server_full = any(c.name == "server_limit" and not c.passed for c in checks)
+    load, probe, final, tally, baseline_total = e.load or {}, e.probe, m.final, m.tally, m.baseline["total"]
+    broken = broken_kinds(dict(e.load_kinds)) if e.load_kinds else []
     if load.get("requests") == 0:
         return (
             ERROR,
@@ -555,7 +543,7 @@ def _decide(
                 f"({load.get('exceptions', 0)} exception(s) in locust_exceptions.csv)"
             ],
         )
-    if collector_lost:
+    if e.collector_lost:
         return (
             ERROR,
             ["collector_lost"],
@@ -568,7 +556,7 @@ def _decide(
         return ERROR, ["load_invalid"], broken
     if not probe.target_alive and not server_full:
         return ERROR, ["target_down"], [f"the target is down: {probe.detail or 'it does not accept connections'}"]
-    if not have_tail and not server_full:
+    if not m.tail and not server_full:
         return (
             ERROR,
             ["no_samples"],
@@ -586,12 +574,12 @@ def _decide(
             ["saturation"],
             [f"{saturated[0]}; every connection came back after the traffic: saturation, not a leak"],
         )
-    if (unproven := _unproven_drain(drift, final, tally, baseline_total, tolerance)) is not None:
+    if (unproven := _unproven_drain(m.drift, final, tally, baseline_total, e.tolerance)) is not None:
         return ERROR, ["baseline_moved"], [unproven]
     back = (
         f"connections back to baseline ({baseline_total:.0f})"
-        + (f" {human_seconds(recovery_s)} after traffic stopped" if recovery_s is not None else "")
-        if final["total"] <= baseline_total + tolerance
+        + (f" {human_seconds(m.recovery_s)} after traffic stopped" if m.recovery_s is not None else "")
+        if final["total"] <= baseline_total + e.tolerance
         else f"{final['total']:.0f} connections after settle, {final['total'] - baseline_total:.0f} over baseline "
         f"({baseline_total:.0f}), every one idle in its pool (a warm pool)"
     )
@@ -793,65 +781,85 @@ class Evidence:
     notes: Sequence[str] = ()  # what the run itself has to say (a snapshot that failed, a rate not reached)
 
 
-def judge(evidence: Evidence) -> Verdict:
-    """Weigh the evidence of one cycle."""
-    e = evidence
-    samples, phases, lingering, probe, tolerance = e.samples, e.phases, e.lingering, e.probe, e.tolerance
-    pool_view, collector_lost, load_kinds, server = e.pool_view, e.collector_lost, e.load_kinds, e.server
-    at_baseline, pooler, load = e.at_baseline, e.pooler, e.load or {}
-    base_start, base_end = phases.get("baseline", (0.0, 0.0))
-    load_start, load_end = phases.get("load", (base_end, base_end))
-    settle_start, settle_end = phases.get("settle", (load_end, load_end))
+@dataclass(frozen=True)
+class _Measures:
+    """What the judge measures from the evidence before any check: the levels, the settle
+    window, how connections were reused, and each connection left open, classified."""
 
-    baseline = _levels(_window(samples, base_start, base_end), "median")
-    tail = _window(samples, settle_start, settle_end)
-    final = _levels(tail[-1:], "max")
-    recovery_s = _recovery(tail, baseline["total"] + tolerance, load_end)
+    baseline: dict[str, float]
+    final: dict[str, float]
+    tail: list[Mapping[str, Any]]  # the samples of settle
+    recovery_s: float | None
+    reuse: Reuse
+    tally: _Tally
+    drift: dict[str, Any]
+    zombie: dict[str, Any]
+    load: tuple[float, float]  # the load phase's (start, end), the baseline's end when it has none
+    settle: tuple[float, float]
+    gaps: dict[str, Any]  # samples the collector missed from the load to the end of settle
+
+
+def _measure(e: Evidence) -> _Measures:
+    base_start, base_end = e.phases.get("baseline", (0.0, 0.0))
+    load_start, load_end = e.phases.get("load", (base_end, base_end))
+    settle_start, settle_end = e.phases.get("settle", (load_end, load_end))
+    load = e.load or {}
+    baseline = _levels(_window(e.samples, base_start, base_end), "median")
+    tail = _window(e.samples, settle_start, settle_end)
     # preflight's requests are traffic too: a connection opened for one of them served a request
-    traffic_start = min(phases.get(name, (load_start, load_start))[0] for name in ("preflight", "warmup", "baseline"))
-    reuse = _reuse(samples, load_start, load_end, int(load.get("requests") or 0), int(load.get("users") or 0))
-    tally = _tally(lingering, pool_view, traffic_start, (load_start, load_end), reuse)
-    drift = _baseline_drift(samples, phases, tolerance)
+    traffic_start = min(e.phases.get(name, (load_start, load_start))[0] for name in ("preflight", "warmup", "baseline"))
+    reuse = _reuse(e.samples, load_start, load_end, int(load.get("requests") or 0), int(load.get("users") or 0))
+    return _Measures(
+        baseline=baseline,
+        final=_levels(tail[-1:], "max"),
+        tail=tail,
+        recovery_s=_recovery(tail, baseline["total"] + e.tolerance, load_end),
+        reuse=reuse,
+        tally=_tally(e.lingering, e.pool_view, traffic_start, (load_start, load_end), reuse),
+        drift=_baseline_drift(e.samples, e.phases, e.tolerance),
+        zombie=_zombie(tail, load_end),
+        load=(load_start, load_end),
+        settle=(settle_start, settle_end),
+        gaps=_gaps(e.samples, load_start, settle_end),
+    )
 
+
+def _checks(e: Evidence, m: _Measures) -> list[Check]:
+    """Every check that applies, in the order they are reported (the drain check first)."""
+    base_start, base_end = e.phases.get("baseline", (0.0, 0.0))
+    tally, tolerance = m.tally, e.tolerance
     checks = [
-        _check_drain(baseline, final, tally, tolerance, recovery_s, pool_view is not None, drift["before_warmup"]),
+        _check_drain(
+            m.baseline, m.final, tally, tolerance, m.recovery_s, e.pool_view is not None, m.drift["before_warmup"]
+        ),
         _check_idle_in_transaction(tally, tolerance),
         _check_held(tally, tolerance),
-        _check_single_use(tally, tolerance, reuse),
+        _check_single_use(tally, tolerance, m.reuse),
     ]
-    if pool_view is not None:
-        checks.append(_check_pool_view(pool_view, tally, tolerance))
-    checks.append(_check_probe(probe))
-    zombie = _zombie(tail, load_end)
-    if (saturation := _check_saturation(load_kinds, zombie, pool_view)) is not None:
+    if e.pool_view is not None:
+        checks.append(_check_pool_view(e.pool_view, tally, tolerance))
+    checks.append(_check_probe(e.probe))
+    if (saturation := _check_saturation(e.load_kinds, m.zombie, e.pool_view)) is not None:
         checks.append(saturation)
-    if at_baseline is not None:
-        checks.append(_check_baseline(at_baseline, base_end - base_start, tolerance))
-    if server is not None:
-        checks.append(_check_server(server))
-    if pooler is not None and pooler.get("final") is not None:
-        checks.append(_check_pooler(pooler, tolerance))
-    broken = broken_kinds(dict(load_kinds)) if load_kinds else []
-    outcome, deciding, reasons = _decide(
-        checks,
-        load=load,
-        collector_lost=collector_lost,
-        probe=probe,
-        have_tail=bool(tail),
-        final=final,
-        tally=tally,
-        baseline_total=baseline["total"],
-        recovery_s=recovery_s,
-        broken=broken,
-        drift=drift,
-        tolerance=tolerance,
-    )
-    gaps = _gaps(samples, load_start, settle_end)
-    reasons += _reuse_reasons(tally, reuse, drift, baseline["total"], tolerance)
-    reasons += _caveats(outcome, load, gaps, zombie, drift, pool_view)
+    if e.at_baseline is not None:
+        checks.append(_check_baseline(e.at_baseline, base_end - base_start, tolerance))
+    if e.server is not None:
+        checks.append(_check_server(e.server))
+    if e.pooler is not None and e.pooler.get("final") is not None:
+        checks.append(_check_pooler(e.pooler, tolerance))
+    return checks
+
+
+def judge(evidence: Evidence) -> Verdict:
+    """Weigh the evidence of one cycle: measure, check, decide, then say why."""
+    e, m = evidence, _measure(evidence)
+    checks = _checks(e, m)
+    outcome, deciding, reasons = _decide(checks, e, m)
+    reasons += _reuse_reasons(m.tally, m.reuse, m.drift, m.baseline["total"], e.tolerance)
+    reasons += _caveats(outcome, e.load or {}, m.gaps, m.zombie, m.drift, e.pool_view)
     reasons += e.notes
-    invisible = tally.invisible(pool_view)
-    leaked = max(len(tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"])
+    invisible = m.tally.invisible(e.pool_view)
+    leaked = max(len(m.tally.leaked_rows) + invisible, checks[0].numbers["counted_excess"])
     if outcome == LEAK and checks[0].passed and leaked:
         checks[0].detail += (
             f"; yet {leaked} connection(s) are held: they took the place of pooled ones, so the count alone "
@@ -859,45 +867,64 @@ def judge(evidence: Evidence) -> Verdict:
         )
     # The probe (or a full server) can see a leak no row shows: then the count is only a floor.
     exact = outcome != LEAK or leaked > 0 or not ({"probe", "server_limit", "single_use"} & set(deciding))
+    said = _Said(outcome, deciding, reasons, checks, leaked, exact, invisible)
+    return _verdict(e, m, said)
+
+
+@dataclass(frozen=True)
+class _Said:
+    """What the judge decided, before it is written into a Verdict with what it measured."""
+
+    outcome: str
+    evidence: list[str]
+    reasons: list[str]
+    checks: list[Check]
+    leaked: int
+    exact: bool
+    invisible: int  # connections the pools count that PostgreSQL no longer has
+
+
+def _verdict(e: Evidence, m: _Measures, said: _Said) -> Verdict:
+    tally, pool_view = m.tally, e.pool_view
     return Verdict(
-        outcome=outcome,
-        reasons=reasons,
-        evidence=deciding,
-        checks=checks,
-        baseline=baseline,
-        peak=_levels(_window(samples, load_start, settle_end), "max"),
-        final=final,
-        leaked=leaked,
-        leaked_exact=exact,
+        outcome=said.outcome,
+        reasons=said.reasons,
+        evidence=said.evidence,
+        checks=said.checks,
+        baseline=m.baseline,
+        peak=_levels(_window(e.samples, m.load[0], m.settle[1]), "max"),
+        final=m.final,
+        leaked=said.leaked,
+        leaked_exact=said.exact,
         leaked_by_kind={
             HELD: tally.held,
             IN_TRANSACTION: len(tally.iit_rows),
             "single_use": len(tally.single_use),
-            "invisible": invisible,
+            "invisible": said.invisible,
         },
-        pooled_idle=tally.pooled,
         # a LEAK has no recovery: the count may be back, but connections are held or the service starves
-        recovery_s=None if outcome == LEAK else recovery_s,
+        recovery_s=None if said.outcome == LEAK else m.recovery_s,
+        zombie=m.zombie,
+        gaps=m.gaps,
+        pooled_idle=tally.pooled,
         idle_in_transaction={"count": len(tally.iit_rows), "oldest_s": round(tally.oldest_iit, 2)},
-        zombie=zombie,
-        gaps=gaps,
-        probe=asdict(probe) | {"passed": probe.passed},
+        probe=asdict(e.probe) | {"passed": e.probe.passed},
         pool_view=dict(pool_view) if pool_view is not None else None,
         scenarios=dict(Counter(row.get("scenario") or "unknown" for row in tally.leaked_rows)),
         routes=dict(Counter(row.get("route") or "unknown" for row in tally.leaked_rows)),
-        tolerance=tolerance,
-        server=dict(server) if server is not None else None,
-        baseline_drift=drift,
-        pooler=dict(pooler) if pooler is not None else None,
+        tolerance=e.tolerance,
+        server=dict(e.server) if e.server is not None else None,
+        baseline_drift=m.drift,
+        pooler=dict(e.pooler) if e.pooler is not None else None,
         checkout_sites=_checkout_sites(pool_view),
         waiting=_waiting(pool_view),
         collected_sites=_collected_sites(pool_view),
-        load_kinds=dict(load_kinds) if load_kinds is not None else None,
+        load_kinds=dict(e.load_kinds) if e.load_kinds is not None else None,
         attribution=attribution_summary(tally.leaked_rows) if tally.leaked_rows else None,
         oldest_held_s=round(max((float(r.get("state_age_s") or 0) for r in tally.leaked_rows), default=0.0), 2),
-        per_request=_opened_per_request([r for r in lingering if r["kind"] in (HELD, IN_TRANSACTION, UNSURE)])
+        per_request=_opened_per_request([r for r in e.lingering if r["kind"] in (HELD, IN_TRANSACTION, UNSURE)])
         or bool(tally.single_use),
-        reuse=asdict(reuse) | {"never_reused": len(tally.single_use)},
+        reuse=asdict(m.reuse) | {"never_reused": len(tally.single_use)},
         never_reused=sorted(int(row["pid"]) for row in tally.single_use if row.get("pid") not in (None, "")),
         hangups={label: dict(row) for label, row in e.hangups.items()},
     )
