@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drainwatch.judge.verdict import DIED, LEAK, Verdict
+from drainwatch.judge.verdict import DIED, LEAK, Check, Verdict
 from drainwatch.units import human_seconds
 
 GUARDRAILS = (
@@ -15,17 +15,30 @@ GUARDRAILS = (
 
 def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
     """One entry per pattern seen: ``pattern``, ``evidence``, ``cause``, ``fix``."""
-    found: list[dict[str, Any]] = []
     if DIED in verdict.evidence:  # PostgreSQL or the service died: nothing to say of the service's code
-        return found
+        return []
     checks = {check.name: check for check in verdict.checks}
+    found = _connections_left(verdict, checks, _left_by(verdict)) + _outages(verdict, checks)
+    found += _from_the_log(verdict.service_warnings)
+    if verdict.outcome == LEAK:
+        found.append({"pattern": "guardrails", "evidence": "", "cause": "", "fix": GUARDRAILS})
+    return found
+
+
+def _left_by(verdict: Verdict) -> str:
+    """ "; left by …": the routes the SQL tags name, else the request most likely to have left them."""
     tagged = {route: n for route, n in verdict.routes.items() if route != "unknown"}
     by_routes = ", ".join(f"{route} ({n})" for route, n in sorted(tagged.items(), key=lambda kv: -kv[1]))
     likely = (verdict.attribution or {}).get("likely") or {}
     if not by_routes and likely:
         label, n = next(iter(likely.items()))
         by_routes = f"most likely {label} ({n})"
-    where = f"; left by {by_routes}" if by_routes else ""
+    return f"; left by {by_routes}" if by_routes else ""
+
+
+def _connections_left(verdict: Verdict, checks: dict[str, Check], where: str) -> list[dict[str, Any]]:
+    """What the connections still open after settle say: in a transaction, one per request, held, invisible."""
+    found: list[dict[str, Any]] = []
     iit = verdict.idle_in_transaction
     if iit["count"]:
         found.append(
@@ -76,12 +89,19 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
                 "fix": "give every checkout back in finally or async with; never let a checked-out connection go out of scope",
             }
         )
+    return found
+
+
+def _outages(verdict: Verdict, checks: dict[str, Check]) -> list[dict[str, Any]]:
+    """What else went wrong: a service that starves, a server that filled, work for clients that left."""
+    found: list[dict[str, Any]] = []
+    held, invisible = verdict.leaked_by_kind.get("held", 0), verdict.leaked_by_kind.get("invisible", 0)
     probe = checks.get("probe")
     if (
         probe is not None
         and not probe.passed
         and verdict.probe.get("target_alive", True)
-        and not (iit["count"] or held or invisible)
+        and not (verdict.idle_in_transaction["count"] or held or invisible)
     ):
         found.append(
             {
@@ -115,9 +135,6 @@ def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
                 "fix": "stream the reply, cancel on disconnect while the response is in flight, or enforce server-side deadlines",
             }
         )
-    found += _from_the_log(verdict.service_warnings)
-    if verdict.outcome == LEAK:
-        found.append({"pattern": "guardrails", "evidence": "", "cause": "", "fix": GUARDRAILS})
     return found
 
 
