@@ -6,7 +6,9 @@ with gevent. Locust writes its own CSVs into the run directory.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -36,6 +38,32 @@ class LoadPlan:
     log_path: Path
     env: dict[str, str]
     workers: int = 0  # >0: Locust master plus this many local worker processes
+
+
+async def check_locustfile(path: Path, env: dict[str, str], timeout: float = 60.0) -> None:
+    """Have Locust import ``path`` and list its users (``--list``) before anything starts: a typo
+    in a locustfile costs a second here, not a run whose load then sends nothing. Raises
+    UsageError with Locust's own last line."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "locust", "-f", str(path), "--list"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **env},
+        start_new_session=True,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:  # timed out, or the run was interrupted: it is ours to end
+            proc.kill()
+            await proc.wait()
+    lines = [line for line in out.decode(errors="replace").splitlines() if line.strip()]
+    if proc.returncode != 0:
+        raise UsageError(
+            f"locust could not load {path}: {lines[-1].strip() if lines else f'exit code {proc.returncode}'}",
+            hint=f"run `locust -f {path} --list` to see the whole error",
+        )
 
 
 def scenario_file(name: str) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 from drainwatch.errors import DrainwatchError, TargetProblem, UsageError
 from drainwatch.judge.verdict import Verdict, with_deaths, with_faults, with_service_warnings, with_shutdown
 from drainwatch.plan import Match, RunConfig, check_programs, redact_dsn, untested_kinds, untested_note
+from drainwatch.provision.locust import check_locustfile
 from drainwatch.provision.pgbouncer import Pooler, external_pgbouncer, pgbouncer, show_clients, show_pools
 from drainwatch.provision.postgres import Database, Watch, embedded_postgres, external_postgres
 from drainwatch.provision.processes import last_words
@@ -95,7 +96,7 @@ async def execute(cfg: RunConfig, display: Display) -> Verdict | None:
         if verdict is not None and not cfg.target_url:  # after the service stopped: its last words count
             verdict = with_service_warnings(verdict, warning_counts(run_dir / SERVICE_WARNINGS_CSV))
         if verdict is not None and (untested := untested_kinds(cfg)):
-            verdict.reasons.append(untested_note(untested))
+            verdict = replace(verdict, reasons=[*verdict.reasons, untested_note(untested)])
     except asyncio.CancelledError:
         status = "interrupted"
         raise
@@ -145,6 +146,8 @@ async def preflight(cfg: RunConfig) -> DockerControl | None:
     DatabaseProblem, TargetProblem or UsageError naming the fix.
     """
     check_programs(cfg)
+    if cfg.locustfile:
+        await check_locustfile(cfg.locustfile, cfg.traffic.env())
     if cfg.dsn:
         async with external_postgres(cfg.dsn):
             pass
