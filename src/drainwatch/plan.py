@@ -280,6 +280,15 @@ def validate(cfg: RunConfig) -> RunConfig:
 
     Raises UsageError naming the fix.
     """
+    _check_numbers(cfg)
+    _check_service(cfg)
+    _check_given_target(cfg)
+    _check_load(cfg)
+    return cfg
+
+
+def _check_numbers(cfg: RunConfig) -> None:
+    """The numbers and names: variant, users, workers, rates, limits, the run id."""
     if cfg.variant not in VARIANTS:
         raise UsageError(f"unknown variant {cfg.variant!r}", hint="use --variant leaky or --variant fixed")
     if not 1 <= cfg.users <= MAX_USERS:
@@ -308,6 +317,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     check_production(cfg.prod_rps, cfg.prod_pool, cfg.prod_instances, cfg.prod_max_connections)
     check_run_id(cfg.run_id)
+
+
+def _check_service(cfg: RunConfig) -> None:
+    """How the service is started, reached and read: its environment, commands, paths, database."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.database_env):
         raise UsageError(
             f"--database-env {cfg.database_env!r} is not an environment variable name",
@@ -329,6 +342,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     check_target(cfg.serve, cfg.target_url, cfg.dsn)
     if cfg.setup is not None and cfg.serve is None:
         raise UsageError("--setup runs before --serve, but no --serve was given", hint="add --serve 'CMD {port}'")
+
+
+def _check_given_target(cfg: RunConfig) -> None:
+    """What drainwatch cannot do to a service it did not start (--target-url)."""
     if cfg.target_url is not None and cfg.via_pgbouncer:
         raise UsageError(
             "--via-pgbouncer puts a PgBouncer between a service drainwatch starts and its database, and "
@@ -354,6 +371,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             "backends from the others",
             hint="select them: --app-name 'myapp%' (or --usename, --datname, --client-addr)",
         )
+
+
+def _check_load(cfg: RunConfig) -> None:
+    """The load and what is done to it: the locustfile, metrics, cycles, faults, the output folder."""
     if cfg.locustfile is not None:
         if not cfg.locustfile.is_file():
             raise UsageError(f"locustfile {cfg.locustfile} does not exist", hint="check the path given to --locustfile")
@@ -379,7 +400,6 @@ def validate(cfg: RunConfig) -> RunConfig:
             external_pooler=cfg.pgbouncer is not None,
         )
     check_writable(cfg.out)
-    return cfg
 
 
 def untested_kinds(cfg: RunConfig) -> list[str]:
