@@ -146,11 +146,20 @@ def test_a_request_that_holds_its_connection_too_long_saturates_a_healthy_pool(
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert found["leaked"] == 0
     saturation = next(c for c in found["checks"] if c["name"] == "saturation")
+    # How long each request held its connection, from the pool view's checkouts (no code change: the
+    # bootstrap hooked asyncpg's pool and aiohttp's handler), and what that kept busy: Little's law.
+    slow = found["holds"]["GET /api/slow"]
+    assert 2.9 <= slow["p95_s"] <= 4 and slow["count"] >= 2, slow
     if verdict == "SATURATED":
         assert saturation["numbers"]["failed"] >= 3 and "no answer within 5 s" in found["reasons"][0]
         assert found["reasons"][0].endswith("every connection came back after the traffic: saturation, not a leak")
+        assert 4 <= slow["busy"] <= 6.5, slow  # every one of the pool's 6, most of the load
+        assert (
+            "GET /api/slow held its connection 3" in found["reasons"][0] and "the pools give 6" in found["reasons"][0]
+        )
     else:
         assert saturation["numbers"]["failed"] == 0
+        assert 1 <= slow["busy"] <= 2.2, slow  # 2 users, each holding one most of the time
 
 
 def test_a_hang_up_that_cancels_the_statement_is_seen_in_the_servers_log(tmp_path: Path) -> None:

@@ -643,3 +643,30 @@ def test_connections_out_to_work_still_running_are_not_a_leak() -> None:
     assert verdict.outcome == ERROR and verdict.evidence == ["still_working"], verdict.reasons
     ghost = {"checked_out": 2, "idle": 4, "limit": 6}  # one more out than the work uses: closed behind its back
     assert judge(Evidence(busy, PHASES, working, ProbeResult(1, 0, True, "x"), pool_view=ghost)).outcome == LEAK
+
+
+def test_holds_are_folded_by_route_and_counted_for_the_load_alone() -> None:
+    from drainwatch import instrument
+    from drainwatch.judge.verdict import holds_busy, holds_sentence
+    from drainwatch.run.evidence import load_holds
+
+    assert instrument._route("/items/42?x=1") == "/items/{id}"
+    assert instrument._route("/orders/0f8fad5b-d9cb-469f-a165-70867728950e/lines") == "/orders/{id}/lines"
+    before = {"holds": {"GET /slow": {"count": 10, "total_s": 30.0, "p50_s": 3.0, "p95_s": 3.0, "max_s": 3.1}}}
+    after = {
+        "holds": {
+            "GET /slow": {"count": 30, "total_s": 90.0, "p50_s": 3.0, "p95_s": 3.0, "max_s": 3.2},
+            "GET /fast": {"count": 5, "total_s": 0.05, "p50_s": 0.01, "p95_s": 0.01, "max_s": 0.01},
+        }
+    }
+    held = load_holds(before, after)
+    assert list(held) == ["GET /slow", "GET /fast"]  # most connection-time first
+    assert held["GET /slow"]["count"] == 20 and held["GET /slow"]["total_s"] == 60.0
+    assert load_holds(after, before) == {}  # a restarted service: counts went down, nothing is claimed
+    phases = {**PHASES, "load": (PHASES["load"][0], PHASES["load"][0] + 10.0)}
+    verdict = judge(Evidence(_samples([5] * 15), phases, [], ProbeResult(3, 3), holds=held))
+    assert verdict.holds["GET /slow"]["busy"] == 6.0  # 60 s of holds over a 10 s load: L = λW
+    assert holds_busy(verdict.holds, 20) and not holds_busy(verdict.holds, 40)
+    said = holds_sentence(verdict.holds, 20)
+    assert said is not None and said.startswith("GET /slow held its connection 3.0s at p95 (longest 3.2s, 20 holds)")
+    assert said.endswith("keeping 6 connection(s) busy on average during the load; the pools give 20")

@@ -20,12 +20,14 @@ recognised by their methods.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import os
+import re
 import time
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -43,6 +45,10 @@ _collected: Counter[tuple[int, tuple[Site, ...]]] = (
 )  # SQLAlchemy checkouts the garbage collector ended, by stack
 _waits: dict[int, dict[str, Any]] = {}  # id(asyncpg pool) -> acquires that found every connection out
 _gone = itertools.count(-1, -1)  # keys for checkouts whose connection object was collected
+HOLD_ROUTES = 50  # routes whose holds are kept: paths the normalising misses must not grow this
+HOLD_KEPT = 512  # the latest holds kept per route, for its percentiles
+_holds: dict[str, dict[str, Any]] = {}  # route -> count, total and longest hold, the latest holds
+_ID_SEGMENT = re.compile(r"/(?:\d+|[0-9a-fA-F-]{32,36})(?=/|$)")  # /items/42, /orders/<uuid>
 
 
 def _pool_of(pool: Any) -> Any:
@@ -97,7 +103,7 @@ def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
     if found is not None and found["_fairy"]() is None:
         _collected_by_gc(id(record))  # checked in by SQLAlchemy's cleanup of a collected fairy
     else:
-        _checkouts.pop(id(record), None)
+        _given_back(id(record))
 
 
 def _collected_by_gc(key: int) -> None:
@@ -148,7 +154,7 @@ def _asyncpg_methods(cls: type) -> dict[str, Any]:
         return proxy
 
     async def release(self: Any, connection: Any, *, timeout: float | None = None) -> None:
-        _checkouts.pop(id(connection), None)
+        _given_back(id(connection))
         await cls.release(self, connection, timeout=timeout)  # type: ignore[attr-defined]
 
     return {"_acquire": _acquire, "release": release}
@@ -206,7 +212,54 @@ def _keep_collected(key: int) -> None:
 
 
 def _returned(conn: Any) -> None:
-    _checkouts.pop(id(conn), None)
+    _given_back(id(conn))
+
+
+def _given_back(key: int) -> None:
+    """A checkout ended as it should: how long it was held counts for the route that took it."""
+    found = _checkouts.pop(key, None)
+    if found is None:
+        return
+    try:
+        _hold(found["request"], time.time() - found["taken_t"])
+    except Exception:  # noqa: BLE001 - a figure drainwatch reads must never fail a release
+        pass
+
+
+def _hold(request: dict[str, str] | None, seconds: float) -> None:
+    route = "outside a request" if request is None else f"{request.get('method', '')} {_route(request.get('path', ''))}"
+    kept = _holds.get(route)
+    if kept is None:
+        if len(_holds) >= HOLD_ROUTES:
+            return
+        kept = _holds[route] = {"count": 0, "total_s": 0.0, "max_s": 0.0, "latest": deque(maxlen=HOLD_KEPT)}
+    kept["count"] += 1
+    kept["total_s"] += seconds
+    kept["max_s"] = max(kept["max_s"], seconds)
+    kept["latest"].append(seconds)
+
+
+@functools.lru_cache(maxsize=1024)  # the same few paths on every release
+def _route(path: str) -> str:
+    """A path with its ids folded (``/items/42`` → ``/items/{id}``), so holds group by route."""
+    return _ID_SEGMENT.sub("/{id}", path.split("?", 1)[0])
+
+
+def holds() -> dict[str, dict[str, Any]]:
+    """Per route, how long its requests held a connection they gave back: count, total, p50, p95,
+    longest (seconds); the routes holding the most connection-time first. Since the process
+    started: drainwatch subtracts the view it read before the load from the one after."""
+    out = {}
+    for route, kept in sorted(_holds.items(), key=lambda kv: -kv[1]["total_s"]):
+        latest = sorted(kept["latest"])
+        out[route] = {
+            "count": kept["count"],
+            "total_s": round(kept["total_s"], 3),
+            "p50_s": round(latest[len(latest) // 2], 4) if latest else 0.0,
+            "p95_s": round(latest[min(len(latest) - 1, int(0.95 * len(latest)))], 4) if latest else 0.0,
+            "max_s": round(kept["max_s"], 4),
+        }
+    return out
 
 
 def _backend_pid(conn: Any) -> int | None:
@@ -323,6 +376,7 @@ def pool_view(pools: Mapping[str, Any]) -> dict[str, Any]:
         "checkouts": checkouts(owners),
         "collected": collected(owners),
         "waiting": waiting(),  # the service's tasks and threads still at work, where they wait
+        "holds": holds(),
     }
 
 

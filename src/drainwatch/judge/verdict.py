@@ -91,6 +91,8 @@ class Verdict:
     reuse: dict[str, int] | None = None
     never_reused: list[int] = field(default_factory=list)  # backend pids of the connections that served one request
     faults: list[dict[str, Any]] = field(default_factory=list)  # what drainwatch injected: fault, detail or error
+    # per route: how long its requests held a connection during the load, and how many it kept busy on average
+    holds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -428,7 +430,10 @@ SATURATION_MIN = 3
 
 
 def _check_saturation(
-    load_kinds: Mapping[str, Any] | None, zombie: Mapping[str, Any], pool_view: Mapping[str, Any] | None
+    load_kinds: Mapping[str, Any] | None,
+    zombie: Mapping[str, Any],
+    pool_view: Mapping[str, Any] | None,
+    holds: Mapping[str, Mapping[str, Any]],
 ) -> Check | None:
     """Did the service serve its steady traffic while the load ran? Judged over the load, whatever came
     back after it: a pool held too long by each request (or by work for clients that left) runs dry
@@ -457,6 +462,9 @@ def _check_saturation(
     ]
     if waits:
         said.append("; ".join(waits))
+    limit = (pool_view or {}).get("limit")
+    if holds_busy(holds, limit) and (held := holds_sentence(holds, limit)):
+        said.append(held)
     if zombie.get("peak_active"):
         said.append(
             f"work for clients that had hung up kept {zombie['peak_active']} backend(s) busy up to "
@@ -778,6 +786,9 @@ class Evidence:
     at_baseline: Sequence[Mapping[str, Any]] | None = None  # the connections at the end of the baseline
     pooler: Mapping[str, Any] | None = None  # PgBouncer's SHOW POOLS at baseline and after settle
     hangups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per disconnect request
+    # per route, the connections its requests held and gave back during the load (the pool view's, after
+    # minus before): count, total_s, p50_s, p95_s, max_s
+    holds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     notes: Sequence[str] = ()  # what the run itself has to say (a snapshot that failed, a rate not reached)
 
 
@@ -839,7 +850,7 @@ def _checks(e: Evidence, m: _Measures) -> list[Check]:
     if e.pool_view is not None:
         checks.append(_check_pool_view(e.pool_view, tally, tolerance))
     checks.append(_check_probe(e.probe))
-    if (saturation := _check_saturation(e.load_kinds, m.zombie, e.pool_view)) is not None:
+    if (saturation := _check_saturation(e.load_kinds, m.zombie, e.pool_view, _busy(e.holds, m.load))) is not None:
         checks.append(saturation)
     if e.at_baseline is not None:
         checks.append(_check_baseline(e.at_baseline, base_end - base_start, tolerance))
@@ -927,7 +938,40 @@ def _verdict(e: Evidence, m: _Measures, said: _Said) -> Verdict:
         reuse=asdict(m.reuse) | {"never_reused": len(tally.single_use)},
         never_reused=sorted(int(row["pid"]) for row in tally.single_use if row.get("pid") not in (None, "")),
         hangups={label: dict(row) for label, row in e.hangups.items()},
+        holds=_busy(e.holds, m.load),
     )
+
+
+def _busy(holds: Mapping[str, Mapping[str, Any]], load: tuple[float, float]) -> dict[str, dict[str, Any]]:
+    """Each route's holds with ``busy``: the connections it kept out on average while the load ran
+    (its total hold time over the load's length: Little's law, L = λW)."""
+    seconds = load[1] - load[0]
+    return {
+        route: {**h, "busy": round(float(h.get("total_s") or 0) / seconds, 2) if seconds > 0 else None}
+        for route, h in holds.items()
+    }
+
+
+def holds_busy(holds: Mapping[str, Mapping[str, Any]], limit: Any) -> bool:
+    """Did one route keep a quarter of the pools (one connection, with no limit known) busy on average?"""
+    busy = max((float(h.get("busy") or 0) for h in holds.values() if isinstance(h, Mapping)), default=0.0)
+    return busy >= (0.25 * float(limit) if limit else 1.0)
+
+
+def holds_sentence(holds: Mapping[str, Mapping[str, Any]], limit: Any = None) -> str | None:
+    """The route that held the pool longest, in a sentence: its p95 hold and what it kept busy."""
+    if not holds:
+        return None
+    route, h = next(iter(holds.items()))
+    busy = h.get("busy")
+    said = (
+        f"{route} held its connection {human_seconds(float(h.get('p95_s') or 0))} at p95 "
+        f"(longest {human_seconds(float(h.get('max_s') or 0))}, {int(h.get('count') or 0):,} holds)"
+    )
+    if busy is not None:
+        said += f", keeping {busy:g} connection(s) busy on average during the load"
+        said += f"; the pools give {limit}" if limit else ""
+    return said
 
 
 def recovery_sentence(recovery_s: float | None, final_total: float | None, baseline_total: float | None) -> str:

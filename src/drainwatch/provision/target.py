@@ -56,11 +56,16 @@ class Target:
         return self.current_pid() if self.current_pid else self.pid
 
 
-async def read_pool_view(target: Target) -> dict[str, Any] | None:
+async def read_pool_view(target: Target, *, fresh: bool = True) -> dict[str, Any] | None:
     """The target's own pool counts, or None when it does not expose them (or does not answer):
-    its route when it mounts one, else what the bootstrap wrote of its processes' pools."""
+    its route when it mounts one, else what the bootstrap wrote of its processes' pools (with
+    ``fresh=False`` as last written, at most half a second ago, without waiting for a new one)."""
     if not target.pool_view_path:
-        return await fresh_channel_view(target.channel, target.pid_now()) if target.channel else None
+        if not target.channel:
+            return None
+        if not fresh:
+            return channel_view(target.channel, target.pid_now())
+        return await fresh_channel_view(target.channel, target.pid_now())
     try:
         async with httpx.AsyncClient(timeout=3) as client:
             resp = await client.get(target.url + target.pool_view_path)
@@ -399,8 +404,26 @@ def channel_view(channel: Path, root: int | None) -> dict[str, Any] | None:
         "checkouts": sorted((c for view in views for c in view["checkouts"]), key=lambda c: c["taken_t"]),
         "collected": [group for view in views for group in view["collected"]],
         "waiting": [group for view in views for group in view["waiting"]],
+        "holds": _merged_holds([view.get("holds") or {} for view in views]),
         "processes": len(views),
     }
+
+
+def _merged_holds(per_process: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each route's holds over every process: counts and totals summed; p50 weighted by count,
+    p95 and the longest the highest of any process (a percentile of percentiles is not exact)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for holds in per_process:
+        for route, h in holds.items():
+            m = merged.setdefault(route, {"count": 0, "total_s": 0.0, "p50_s": 0.0, "p95_s": 0.0, "max_s": 0.0})
+            count = int(h.get("count") or 0)
+            if count:
+                m["p50_s"] = (m["p50_s"] * m["count"] + float(h.get("p50_s") or 0) * count) / (m["count"] + count)
+            m["count"] += count
+            m["total_s"] += float(h.get("total_s") or 0)
+            m["p95_s"] = max(m["p95_s"], float(h.get("p95_s") or 0))
+            m["max_s"] = max(m["max_s"], float(h.get("max_s") or 0))
+    return dict(sorted(merged.items(), key=lambda kv: -kv[1]["total_s"]))
 
 
 def served_stack(channel: Path, pid: int | None) -> dict[str, str]:

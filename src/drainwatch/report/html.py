@@ -464,6 +464,7 @@ def _findings(data: RunData) -> str:
         _diagnosis_section,
         _checkouts_section,
         _busy_section,
+        _holds_section,
         _isolation_section,
         _sweep_section,
         _forecast_section,
@@ -515,6 +516,34 @@ def _busy_section(data: RunData) -> list[str]:
             + table_html(["what", "how many", "at", "waiting in"], rows, numeric={1})
         )
     return parts
+
+
+def _holds_section(data: RunData) -> list[str]:
+    """How long each route held its connections during the load, and what it kept busy (Little's law)."""
+    holds = (data.summary or {}).get("holds")
+    if not isinstance(holds, Mapping) or not holds:
+        return []
+    limit = ((data.summary or {}).get("pool_view") or {}).get("limit")
+    rows = [
+        [
+            Raw(f"<code>{escape(str(route))}</code>"),
+            _fmt(h.get("count")),
+            human_seconds(float(h.get("p50_s") or 0)),
+            human_seconds(float(h.get("p95_s") or 0)),
+            human_seconds(float(h.get("max_s") or 0)),
+            "" if h.get("busy") is None else f"{h['busy']:g}",
+        ]
+        for route, h in list(holds.items())[:MAX_ROWS]
+        if isinstance(h, Mapping)
+    ]
+    return [
+        "<h2>Connections held, by route</h2><p>How long each route's requests kept the connection they took "
+        "during the load (from the app's pool view: each checkout to its return), and how many connections "
+        "it kept out on average (its total hold time over the load's length)"
+        + (f"; the app's pools give {escape(str(limit))}" if limit else "")
+        + ". A route that keeps the pool busy needs shorter holds or fewer requests at once, not a bigger pool.</p>",
+        table_html(["route", "holds", "p50", "p95", "longest", "busy on average"], rows, numeric={1, 5}),
+    ]
 
 
 def _isolation_section(data: RunData) -> list[str]:

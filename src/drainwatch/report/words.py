@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drainwatch.judge.hangups import sentence as hangup_sentence
-from drainwatch.judge.verdict import recovery_sentence, telling, waiting_sentence
+from drainwatch.judge.verdict import holds_busy, holds_sentence, recovery_sentence, telling, waiting_sentence
 from drainwatch.sample.service_log import describe
 from drainwatch.units import human_seconds
 
@@ -74,6 +74,10 @@ def _facts(s: Summary, most: int) -> Iterator[tuple[str, Sequence[Span]]]:
         lasted = human_seconds(zombie.get("lasted_s") or 0)
         yield "zombie work", [f"{zombie['peak_active']} backend(s) still active up to {lasted} after traffic stopped"]
     yield from _limits(s)
+    holds, limit = _mapping(s.get("holds")), (s.get("pool_view") or {}).get("limit")
+    matter = s.get("verdict") == "SATURATED" or holds_busy(holds, limit)
+    if matter and (held := holds_sentence(holds, limit)):
+        yield "held longest", [held]
     for label, row in _mapping(s.get("hangups")).items():
         if isinstance(row, Mapping):
             yield "hang-ups", [hangup_sentence(str(label), row)]

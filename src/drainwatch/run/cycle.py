@@ -34,6 +34,7 @@ from drainwatch.run.evidence import (
     active_samples,
     cancel_times,
     load_counts,
+    load_holds,
     locust_rows,
     peak_of_everyone,
     read_requests,
@@ -122,6 +123,7 @@ async def cycle(
     at_baseline = await _baseline(run, prefix, first)
     pool_views = {"baseline": await read_pool_view(run.target)}
     await _load(run, prefix, csv_name, env)
+    pool_views["load_end"] = await read_pool_view(run.target, fresh=False)  # the holds given back during the load
     with record.phase(f"{prefix}settle"):
         run.display.phase(f"{prefix}settle", cfg.settle)
         await settle(run, cfg.settle)
@@ -162,6 +164,7 @@ async def cycle(
             at_baseline=at_baseline,
             pooler=_pooler(run, phases),
             hangups=_hangups(run, requests, phases["load"][0], phases["settle"][1]),
+            holds=load_holds(pool_views["baseline"], pool_views.get("load_end")),
             notes=notes,
         )
     )

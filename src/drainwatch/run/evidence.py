@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +120,18 @@ def load_counts(prefix: Path) -> dict[str, int]:
     except (OSError, ValueError):
         pass
     return counts
+
+
+def load_holds(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per route, the holds given back between two pool views (the one read before the load and the
+    one after settle): counts and totals subtracted, percentiles and the longest as the later view
+    has them. A route whose count went down (a restarted service) is left out."""
+    earlier = (before or {}).get("holds") or {}
+    out = {}
+    for route, h in ((after or {}).get("holds") or {}).items():
+        was = earlier.get(route) or {}
+        count = int(h.get("count") or 0) - int(was.get("count") or 0)
+        if count > 0:
+            total = float(h.get("total_s") or 0) - float(was.get("total_s") or 0)
+            out[route] = {**h, "count": count, "total_s": round(max(0.0, total), 3)}
+    return dict(sorted(out.items(), key=lambda kv: -float(kv[1]["total_s"])))
