@@ -53,3 +53,8 @@ def human_seconds(seconds: float) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+def human_hold(seconds: float) -> str:
+    """A connection's hold: ``8 ms`` under a second (most are), else as ``human_seconds``."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else human_seconds(seconds)

@@ -36,7 +36,7 @@ from drainwatch.judge.forensics import ACTIVE, HELD, IN_TRANSACTION, POOLED, UNS
 from drainwatch.judge.load import broken_kinds
 from drainwatch.judge.probe import ProbeResult
 from drainwatch.sample.service_log import describe
-from drainwatch.units import human_seconds
+from drainwatch.units import human_hold, human_seconds
 
 PASS, LEAK, SATURATED, ERROR = "PASS", "LEAK", "SATURATED", "ERROR"
 STATE_KEYS = ("total", "active", "idle", "idle_in_transaction", "idle_in_transaction_aborted")
@@ -965,8 +965,8 @@ def holds_sentence(holds: Mapping[str, Mapping[str, Any]], limit: Any = None) ->
     route, h = next(iter(holds.items()))
     busy = h.get("busy")
     said = (
-        f"{route} held its connection {human_seconds(float(h.get('p95_s') or 0))} at p95 "
-        f"(longest {human_seconds(float(h.get('max_s') or 0))}, {int(h.get('count') or 0):,} holds)"
+        f"{route} held its connection {human_hold(float(h.get('p95_s') or 0))} at p95 "
+        f"(longest {human_hold(float(h.get('max_s') or 0))}, {int(h.get('count') or 0):,} holds)"
     )
     if busy is not None:
         said += f", keeping {busy:g} connection(s) busy on average during the load"

@@ -23,7 +23,7 @@ from drainwatch.report.page import MONO, PAGE
 from drainwatch.report.rundata import RunData, scenario_table
 from drainwatch.rundir import SERVICE_WARNINGS_CSV
 from drainwatch.sample.service_log import describe, read_warnings
-from drainwatch.units import human_seconds
+from drainwatch.units import human_hold, human_seconds
 
 MAX_ROWS = 300  # a longer table is read by no one; the CSV is beside the report
 VERDICT_CLASS = {"PASS": "pass", "LEAK": "leak", "SATURATED": "saturated", "ERROR": "error"}
@@ -528,9 +528,9 @@ def _holds_section(data: RunData) -> list[str]:
         [
             Raw(f"<code>{escape(str(route))}</code>"),
             _fmt(h.get("count")),
-            human_seconds(float(h.get("p50_s") or 0)),
-            human_seconds(float(h.get("p95_s") or 0)),
-            human_seconds(float(h.get("max_s") or 0)),
+            human_hold(float(h.get("p50_s") or 0)),
+            human_hold(float(h.get("p95_s") or 0)),
+            human_hold(float(h.get("max_s") or 0)),
             "" if h.get("busy") is None else f"{h['busy']:g}",
         ]
         for route, h in list(holds.items())[:MAX_ROWS]
