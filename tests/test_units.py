@@ -670,3 +670,27 @@ def test_holds_are_folded_by_route_and_counted_for_the_load_alone() -> None:
     said = holds_sentence(verdict.holds, 20)
     assert said is not None and said.startswith("GET /slow held its connection 3.0s at p95 (longest 3.2s, 20 holds)")
     assert said.endswith("keeping 6 connection(s) busy on average during the load; the pools give 20")
+
+
+def test_a_locustfile_of_ones_own_that_stops_being_served_is_saturation_not_a_pass() -> None:
+    """Requests a user's locustfile names its own way (no chaos kind in the name) are meant to be
+    served: when they fail under the load with every connection back, the verdict is SATURATED."""
+    from drainwatch.judge.load import broken_kinds, kind_counts
+
+    stats = [
+        {"Name": "GET /items", "Request Count": "200"},
+        {"Name": "/cart", "Request Count": "100"},
+        {"Name": "Aggregated", "Request Count": "300"},
+    ]
+    failures = [
+        {"Name": "GET /items", "Occurrences": "150", "Error": "HTTPError('503 Server Error')"},
+        {"Name": "/cart", "Occurrences": "5", "Error": "CatchResponseError('HTTP 404')"},
+    ]
+    kinds = kind_counts(stats, failures)
+    assert set(kinds) == {"other"} and kinds["other"]["requests"] == 300 and kinds["other"]["failed"] == 155
+    assert broken_kinds(kinds) == []  # a 404 of one's own is not a chaos kind that tested nothing
+    verdict = judge(Evidence(_samples([5] * 15), PHASES, [], ProbeResult(3, 3), load_kinds=kinds))
+    assert verdict.outcome == SATURATED and verdict.exit_code == 4, verdict.reasons
+    assert "150 of 300 requests of the locustfile's own (50%) failed" in verdict.reasons[0]
+    served = kind_counts(stats, [])
+    assert judge(Evidence(_samples([5] * 15), PHASES, [], ProbeResult(3, 3), load_kinds=served)).outcome == PASS

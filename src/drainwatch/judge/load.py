@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 KINDS = ("steady", "disconnect", "timeout", "error")
+OTHER = "other"  # requests a locustfile of the user's sends under names of its own: meant to be served
 _STATUS = re.compile(r"HTTP (\d{3})")
 BROKEN_SHARE = 0.5  # a kind is broken when at least this share of its requests tested nothing
 
@@ -23,14 +24,14 @@ def kind_counts(stats: Iterable[Mapping[str, str]], failures: Iterable[Mapping[s
     top error."""
     out: dict[str, dict[str, Any]] = {}
     for row in stats:
-        kind = row.get("Name", "").split(" ", 1)[0]
-        if kind in KINDS:
+        kind = _kind_of(row.get("Name", ""))
+        if kind:
             entry = out.setdefault(
                 kind, {"requests": 0, "failed": 0, "not_served": 0, "no_chaos": 0, "errors": Counter()}
             )
             entry["requests"] += int(float(row.get("Request Count") or 0))
     for row in failures:
-        kind = row.get("Name", "").split(" ", 1)[0]
+        kind = _kind_of(row.get("Name", ""))
         if kind not in out:
             continue
         count = int(float(row.get("Occurrences") or 0))
@@ -52,12 +53,21 @@ def kind_counts(stats: Iterable[Mapping[str, str]], failures: Iterable[Mapping[s
     }
 
 
+def _kind_of(name: str) -> str:
+    """The chaos kind a Locust request name starts with; ``other`` for a locustfile's own requests
+    (``GET /items``), "" for Locust's total row."""
+    if name == "Aggregated" or not name:
+        return ""
+    first = name.split(" ", 1)[0]
+    return first if first in KINDS else OTHER
+
+
 def broken_kinds(counts: dict[str, dict[str, Any]]) -> list[str]:
-    """One sentence per kind that tested nothing."""
+    """One sentence per chaos kind that tested nothing (a locustfile's own requests are not judged so)."""
     out = []
     for kind, entry in counts.items():
         requests = entry["requests"]
-        if not requests:
+        if not requests or kind == OTHER:
             continue
         for key, what in (("not_served", "were answered as not served"), ("no_chaos", "never delivered the chaos")):
             if key == "no_chaos" and entry.get("sweep"):

@@ -33,7 +33,7 @@ from typing import Any
 from drainwatch.errors import EXIT_LEAK, EXIT_PASS, EXIT_SATURATED, EXIT_USAGE
 from drainwatch.judge.attribution import summary as attribution_summary
 from drainwatch.judge.forensics import ACTIVE, HELD, IN_TRANSACTION, POOLED, UNSURE
-from drainwatch.judge.load import broken_kinds
+from drainwatch.judge.load import OTHER, broken_kinds
 from drainwatch.judge.probe import ProbeResult
 from drainwatch.sample.service_log import describe
 from drainwatch.units import human_hold, human_seconds
@@ -438,7 +438,10 @@ def _check_saturation(
     """Did the service serve its steady traffic while the load ran? Judged over the load, whatever came
     back after it: a pool held too long by each request (or by work for clients that left) runs dry
     and the service stops serving, with every connection given back once the traffic stops."""
-    steady = (load_kinds or {}).get("steady")
+    kinds = load_kinds or {}
+    # the steady kind; else the requests a locustfile of the user's sends under names of its own
+    meant = "steady requests" if (kinds.get("steady") or {}).get("requests") else "requests of the locustfile's own"
+    steady = kinds.get("steady") if meant == "steady requests" else kinds.get(OTHER)
     if not steady or not steady.get("requests"):
         return None
     requests = int(steady["requests"])
@@ -450,9 +453,9 @@ def _check_saturation(
         numbers["failed_in_faults"] = in_faults
     if share <= SATURATION_SHARE or failed < SATURATION_MIN:
         during = f" ({in_faults} more failed during the faults drainwatch injected, not counted)" if in_faults else ""
-        return Check("saturation", True, f"{requests - failed} of {requests} steady requests served{during}", numbers)
+        return Check("saturation", True, f"{requests - failed} of {requests} {meant} served{during}", numbers)
     said = [
-        f"the service stopped serving under the load: {failed} of {requests} steady requests ({share:.0%}) "
+        f"the service stopped serving under the load: {failed} of {requests} {meant} ({share:.0%}) "
         f"failed while it ran (top error: {steady.get('top_error') or 'none recorded'})"
     ]
     waits = [
