@@ -63,6 +63,29 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
 
     Raises UsageError for a missing file, bad TOML or an unknown key.
     """
+    data = _read(path)
+    _check_values(path, data)
+    options: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    for key, value in _flatten(data):
+        if key in OPTION_KEYS:
+            options[OPTION_KEYS[key]] = _option(path, key, value)
+        elif key == "endpoints":
+            if not isinstance(value, list):
+                raise UsageError(
+                    f"endpoints in {path.name} must be a list of tables, not {_kind(value)}",
+                    hint='write [[endpoints]] sections, each with method = "GET", path = "/items"',
+                )
+            env["DRAINWATCH_STEADY"] = json.dumps([_endpoint(path, item) for item in value])
+        elif key.startswith("chaos."):
+            env.update(_chaos(path, key, value))
+        else:
+            _unknown(path, key)
+    return options, env
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The file's drainwatch table: the whole TOML file, or [tool.drainwatch] of a pyproject.toml."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -89,40 +112,26 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
                 f"[tool.drainwatch] in {path} is not a table", hint="write it as a [tool.drainwatch] section"
             )
         data = section
-    _check_values(path, data)
-    options: dict[str, Any] = {}
-    env: dict[str, str] = {}
-    for key, value in _flatten(data):
-        if key in OPTION_KEYS:
-            name = OPTION_KEYS[key]
-            if key not in TABLE_OPTIONS and key != "load.mix" and not isinstance(value, (str, int, float)):
-                raise UsageError(
-                    f"{key} in {path.name} must be a single value, not {_kind(value)}",
-                    hint='write a number, a string or true/false, like users = 20 or warmup = "10s"',
-                )
-            if name == "mix" and isinstance(value, dict):
-                value = ",".join(f"{kind}={weight}" for kind, weight in value.items())
-            if name in PATH_OPTIONS:
-                value = str((path.parent / str(value)).resolve())
-            if key in TABLE_OPTIONS:
-                if not isinstance(value, dict):
-                    raise UsageError(
-                        f"{key} in {path.name} must be a table", hint=f'write {key} = {{ NAME = "value" }}'
-                    )
-                value = {str(k): str(v) for k, v in value.items()}
-            options[name] = value
-        elif key == "endpoints":
-            if not isinstance(value, list):
-                raise UsageError(
-                    f"endpoints in {path.name} must be a list of tables, not {_kind(value)}",
-                    hint='write [[endpoints]] sections, each with method = "GET", path = "/items"',
-                )
-            env["DRAINWATCH_STEADY"] = json.dumps([_endpoint(path, item) for item in value])
-        elif key.startswith("chaos."):
-            env.update(_chaos(path, key, value))
-        else:
-            _unknown(path, key)
-    return options, env
+    return data
+
+
+def _option(path: Path, key: str, value: Any) -> Any:
+    """One option's value from the file, as its command-line option takes it."""
+    name = OPTION_KEYS[key]
+    if key not in TABLE_OPTIONS and key != "load.mix" and not isinstance(value, (str, int, float)):
+        raise UsageError(
+            f"{key} in {path.name} must be a single value, not {_kind(value)}",
+            hint='write a number, a string or true/false, like users = 20 or warmup = "10s"',
+        )
+    if name == "mix" and isinstance(value, dict):
+        value = ",".join(f"{kind}={weight}" for kind, weight in value.items())
+    if name in PATH_OPTIONS:
+        value = str((path.parent / str(value)).resolve())
+    if key in TABLE_OPTIONS:
+        if not isinstance(value, dict):
+            raise UsageError(f"{key} in {path.name} must be a table", hint=f'write {key} = {{ NAME = "value" }}')
+        value = {str(k): str(v) for k, v in value.items()}
+    return value
 
 
 def _kind(value: Any) -> str:

@@ -111,14 +111,7 @@ async def cycle(
     cfg, run_dir, record = run.cfg, run.run_dir, run.record
     first = run.cycles == 0
     run.cycles += 1
-    env = {
-        **cfg.traffic.env(),
-        "DRAINWATCH_MIX": ",".join(f"{k}={w}" for k, w in mix.items()),
-        "PYTHONUNBUFFERED": "1",
-        "DRAINWATCH_REQUESTS_CSV": str(run_dir / f"requests-{csv_name}"),
-        **({"DRAINWATCH_RATE_PER_USER": f"{cfg.rate / cfg.users:.6g}"} if cfg.rate else {}),
-        **(extra_env or {}),
-    }
+    env = _locust_env(run, mix, csv_name, extra_env)
     await _warmup(run, prefix, env)
     at_baseline = await _baseline(run, prefix, first)
     pool_views = {"baseline": await read_pool_view(run.target)}
@@ -139,13 +132,7 @@ async def cycle(
     write_connections(run_dir / LINGERING_CSV, lingering, append=not first)
     result = await _probe(run, prefix, first)
     phases = {name: record.phases[f"{prefix}{name}"] for name in ("warmup", "baseline", "load", "settle")}
-    kinds = _outside_faults(
-        kind_counts(locust_rows(run_dir / csv_name, "stats"), locust_rows(run_dir / csv_name, "failures")),
-        requests,
-        record.data.get("faults") or [],
-    )
-    if cfg.sweep_disconnect and "disconnect" in kinds:
-        kinds["disconnect"]["sweep"] = True
+    kinds = _load_kinds(run, csv_name, requests)
     notes = [snapshot_note] if snapshot_note else []
     if cfg.rate and (note := _rate_note(cfg.rate, requests, *phases["load"])):
         notes.append(note)
@@ -171,6 +158,34 @@ async def cycle(
     if verdict.never_reused:  # lingering.csv says which idle connections no pool holds
         _mark_never_reused(run_dir / LINGERING_CSV, set(verdict.never_reused))
     return verdict
+
+
+def _locust_env(
+    run: RunContext, mix: Mapping[str, int], csv_name: str, extra_env: Mapping[str, str] | None
+) -> dict[str, str]:
+    """What the scenarios read from their environment for this cycle: the traffic, the mix, the log."""
+    cfg = run.cfg
+    return {
+        **cfg.traffic.env(),
+        "DRAINWATCH_MIX": ",".join(f"{k}={w}" for k, w in mix.items()),
+        "PYTHONUNBUFFERED": "1",
+        "DRAINWATCH_REQUESTS_CSV": str(run.run_dir / f"requests-{csv_name}"),
+        **({"DRAINWATCH_RATE_PER_USER": f"{cfg.rate / cfg.users:.6g}"} if cfg.rate else {}),
+        **(extra_env or {}),
+    }
+
+
+def _load_kinds(run: RunContext, csv_name: str, requests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per chaos kind, what the load's requests did (Locust's CSVs), failures during faults set apart."""
+    prefix = run.run_dir / csv_name
+    kinds = _outside_faults(
+        kind_counts(locust_rows(prefix, "stats"), locust_rows(prefix, "failures")),
+        requests,
+        run.record.data.get("faults") or [],
+    )
+    if run.cfg.sweep_disconnect and "disconnect" in kinds:
+        kinds["disconnect"]["sweep"] = True
+    return kinds
 
 
 def _rate_note(asked: float, requests: list[dict[str, Any]], start: float, end: float) -> str:
