@@ -158,6 +158,9 @@ def test_django_under_gunicorn_ending_in_commit_on_a_roomy_server(tmp_path: Path
         return
     # Connections opened per request during the load, outliving it: no pool does that.
     assert "single_use" in found["evidence"] and found["reuse"]["opened"] >= 10
+    # The diagnosis speaks Django (the stack its processes imported), not SQLAlchemy or asyncpg.
+    said = json.dumps(found["diagnosis"])
+    assert "CONN_MAX_AGE = 0 under ASGI" in said and "session_factory" not in said and "acquire(" not in said
     if variant == "leaky":  # the collector closed some or all: psycopg said so in the log
         assert "leak_warnings" in found["evidence"] and found["service_warnings"]["connection_dropped"] >= 1
         return

@@ -694,3 +694,22 @@ def test_a_locustfile_of_ones_own_that_stops_being_served_is_saturation_not_a_pa
     assert "150 of 300 requests of the locustfile's own (50%) failed" in verdict.reasons[0]
     served = kind_counts(stats, [])
     assert judge(Evidence(_samples([5] * 15), PHASES, [], ProbeResult(3, 3), load_kinds=served)).outcome == PASS
+
+
+def test_the_diagnosis_speaks_the_stack_the_service_imported() -> None:
+    from drainwatch.judge.diagnosis import diagnose
+
+    lingering = [_conn("a", "idle in transaction", "INSERT", 12.0) | {"kind": "in_transaction", "route": "orders"}] * 2
+    lingering += [_conn("a", "idle", "SELECT 1 FROM t") | {"kind": "held", "route": "chat"}] * 2
+    verdict = judge(Evidence(_samples([5] * 5 + [9] * 10), PHASES, lingering, ProbeResult(3, 3)))
+    assert verdict.outcome == LEAK
+    flask = " ".join(
+        str(v) for item in diagnose(verdict, ["flask", "psycopg2-binary", "gunicorn"]) for v in item.values()
+    )
+    assert "conn.rollback()" in flask and "putconn" in flask
+    assert "session_factory" not in flask and "Session(" not in flask and "acquire(" not in flask
+    assert "pool_timeout" not in flask and "yield" not in flask
+    django = " ".join(str(v) for item in diagnose(verdict, ["django", "psycopg", "uvicorn"]) for v in item.values())
+    assert "transaction.atomic()" in django and "close_old_connections()" in django
+    general = " ".join(str(v) for item in diagnose(verdict) for v in item.values())
+    assert "session_factory()" in general  # no stack known (the demo): the general words

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
+from drainwatch.judge import stackwords
 from drainwatch.judge.verdict import DIED, LEAK, Check, Verdict
 from drainwatch.units import human_seconds
 
@@ -13,15 +15,25 @@ GUARDRAILS = (
 )
 
 
-def diagnose(verdict: Verdict) -> list[dict[str, Any]]:
-    """One entry per pattern seen: ``pattern``, ``evidence``, ``cause``, ``fix``."""
+def diagnose(verdict: Verdict, stack: Collection[str] = ()) -> list[dict[str, Any]]:
+    """One entry per pattern seen: ``pattern``, ``evidence``, ``cause``, ``fix``; in the words of
+    ``stack`` (the distributions the service imported) where it has them."""
     if DIED in verdict.evidence:  # PostgreSQL or the service died: nothing to say of the service's code
         return []
     checks = {check.name: check for check in verdict.checks}
     found = _connections_left(verdict, checks, _left_by(verdict)) + _outages(verdict, checks)
     found += _from_the_log(verdict.service_warnings)
+    for item in found:
+        if (said := stackwords.words(item.pop("_words", ""), stack)) is not None:
+            item["cause"], item["fix"] = said
     if verdict.outcome == LEAK:
-        found.append({"pattern": "guardrails", "evidence": "", "cause": "", "fix": GUARDRAILS})
+        fix = GUARDRAILS
+        if (timeouts := stackwords.timeouts(stack)) is not None:
+            fix = (
+                "server-side guardrails while you fix it: idle_in_transaction_session_timeout on the role, "
+                f"{timeouts} so requests fail fast instead of hanging"
+            )
+        found.append({"pattern": "guardrails", "evidence": "", "cause": "", "fix": fix})
     return found
 
 
@@ -44,6 +56,7 @@ def _connections_left(verdict: Verdict, checks: dict[str, Check], where: str) ->
         found.append(
             {
                 "pattern": "idle in transaction after traffic stopped",
+                "_words": "idle_in_transaction",
                 "evidence": f"{iit['count']} connection(s) idle in transaction, oldest {human_seconds(iit['oldest_s'])}{where}",
                 "cause": "a commit or rollback missing on an error path: a session closed after the work instead of in "
                 "finally, or a yield dependency without try/finally",
@@ -56,6 +69,7 @@ def _connections_left(verdict: Verdict, checks: dict[str, Check], where: str) ->
         found.append(
             {
                 "pattern": "a connection per request (or thread), never closed",
+                "_words": "per_request",
                 "evidence": f"{max(verdict.leaked, held + iit['count'])} connection(s) left open, each opened at its own "
                 f"moment during the run{where}",
                 "cause": "connections opened per request or per worker thread and kept: Django's CONN_MAX_AGE > 0 under "
@@ -70,6 +84,7 @@ def _connections_left(verdict: Verdict, checks: dict[str, Check], where: str) ->
         found.append(
             {
                 "pattern": "idle connections still checked out",
+                "_words": "held",
                 "evidence": f"{held} idle connection(s) whose last statement is the app's SQL, not the pool's reset{where}",
                 "cause": "a release that never happened: cleanup that awaits in finally while the task is being "
                 "cancelled (client disconnect, deadline), a CancelledError caught and swallowed, or a release "

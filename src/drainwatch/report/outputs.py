@@ -35,7 +35,9 @@ def summary(record: dict[str, Any], verdict: Verdict | None, extra: dict[str, An
         from drainwatch.judge.diagnosis import diagnose
 
         data.update(verdict.to_dict())
-        data["diagnosis"] = diagnose(verdict)
+        # in the words of the stack the service's processes imported (none known for the demo or a URL)
+        stack = (record.get("target") or {}).get("versions") or {}
+        data["diagnosis"] = diagnose(verdict, stack=[name for name in stack if name != "python"])
     data.update(extra)
     return data
 
