@@ -153,7 +153,8 @@ def test_a_request_that_holds_its_connection_too_long_saturates_a_healthy_pool(
     if verdict == "SATURATED":
         assert saturation["numbers"]["failed"] >= 3 and "no answer within 5 s" in found["reasons"][0]
         assert found["reasons"][0].endswith("every connection came back after the traffic: saturation, not a leak")
-        assert 4 <= slow["busy"] <= 6.5, slow  # every one of the pool's 6, most of the load
+        # the pool's 6 most of the load; the holds still out when it ended are not counted (a floor, then)
+        assert 3 <= slow["busy"] <= 6.5, slow
         assert (
             "GET /api/slow held its connection 3" in found["reasons"][0] and "the pools give 6" in found["reasons"][0]
         )

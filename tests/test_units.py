@@ -650,8 +650,8 @@ def test_holds_are_folded_by_route_and_counted_for_the_load_alone() -> None:
     from drainwatch.judge.verdict import holds_busy, holds_sentence
     from drainwatch.run.evidence import load_holds
 
-    assert instrument._route("/items/42?x=1") == "/items/{id}"
-    assert instrument._route("/orders/0f8fad5b-d9cb-469f-a165-70867728950e/lines") == "/orders/{id}/lines"
+    assert instrument.route_of("/items/42?x=1") == "/items/{id}"
+    assert instrument.route_of("/orders/0f8fad5b-d9cb-469f-a165-70867728950e/lines") == "/orders/{id}/lines"
     before = {"holds": {"GET /slow": {"count": 10, "total_s": 30.0, "p50_s": 3.0, "p95_s": 3.0, "max_s": 3.1}}}
     after = {
         "holds": {

@@ -227,7 +227,9 @@ def _given_back(key: int) -> None:
 
 
 def _hold(request: dict[str, str] | None, seconds: float) -> None:
-    route = "outside a request" if request is None else f"{request.get('method', '')} {_route(request.get('path', ''))}"
+    route = (
+        "outside a request" if request is None else f"{request.get('method', '')} {route_of(request.get('path', ''))}"
+    )
     kept = _holds.get(route)
     if kept is None:
         if len(_holds) >= HOLD_ROUTES:
@@ -240,7 +242,7 @@ def _hold(request: dict[str, str] | None, seconds: float) -> None:
 
 
 @functools.lru_cache(maxsize=1024)  # the same few paths on every release
-def _route(path: str) -> str:
+def route_of(path: str) -> str:
     """A path with its ids folded (``/items/42`` → ``/items/{id}``), so holds group by route."""
     return _ID_SEGMENT.sub("/{id}", path.split("?", 1)[0])
 
