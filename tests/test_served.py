@@ -75,9 +75,12 @@ def test_sync_fastapi_in_a_thread_pool_with_a_select_one_health_check(
     assert found["verdict"] == verdict, found["reasons"]
     assert exceptions(folder, variant) == 0
     if variant == "leaky":
-        # Abandoned sessions sit in reference cycles: the garbage collector frees some during the run.
-        assert found["idle_in_transaction"]["count"] >= 1
-        assert "idle_in_transaction" in found["evidence"]
+        # Abandoned sessions sit in reference cycles: the garbage collector frees some during the run, at
+        # moments nobody picks (CI saw it free every one before settle ended). What the leak left is the
+        # sessions still idle in transaction and those SQLAlchemy's cleanup took back, logged as it did.
+        still = found["idle_in_transaction"]["count"]
+        assert still + found["service_warnings"].get("gc_cleanup", 0) >= 1, found["reasons"]
+        assert not still or "idle_in_transaction" in found["evidence"]
     else:
         assert found["idle_in_transaction"]["count"] == 0 and found["leaked"] == 0
 
